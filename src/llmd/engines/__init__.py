@@ -1,0 +1,68 @@
+"""Engine adapters: the one place where vLLM and SGLang differ.
+
+`get_adapter("vllm")` / `get_adapter("sglang")`; `ENGINES` lists the names.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from llmd.engines.base import (
+    ENGINE_TYPE_LABEL,
+    ROLE_LABEL,
+    EndpointMetrics,
+    EngineAdapter,
+    EngineName,
+    KvEventsSpec,
+    LoraState,
+    MetricNames,
+    MultinodeSpec,
+    Probe,
+    Probes,
+    Role,
+    ServeSpec,
+)
+from llmd.engines.page import MetricsPage
+from llmd.engines.sglang import SGLangAdapter
+from llmd.engines.vllm import VllmAdapter
+from llmd.errors import EngineError
+
+ADAPTERS: MappingProxyType[str, EngineAdapter] = MappingProxyType(
+    {"vllm": VllmAdapter(), "sglang": SGLangAdapter()}
+)
+ENGINES: tuple[EngineName, ...] = ("vllm", "sglang")
+DEFAULT_ENGINE: EngineName = "vllm"  # llm-d's default for unlabelled pods
+
+
+def get_adapter(name: str) -> EngineAdapter:
+    """The adapter for `name`; `EngineError` naming the allowed values otherwise."""
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise EngineError(
+            f"unknown engine {name!r}: expected one of {', '.join(ENGINES)}"
+        ) from None
+
+
+__all__ = [
+    "ADAPTERS",
+    "DEFAULT_ENGINE",
+    "ENGINES",
+    "ENGINE_TYPE_LABEL",
+    "EndpointMetrics",
+    "EngineAdapter",
+    "EngineName",
+    "KvEventsSpec",
+    "LoraState",
+    "MetricNames",
+    "MetricsPage",
+    "MultinodeSpec",
+    "Probe",
+    "Probes",
+    "ROLE_LABEL",
+    "Role",
+    "SGLangAdapter",
+    "ServeSpec",
+    "VllmAdapter",
+    "get_adapter",
+]

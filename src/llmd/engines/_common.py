@@ -1,0 +1,68 @@
+"""Parsing and argv helpers shared by the engine modules (engine-neutral, driven by names)."""
+
+from __future__ import annotations
+
+from llmd.engines.base import EndpointMetrics, LoraState, MetricNames
+from llmd.engines.page import MetricsPage
+
+
+def scraped_families(names: MetricNames) -> tuple[str, ...]:
+    """The metric families `metrics_from_page` reads; the scraper parses only these."""
+    wanted = [
+        names.waiting,
+        names.running,
+        names.kv_usage,
+        names.cache_config_info,
+        names.prefix_hits,
+        names.prefix_queries,
+    ]
+    wanted += [n for n in (names.kv_usage_fallback, names.lora_info) if n]
+    return tuple(wanted)
+
+
+def metrics_from_page(page: MetricsPage, names: MetricNames) -> EndpointMetrics:
+    """Read the engine-neutral fields out of a page through the engine's names."""
+    kv = page.mean(names.kv_usage)
+    if kv is None and names.kv_usage_fallback:
+        kv = page.mean(names.kv_usage_fallback)
+    info = page.labels(names.cache_config_info) or {}
+    return EndpointMetrics(
+        waiting=int(page.total(names.waiting) or 0),
+        running=int(page.total(names.running) or 0),
+        kv_usage=min(max(kv or 0.0, 0.0), 1.0),
+        block_size=_int_label(info, names.block_size_label),
+        total_blocks=_int_label(info, names.num_blocks_label),
+        lora=_lora(page, names.lora_info) if names.lora_info else None,
+        prefix_cache_hits=page.total(names.prefix_hits + "_total", names.prefix_hits_labels),
+        prefix_cache_queries=page.total(names.prefix_queries + "_total"),
+    )
+
+
+def _int_label(labels: dict[str, str] | object, key: str) -> int | None:
+    raw = labels.get(key) if isinstance(labels, dict) else None
+    try:
+        return int(float(raw)) if raw not in (None, "", "None") else None
+    except ValueError:
+        return None
+
+
+def _lora(page: MetricsPage, name: str) -> LoraState | None:
+    rows = page.samples.get(name)
+    if not rows:
+        return None
+    # vLLM emits one series per state change, valued by its timestamp: the newest one is current.
+    labels, _ = max(rows, key=lambda row: row[1])
+    return LoraState(
+        max_lora=_int_label(dict(labels), "max_lora") or 0,
+        running=_split(labels.get("running_lora_adapters", "")),
+        waiting=_split(labels.get("waiting_lora_adapters", "")),
+    )
+
+
+def _split(csv: str) -> tuple[str, ...]:
+    return tuple(a for a in (p.strip() for p in csv.split(",")) if a)
+
+
+def has_flag(args: tuple[str, ...] | list[str], flag: str) -> bool:
+    """True when the user already passes `flag` (as `--flag v` or `--flag=v`)."""
+    return any(a == flag or a.startswith(flag + "=") for a in args)

@@ -1,0 +1,168 @@
+"""Engine-neutral types and the `EngineAdapter` protocol every engine module implements.
+
+Everything that differs between vLLM and SGLang is a method or attribute of an adapter;
+callers never branch on the engine name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+
+if TYPE_CHECKING:
+    from llmd.engines.page import MetricsPage
+
+EngineName = Literal["vllm", "sglang"]
+Role = Literal["both", "prefill", "decode"]
+ENGINE_TYPE_LABEL = "llm-d.ai/engine-type"
+ROLE_LABEL = "llm-d.ai/role"
+
+
+@dataclass(frozen=True, slots=True)
+class LoraState:
+    """LoRA adapters an endpoint reports (vLLM's `lora_requests_info`)."""
+
+    max_lora: int
+    running: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointMetrics:
+    """One scrape of one endpoint, in engine-neutral units.
+
+    `kv_usage` is a 0..1 ratio. `block_size` is tokens per KV block (SGLang: page size) and
+    `total_blocks` the number of blocks (SGLang: pages); both None when not reported.
+    `prefix_cache_hits`/`prefix_cache_queries` are cumulative token counters.
+    """
+
+    waiting: int = 0
+    running: int = 0
+    kv_usage: float = 0.0
+    block_size: int | None = None
+    total_blocks: int | None = None
+    lora: LoraState | None = None
+    prefix_cache_hits: float | None = None
+    prefix_cache_queries: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricNames:
+    """The engine's own Prometheus names: read by the adapter's parser, exported by the simulator.
+
+    Counter names are given without the `_total` suffix, as prometheus-client declares them.
+    `prefix_hits_labels` selects the label set of the hit counter that counts cache hits.
+    """
+
+    waiting: str
+    running: str
+    kv_usage: str
+    cache_config_info: str
+    block_size_label: str
+    num_blocks_label: str
+    prefix_hits: str
+    prefix_queries: str
+    prompt_tokens: str
+    generation_tokens: str
+    request_success: str
+    ttft: str
+    itl: str
+    e2e: str
+    queue_time: str
+    kv_usage_fallback: str | None = None
+    lora_info: str | None = None
+    prefix_hits_labels: tuple[tuple[str, str], ...] = ()
+    pd_transfer_misses: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """An HTTP GET probe, as a Kubernetes container probe renders it."""
+
+    path: str
+    initial_delay_s: int = 0
+    period_s: int = 10
+    timeout_s: int = 5
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Probes:
+    startup: Probe
+    readiness: Probe
+    liveness: Probe
+
+
+@dataclass(frozen=True, slots=True)
+class KvEventsSpec:
+    """Where the engine publishes KV-cache events over ZMQ (topic `kv@<ip>:<port>@<model>`)."""
+
+    endpoint: str = "tcp://*:5557"
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MultinodeSpec:
+    """One engine spread over `nnodes` hosts (LeaderWorkerSet); values may be `$(ENV)` refs."""
+
+    leader_address: str
+    nnodes: str
+    node_rank: str
+    dist_init_port: int = 20000
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSpec:
+    """What to serve and how; turned into argv by `EngineAdapter.serve_args`.
+
+    `port`/`host` None means "do not pass the flag" (the engine default applies).
+    `transfer_backend` None picks the adapter's default P/D transport.
+    """
+
+    model: str
+    served_model_name: str | None = None
+    host: str | None = None
+    port: int | None = None
+    tensor_parallel: int = 1
+    data_parallel: int = 1
+    data_parallel_local: int = 1
+    role: Role = "both"
+    transfer_backend: str | None = None
+    bootstrap_port: int = 8998
+    kv_events: KvEventsSpec | None = None
+    multinode: MultinodeSpec | None = None
+    extra_args: tuple[str, ...] = field(default=())
+
+
+class EngineAdapter(Protocol):
+    """Everything llmd needs to know about one inference engine. Methods are pure."""
+
+    name: ClassVar[EngineName]
+    engine_type_label: ClassVar[str]
+    """Value of the `llm-d.ai/engine-type` pod label."""
+    sidecar_connector: ClassVar[str]
+    """`llmd sidecar --kv-connector` value for this engine's P/D protocol."""
+    metric_names: ClassVar[MetricNames]
+    probes: ClassVar[Probes]
+    default_port: ClassVar[int]
+    extra_routes: ClassVar[frozenset[str]]
+    """Engine-specific HTTP routes beyond the OpenAI API (the simulator serves exactly these)."""
+    scraped_families: ClassVar[tuple[str, ...]]
+    """Metric families `endpoint_metrics` reads (the scraper parses only these)."""
+
+    def serve_command(self) -> list[str]:
+        """The executable part of the serve argv (e.g. `vllm serve`)."""
+        ...
+
+    def serve_args(self, spec: ServeSpec, *, model_as_flag: bool = False) -> list[str]:
+        """Arguments after `serve_command()`; `model_as_flag` passes the model as a flag
+        (for images whose entrypoint already is the server)."""
+        ...
+
+    def serve_argv(self, spec: ServeSpec) -> list[str]:
+        """`serve_command() + serve_args(spec)`."""
+        ...
+
+    def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
+        """Map one scraped /metrics page to engine-neutral fields."""
+        ...

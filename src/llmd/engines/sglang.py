@@ -1,0 +1,104 @@
+"""SGLang: `python3 -m sglang.launch_server`, `sglang:` metrics, bootstrap-room P/D."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from llmd.engines._common import has_flag, metrics_from_page, scraped_families
+from llmd.engines.base import (
+    EndpointMetrics,
+    EngineName,
+    MetricNames,
+    Probe,
+    Probes,
+    ServeSpec,
+)
+from llmd.engines.page import MetricsPage
+
+__all__ = ["SGLangAdapter"]
+
+DEFAULT_TRANSFER_BACKEND = "nixl"  # what llm-d's P/D guide runs; SGLang's own default is mooncake
+
+
+class SGLangAdapter:
+    """SGLang (>= 0.4, `--enable-metrics` required for /metrics)."""
+
+    name: ClassVar[EngineName] = "sglang"
+    engine_type_label: ClassVar[str] = "sglang"
+    sidecar_connector: ClassVar[str] = "sglang"
+    default_port: ClassVar[int] = 30000
+    extra_routes: ClassVar[frozenset[str]] = frozenset(
+        {"/health", "/health_generate", "/get_model_info", "/get_server_info", "/get_load",
+         "/generate"}
+    )
+    metric_names: ClassVar[MetricNames] = MetricNames(
+        waiting="sglang:num_queue_reqs",
+        running="sglang:num_running_reqs",
+        kv_usage="sglang:token_usage",
+        cache_config_info="sglang:cache_config_info",
+        block_size_label="page_size",
+        num_blocks_label="num_pages",
+        prefix_hits="sglang:cached_tokens",
+        prefix_hits_labels=(("cache_source", "device"),),
+        prefix_queries="sglang:prompt_tokens",
+        prompt_tokens="sglang:prompt_tokens",
+        generation_tokens="sglang:generation_tokens",
+        request_success="sglang:num_requests",
+        ttft="sglang:time_to_first_token_seconds",
+        itl="sglang:inter_token_latency_seconds",
+        e2e="sglang:e2e_request_latency_seconds",
+        queue_time="sglang:queue_time_seconds",
+        pd_transfer_misses="sglang:num_transfer_failed_reqs",
+    )
+    # /health_generate runs one decode step: the pod is started only once the model generates.
+    probes: ClassVar[Probes] = Probes(
+        startup=Probe("/health_generate", initial_delay_s=15, period_s=30, timeout_s=10,
+                      failure_threshold=60),
+        readiness=Probe("/health", period_s=5, timeout_s=2, failure_threshold=3),
+        liveness=Probe("/health", period_s=10, timeout_s=5, failure_threshold=3),
+    )
+    scraped_families: ClassVar[tuple[str, ...]] = scraped_families(metric_names)
+
+    def serve_command(self) -> list[str]:
+        return ["python3", "-m", "sglang.launch_server"]
+
+    def serve_args(self, spec: ServeSpec, *, model_as_flag: bool = False) -> list[str]:
+        # SGLang always takes the model as a flag; `model_as_flag` changes nothing here.
+        user = spec.extra_args
+        args = ["--model-path", spec.model]
+        if spec.host is not None:
+            args += ["--host", spec.host]
+        if spec.port is not None:
+            args += ["--port", str(spec.port)]
+        if spec.tensor_parallel > 1:
+            args += ["--tensor-parallel-size", str(spec.tensor_parallel)]
+        if spec.data_parallel > 1:
+            args += ["--data-parallel-size", str(spec.data_parallel)]
+        if spec.multinode is not None:
+            mn = spec.multinode
+            args += ["--dist-init-addr", f"{mn.leader_address}:{mn.dist_init_port}",
+                     "--nnodes", mn.nnodes, "--node-rank", mn.node_rank]
+        if spec.served_model_name:
+            args += ["--served-model-name", spec.served_model_name]
+        if not has_flag(user, "--enable-metrics"):
+            args.append("--enable-metrics")
+        if spec.role != "both" and not has_flag(user, "--disaggregation-mode"):
+            args += ["--disaggregation-mode", spec.role]
+            if not has_flag(user, "--disaggregation-transfer-backend"):
+                backend = spec.transfer_backend or DEFAULT_TRANSFER_BACKEND
+                args += ["--disaggregation-transfer-backend", backend]
+            if spec.role == "prefill" and not has_flag(user, "--disaggregation-bootstrap-port"):
+                args += ["--disaggregation-bootstrap-port", str(spec.bootstrap_port)]
+        if spec.kv_events is not None and not has_flag(user, "--kv-events-config"):
+            # SGLang's KVEventsConfig has no `enable_kv_cache_events` key and rejects it.
+            events = {"publisher": "zmq", "endpoint": spec.kv_events.endpoint,
+                      "topic": spec.kv_events.topic}
+            args += ["--kv-events-config", json.dumps(events, separators=(",", ":"))]
+        return args + list(user)
+
+    def serve_argv(self, spec: ServeSpec) -> list[str]:
+        return self.serve_command() + self.serve_args(spec)
+
+    def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
+        return metrics_from_page(page, self.metric_names)

@@ -1,0 +1,98 @@
+"""vLLM: `vllm serve`, `vllm:` metrics, NIXL v2 P/D through the sidecar."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from llmd.engines._common import has_flag, metrics_from_page, scraped_families
+from llmd.engines.base import (
+    EndpointMetrics,
+    EngineName,
+    MetricNames,
+    Probe,
+    Probes,
+    ServeSpec,
+)
+from llmd.engines.page import MetricsPage
+
+__all__ = ["VllmAdapter"]
+
+KV_TRANSFER_CONFIG = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
+
+
+class VllmAdapter:
+    """vLLM (>= 0.10, V1 engine)."""
+
+    name: ClassVar[EngineName] = "vllm"
+    engine_type_label: ClassVar[str] = "vllm"
+    sidecar_connector: ClassVar[str] = "nixlv2"
+    default_port: ClassVar[int] = 8000
+    extra_routes: ClassVar[frozenset[str]] = frozenset({"/health", "/tokenize"})
+    metric_names: ClassVar[MetricNames] = MetricNames(
+        waiting="vllm:num_requests_waiting",
+        running="vllm:num_requests_running",
+        kv_usage="vllm:kv_cache_usage_perc",
+        kv_usage_fallback="vllm:gpu_cache_usage_perc",
+        cache_config_info="vllm:cache_config_info",
+        block_size_label="block_size",
+        num_blocks_label="num_gpu_blocks",
+        lora_info="vllm:lora_requests_info",
+        prefix_hits="vllm:prefix_cache_hits",
+        prefix_queries="vllm:prefix_cache_queries",
+        prompt_tokens="vllm:prompt_tokens",
+        generation_tokens="vllm:generation_tokens",
+        request_success="vllm:request_success",
+        ttft="vllm:time_to_first_token_seconds",
+        itl="vllm:inter_token_latency_seconds",
+        e2e="vllm:e2e_request_latency_seconds",
+        queue_time="vllm:request_queue_time_seconds",
+        pd_transfer_misses="vllm:nixl_num_failed_transfers",
+    )
+    # The llm-d guides' probes: the OpenAI model list answers only once the engine is up.
+    probes: ClassVar[Probes] = Probes(
+        startup=Probe("/v1/models", initial_delay_s=15, period_s=30, timeout_s=5,
+                      failure_threshold=60),
+        readiness=Probe("/v1/models", period_s=5, timeout_s=2, failure_threshold=3),
+        liveness=Probe("/health", period_s=10, timeout_s=5, failure_threshold=3),
+    )
+    scraped_families: ClassVar[tuple[str, ...]] = scraped_families(metric_names)
+
+    def serve_command(self) -> list[str]:
+        return ["vllm", "serve"]
+
+    def serve_args(self, spec: ServeSpec, *, model_as_flag: bool = False) -> list[str]:
+        user = spec.extra_args
+        args = ["--model", spec.model] if model_as_flag else [spec.model]
+        if spec.host is not None:
+            args += ["--host", spec.host]
+        if spec.port is not None:
+            args += ["--port", str(spec.port)]
+        if spec.tensor_parallel > 1:
+            args += ["--tensor-parallel-size", str(spec.tensor_parallel)]
+        if spec.data_parallel > 1:
+            args += ["--data-parallel-size", str(spec.data_parallel)]
+        if spec.data_parallel_local > 1:
+            args += ["--data-parallel-size-local", str(spec.data_parallel_local)]
+        if spec.served_model_name:
+            args += ["--served-model-name", spec.served_model_name]
+        if spec.role != "both" and not has_flag(user, "--kv-transfer-config"):
+            config = dict(KV_TRANSFER_CONFIG)
+            if spec.transfer_backend:
+                config["kv_connector"] = spec.transfer_backend
+            args += ["--kv-transfer-config", json.dumps(config, separators=(",", ":"))]
+        if spec.kv_events is not None and not has_flag(user, "--kv-events-config"):
+            events = {
+                "enable_kv_cache_events": True,
+                "publisher": "zmq",
+                "endpoint": spec.kv_events.endpoint,
+                "topic": spec.kv_events.topic,
+            }
+            args += ["--kv-events-config", json.dumps(events, separators=(",", ":"))]
+        return args + list(user)
+
+    def serve_argv(self, spec: ServeSpec) -> list[str]:
+        return self.serve_command() + self.serve_args(spec)
+
+    def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
+        return metrics_from_page(page, self.metric_names)
