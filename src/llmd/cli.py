@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
 import typer
 
 from llmd import __version__
+from llmd.errors import LlmdError
 
 app = typer.Typer(
     name="llmd",
@@ -23,6 +30,72 @@ def _root() -> None:
 def version() -> None:
     """Print the llmd version."""
     typer.echo(__version__)
+
+
+def run_service(main: Callable[[asyncio.Event], Awaitable[None]], *, log_level: str = "info") -> None:
+    """Run one long-lived service on uvloop until SIGINT/SIGTERM sets its `stop` event.
+
+    Every `llmd` server command goes through here: uvloop is installed only in the CLI, and an
+    `LlmdError` (a bad flag value, a port in use) ends the process with its message, code 2.
+    """
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(runner())
+    except (LlmdError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def listening(host: str, port: int) -> None:
+    """The line fixtures and supervisors wait for."""
+    print(f"listening on {host}:{port}", flush=True)
+
+
+@app.command()
+def sidecar(
+    port: Annotated[int, typer.Option(help="listen port (0 picks a free one)")] = 8000,
+    host: Annotated[str, typer.Option(help="listen address")] = "0.0.0.0",
+    model_server_port: Annotated[int, typer.Option(help="local decode engine port")] = 8200,
+    model_server_host: Annotated[str, typer.Option(help="local decode engine host")] = "127.0.0.1",
+    kv_connector: Annotated[str, typer.Option(help="P/D protocol: nixlv2 (vLLM) or sglang")] = "nixlv2",
+    prefill_max_retries: Annotated[int, typer.Option(help="retries of a prefill answered 502/503/504")] = 0,
+    prefill_retry_backoff_s: Annotated[float, typer.Option(help="first retry backoff, doubled each retry")] = 0.2,
+    enable_ssrf_protection: Annotated[bool, typer.Option(help="only call allowlisted prefill hosts (403 otherwise)")] = False,
+    prefill_allow: Annotated[list[str] | None, typer.Option(help="allowlisted prefill host (repeatable)")] = None,
+    enable_prefiller_sampling: Annotated[bool, typer.Option(help="pick a random host from x-prefiller-host-port")] = False,
+    sglang_bootstrap_port: Annotated[int, typer.Option(envvar="SGLANG_BOOTSTRAP_PORT", help="SGLang prefill bootstrap port")] = 8998,
+    data_parallel_size: Annotated[int, typer.Option(help="prefill data-parallel size (SGLang room mod size = rank)")] = 1,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the P/D routing sidecar in front of a decode engine (vLLM NIXL v2 or SGLang)."""
+    from pydantic import ValidationError
+
+    from llmd.config import config_error
+    from llmd.sidecar import SidecarConfig, serve
+
+    try:
+        cfg = SidecarConfig(
+            host=host, port=port, model_server_host=model_server_host,
+            model_server_port=model_server_port, kv_connector=kv_connector,  # type: ignore[arg-type]
+            prefill_max_retries=prefill_max_retries, prefill_retry_backoff_s=prefill_retry_backoff_s,
+            enable_ssrf_protection=enable_ssrf_protection, prefill_allowlist=tuple(prefill_allow or ()),
+            enable_prefiller_sampling=enable_prefiller_sampling,
+            sglang_bootstrap_port=sglang_bootstrap_port, data_parallel_size=data_parallel_size,
+        )
+    except ValidationError as exc:
+        typer.echo(str(config_error(exc, "llmd sidecar")), err=True)
+        raise typer.Exit(2) from None
+    run_service(lambda stop: serve(cfg, stop, listening), log_level=log_level)
 
 
 def main() -> None:

@@ -1,0 +1,135 @@
+"""`llmd sidecar`: the P/D routing proxy that runs in front of a decode engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from llmd.sidecar.allowlist import Allowlist
+from llmd.sidecar.config import SidecarConfig
+from llmd.sidecar.connectors import Connector, PdRequest, build_connector
+from llmd.sidecar.hostport import HostPort, parse_host_port
+from llmd.sidecar.upstream import Upstream, forward_headers, json_error
+
+__all__ = ["PREFILLER_HEADER", "build_app", "serve"]
+
+log = logging.getLogger(__name__)
+
+PREFILLER_HEADER = "x-prefiller-host-port"
+_INTERCEPTED = ("/v1/completions", "/v1/chat/completions")
+_UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream", Upstream)
+
+
+def build_app(cfg: SidecarConfig, allowlist: Allowlist | None = None) -> web.Application:
+    """The sidecar's aiohttp application; its client session lives in `cleanup_ctx`."""
+    app = web.Application(client_max_size=cfg.max_body_bytes,
+                          middlewares=[_json_errors])
+    connector = build_connector(cfg)
+    allow = allowlist if allowlist is not None else Allowlist(cfg.prefill_allowlist)
+
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with Upstream.new_session(cfg) as session:
+            app[_UPSTREAM] = Upstream(cfg, session)
+            yield
+
+    app.cleanup_ctx.append(session_ctx)
+    handler = _Handler(cfg, connector, allow)
+    app.router.add_get("/health", _health)
+    for path in _INTERCEPTED:
+        app.router.add_post(path, handler.completions)
+    app.router.add_route("*", "/{tail:.*}", handler.pass_through)
+    return app
+
+
+async def _health(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Callable) -> web.StreamResponse:  # type: ignore[type-arg]
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason)
+
+
+class _Handler:
+    def __init__(self, cfg: SidecarConfig, connector: Connector, allow: Allowlist) -> None:
+        self.cfg, self.connector, self.allow = cfg, connector, allow
+
+    async def pass_through(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        return await request.app[_UPSTREAM].pass_through(request, body)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        upstream = request.app[_UPSTREAM]
+        raw = await request.read()
+        header = request.headers.get(PREFILLER_HEADER, "").strip()
+        if not header:
+            return await upstream.pass_through(request, raw)
+        try:
+            target = self._choose(header)
+        except ValueError as exc:
+            return json_error(400, f"{PREFILLER_HEADER}: {exc}")
+        if self.cfg.enable_ssrf_protection and not self.allow.allows(target):
+            log.warning("prefill target %s is not in the allowlist", target.netloc())
+            return json_error(403, f"prefill target {target.netloc()} is not allowed")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return json_error(400, "request body is not valid JSON")
+        if not isinstance(body, dict):
+            return json_error(400, "request body must be a JSON object")
+        req = PdRequest(request, request.path, body, forward_headers(request.headers), target,
+                        upstream)
+        return await self.connector.run(req)
+
+    def _choose(self, header: str) -> HostPort:
+        hosts = [h for h in (p.strip() for p in _split_hosts(header)) if h]
+        if not hosts:
+            raise ValueError("no prefill host given")
+        pick = random.choice(hosts) if self.cfg.enable_prefiller_sampling else hosts[0]
+        return parse_host_port(pick)
+
+
+def _split_hosts(header: str) -> list[str]:
+    return header.split(",")
+
+
+async def serve(cfg: SidecarConfig, stop: asyncio.Event,
+                on_listening: Callable[[str, int], None] | None = None) -> None:
+    """Run the sidecar until `stop` is set."""
+    async with _running(cfg) as (host, port):
+        if on_listening:
+            on_listening(host, port)
+        await stop.wait()
+
+
+@asynccontextmanager
+async def _running(cfg: SidecarConfig) -> AsyncIterator[tuple[str, int]]:
+    runner = web.AppRunner(build_app(cfg), access_log=None, handle_signals=False)
+    await runner.setup()
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((cfg.host, cfg.port))
+    except OSError as exc:
+        sock.close()
+        await runner.cleanup()
+        raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+    site = web.SockSite(runner, sock)
+    await site.start()
+    try:
+        yield cfg.host, sock.getsockname()[1]
+    finally:
+        await runner.cleanup()
