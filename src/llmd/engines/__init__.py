@@ -34,6 +34,16 @@ ENGINES: tuple[EngineName, ...] = ("vllm", "sglang")
 DEFAULT_ENGINE: EngineName = "vllm"  # llm-d's default for unlabelled pods
 
 
+def engine_for_command(argv: list[str] | tuple[str, ...]) -> EngineName | None:
+    """The engine a hand-written command runs (`vllm serve`, `python3 -m sglang.launch_server`,
+    or either inside a `sh -c` script), or None when no adapter's marker appears in it."""
+    words = {w for arg in argv for w in arg.replace(";", " ").split()}
+    for name in ENGINES:
+        if words & set(ADAPTERS[name].command_markers):
+            return name
+    return None
+
+
 def get_adapter(name: str) -> EngineAdapter:
     """The adapter for `name`; `EngineError` naming the allowed values otherwise."""
     try:
@@ -64,5 +74,6 @@ __all__ = [
     "SGLangAdapter",
     "ServeSpec",
     "VllmAdapter",
+    "engine_for_command",
     "get_adapter",
 ]

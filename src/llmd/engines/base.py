@@ -103,12 +103,17 @@ class KvEventsSpec:
 
 @dataclass(frozen=True, slots=True)
 class MultinodeSpec:
-    """One engine spread over `nnodes` hosts (LeaderWorkerSet); values may be `$(ENV)` refs."""
+    """One engine spread over `nnodes` hosts (LeaderWorkerSet); values may be `$(ENV)` refs.
+
+    `worker` marks the argv of the non-leader pods (engines whose followers differ, such as
+    vLLM's headless data-parallel ranks); `dist_init_port` is where the leader coordinates.
+    """
 
     leader_address: str
     nnodes: str
     node_rank: str
     dist_init_port: int = 20000
+    worker: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,12 @@ class EngineAdapter(Protocol):
     metric_names: ClassVar[MetricNames]
     probes: ClassVar[Probes]
     default_port: ClassVar[int]
+    listen_host: ClassVar[str | None]
+    """`--host` that makes the server reachable from outside its pod (None: the default does)."""
+    tp_spans_nodes: ClassVar[bool]
+    """Whether a multinode group may spread tensor parallelism over hosts without Ray."""
+    command_markers: ClassVar[tuple[str, ...]]
+    """Tokens whose presence in a custom command's argv identifies this engine."""
     extra_routes: ClassVar[frozenset[str]]
     """Engine-specific HTTP routes beyond the OpenAI API (the simulator serves exactly these)."""
     scraped_families: ClassVar[tuple[str, ...]]

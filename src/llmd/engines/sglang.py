@@ -28,6 +28,9 @@ class SGLangAdapter:
     engine_type_label: ClassVar[str] = "sglang"
     sidecar_connector: ClassVar[str] = "sglang"
     default_port: ClassVar[int] = 30000
+    listen_host: ClassVar[str | None] = "0.0.0.0"  # SGLang's default host is 127.0.0.1
+    tp_spans_nodes: ClassVar[bool] = True  # --nnodes/--node-rank: one TP group over hosts
+    command_markers: ClassVar[tuple[str, ...]] = ("sglang.launch_server", "sglang")
     extra_routes: ClassVar[frozenset[str]] = frozenset(
         {"/health", "/health_generate", "/get_model_info", "/get_server_info", "/get_load",
          "/generate"}

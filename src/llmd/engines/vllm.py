@@ -28,6 +28,9 @@ class VllmAdapter:
     engine_type_label: ClassVar[str] = "vllm"
     sidecar_connector: ClassVar[str] = "nixlv2"
     default_port: ClassVar[int] = 8000
+    listen_host: ClassVar[str | None] = None  # vLLM binds every interface by default
+    tp_spans_nodes: ClassVar[bool] = False  # only with Ray, which llmd does not deploy
+    command_markers: ClassVar[tuple[str, ...]] = ("vllm", "vllm.entrypoints.openai.api_server")
     extra_routes: ClassVar[frozenset[str]] = frozenset({"/health", "/tokenize"})
     metric_names: ClassVar[MetricNames] = MetricNames(
         waiting="vllm:num_requests_waiting",
@@ -76,6 +79,8 @@ class VllmAdapter:
             args += ["--data-parallel-size-local", str(spec.data_parallel_local)]
         if spec.served_model_name:
             args += ["--served-model-name", spec.served_model_name]
+        if spec.multinode is not None:
+            args += _multinode_args(spec)
         if spec.role != "both" and not has_flag(user, "--kv-transfer-config"):
             config = dict(KV_TRANSFER_CONFIG)
             if spec.transfer_backend:
@@ -96,3 +101,22 @@ class VllmAdapter:
 
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         return metrics_from_page(page, self.metric_names)
+
+
+def _multinode_args(spec: ServeSpec) -> list[str]:
+    """vLLM's multi-node data parallelism: the leader serves the API for every rank, the other
+    pods run `--headless` from rank `node_rank * data_parallel_local`.
+
+    Kubernetes `$(VAR)` references cannot multiply, so with several local ranks the start rank
+    is a shell expression (`$$` is Kubernetes' escape for `$`); the caller runs such an argv
+    through `sh -c`.
+    """
+    assert spec.multinode is not None
+    mn = spec.multinode
+    args = ["--data-parallel-address", mn.leader_address,
+            "--data-parallel-rpc-port", str(mn.dist_init_port)]
+    if mn.worker:
+        local = spec.data_parallel_local
+        rank = mn.node_rank if local == 1 else f"$$(({mn.node_rank} * {local}))"
+        args += ["--headless", "--data-parallel-start-rank", rank]
+    return args

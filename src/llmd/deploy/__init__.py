@@ -1,0 +1,34 @@
+"""Deploy vLLM and SGLang on Kubernetes from llm-d-modelservice values: `llmd render`.
+
+`render_files()` turns chart values files (v0.4.12, v0.3.8-era accepted) plus llmd's own sections
+into the whole stack: workloads, routing sidecar, InferencePool, EPP and HTTPRoute. All engine
+argv comes from `llmd.engines` adapters.
+"""
+
+from __future__ import annotations
+
+from llmd.deploy._sources import deep_merge, load_values_sources
+from llmd.deploy._stack import default_epp_config
+from llmd.deploy.render import (
+    Rendered,
+    dump_yaml,
+    render_files,
+    render_values,
+    unknown_keys,
+    write_output_dir,
+)
+from llmd.deploy.values import ModelCommand, Values
+
+__all__ = [
+    "ModelCommand",
+    "Rendered",
+    "Values",
+    "deep_merge",
+    "default_epp_config",
+    "dump_yaml",
+    "load_values_sources",
+    "render_files",
+    "render_values",
+    "unknown_keys",
+    "write_output_dir",
+]

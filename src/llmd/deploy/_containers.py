@@ -1,0 +1,212 @@
+"""Engine containers: argv from the engine adapters, env, resources, mounts and probes."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from llmd.deploy._model import VOLUME, ModelSource
+from llmd.deploy._plan import RolePlan
+from llmd.deploy._sources import deep_merge
+from llmd.deploy.values import Container, Values
+from llmd.engines import EngineName, MultinodeSpec, Probe, ServeSpec, get_adapter
+from llmd.errors import ConfigError
+
+__all__ = ["ContainerContext", "accelerator_warning", "engine_container"]
+
+SIM_IMAGE = "llm-d-inference-sim"
+LWS_ENV = ("$(LWS_LEADER_ADDRESS)", "$(LWS_GROUP_SIZE)", "$(LWS_WORKER_INDEX)")
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerContext:
+    values: Values
+    plan: RolePlan
+    source: ModelSource
+    tpl: Any
+    """`tpl(obj, where)`: Helm's tpl over strings inside `obj`."""
+    worker: bool = False
+    """A non-leader pod of a multinode group: no probes (it serves no HTTP)."""
+
+
+def engine_container(ctx: ContainerContext, index: int) -> dict[str, Any]:
+    """One container of the role's pod, in the chart's key order."""
+    c = ctx.plan.values.containers[index]
+    engine = ctx.plan.container_engines[index]
+    where = f"{ctx.plan.name}.containers[{index}]"
+    if not c.image:
+        raise ConfigError(f"{where}.image: required")
+    out: dict[str, Any] = {"name": c.name or "vllm", "image": c.image}
+    if c.security_context:
+        out["securityContext"] = c.security_context
+    if c.image_pull_policy:
+        out["imagePullPolicy"] = c.image_pull_policy
+    out.update(_command(ctx, c, engine, where))
+    out["env"] = [*ctx.tpl(c.env, f"{where}.env"), *_injected_env(ctx, c)]
+    if c.ports:
+        out["ports"] = ctx.tpl(c.ports, f"{where}.ports")
+    elif c.model_command not in (None, "custom"):
+        out["ports"] = [{"name": "metrics", "containerPort": ctx.plan.engine_port, "protocol": "TCP"}]
+    for key in ("livenessProbe", "readinessProbe", "startupProbe"):
+        if (probe := getattr(c, _snake(key))) is not None:
+            out[key] = probe
+    if c.probes and engine is not None and c.model_command not in (None, "custom") \
+            and not ctx.worker:
+        _add_engine_probes(out, c, engine, ctx.plan.engine_port)
+    out["resources"] = _resources(ctx, c, engine)
+    mounts = list(c.volume_mounts)
+    if c.mount_model_volume:
+        mount: dict[str, Any] = {"name": VOLUME, "mountPath": ctx.values.model_artifacts.mount_path}
+        if ctx.source.read_only_mount:
+            mount["readOnly"] = True
+        mounts.append(mount)
+    if mounts:
+        out["volumeMounts"] = mounts
+    for key in ("working_dir", "stdin", "tty"):
+        if (value := getattr(c, key)) is not None:
+            out[_camel(key)] = value
+    if c.extra_config:
+        out = deep_merge(out, ctx.tpl(c.extra_config, f"{where}.extraConfig"))
+    return out
+
+
+def _command(ctx: ContainerContext, c: Container, engine: EngineName | None,
+             where: str) -> dict[str, Any]:
+    command = c.model_command or "custom"
+    if command == "custom" or engine is None:
+        out: dict[str, Any] = {"command": list(c.command)}
+        if c.args:
+            out["args"] = list(c.args)
+        return out
+    adapter = get_adapter(engine)
+    plan, par = ctx.plan, ctx.plan.parallel
+    multinode = None
+    if plan.multinode and par.workers > 1:
+        multinode = MultinodeSpec(*LWS_ENV, worker=ctx.worker)
+    spec = ServeSpec(
+        model=ctx.source.model_arg,
+        served_model_name=ctx.values.model_artifacts.name,
+        host=adapter.listen_host,
+        port=plan.engine_port,
+        tensor_parallel=par.engine_tensor,
+        data_parallel=par.data,
+        data_parallel_local=par.data_local,
+        role=plan.name if plan.pd else "both",
+        multinode=multinode,
+        extra_args=tuple(c.args),
+    )
+    if command == "imageDefault":
+        args = adapter.serve_args(spec, model_as_flag=True)
+        if _needs_shell(args):
+            raise ConfigError(
+                f"{where}.modelCommand: imageDefault cannot compute this multinode rank "
+                f"(dataLocal {par.data_local} > 1); use {_serve_command_name(engine)}")
+        return {"args": args}
+    argv = adapter.serve_command() + adapter.serve_args(spec)
+    if _needs_shell(argv):
+        # `$$((...))` is shell arithmetic Kubernetes leaves alone (it turns `$$` into `$`).
+        script = "exec " + " ".join(a if "$$((" in a else shlex.quote(a) for a in argv)
+        return {"command": ["/bin/sh", "-c", script]}
+    return {"command": argv[: len(adapter.serve_command())],
+            "args": argv[len(adapter.serve_command()):]}
+
+
+def _serve_command_name(engine: EngineName) -> str:
+    return {"vllm": "vllmServe", "sglang": "sglangServe"}[engine]
+
+
+def _needs_shell(argv: list[str]) -> bool:
+    return any("$$((" in a for a in argv)
+
+
+def _injected_env(ctx: ContainerContext, c: Container) -> list[dict[str, Any]]:
+    par = ctx.plan.parallel
+    env: list[dict[str, Any]] = [
+        {"name": "DP_SIZE", "value": str(par.data)},
+        {"name": "TP_SIZE", "value": str(par.tensor)},
+        {"name": "DP_SIZE_LOCAL", "value": str(par.data_local)},
+    ]
+    if c.mount_model_volume:
+        env += [dict(e) for e in ctx.source.env]
+    if secret := ctx.values.model_artifacts.auth_secret_name:
+        env.append({"name": "HF_TOKEN",
+                    "valueFrom": {"secretKeyRef": {"name": secret, "key": "HF_TOKEN"}}})
+    accel = _accelerator_type(ctx)
+    if accel != "cpu":
+        env += [{"name": e["name"], "value": str(e.get("value", ""))}
+                for e in ctx.values.accelerator.env.get(accel, [])]
+    return env
+
+
+def _accelerator_type(ctx: ContainerContext) -> str:
+    role_accel = ctx.plan.values.accelerator
+    return (role_accel.type if role_accel and role_accel.type else None) \
+        or ctx.values.accelerator.type or "nvidia"
+
+
+def _accelerator_resource(ctx: ContainerContext, c: Container) -> str:
+    accel = _accelerator_type(ctx)
+    if (c.image and SIM_IMAGE in c.image) or accel == "cpu":
+        return ""
+    return ctx.values.accelerator.resources.get(accel, "nvidia.com/gpu")
+
+
+def _resources(ctx: ContainerContext, c: Container,
+               engine: EngineName | None) -> dict[str, Any]:
+    limits = dict(c.resources.get("limits") or {})
+    requests = dict(c.resources.get("requests") or {})
+    resource = _accelerator_resource(ctx, c)
+    gpus = ctx.plan.parallel.gpus_per_pod
+    # Only containers that run an engine get accelerators (the chart gives them to every
+    # container, so helper containers needed an explicit "0").
+    if resource and gpus >= 1 and engine is not None:
+        limits.setdefault(resource, str(gpus))
+        requests.setdefault(resource, str(gpus))
+    out: dict[str, Any] = {"limits": limits, "requests": requests}
+    if claims := c.resources.get("claims"):
+        out["claims"] = claims
+    return out
+
+
+def accelerator_warning(ctx: ContainerContext) -> str:
+    """The chart's `llm-d.ai/accelerator-warning` for an explicit count that differs from
+    tensor x dataLocal in the first container ('' when they agree)."""
+    if not ctx.plan.values.containers:
+        return ""
+    c = ctx.plan.values.containers[0]
+    resource = _accelerator_resource(ctx, c)
+    gpus = ctx.plan.parallel.gpus_per_pod
+    given = (c.resources.get("limits") or {}).get(resource)
+    if not resource or given is None or int(given) == gpus:
+        return ""
+    return (f"Accelerator mismatch: {resource} is set to {int(given)} but parallelism "
+            f"calculates {gpus}. Using {int(given)}.")
+
+
+def _add_engine_probes(out: dict[str, Any], c: Container, engine: EngineName,
+                       port: int) -> None:
+    probes = get_adapter(engine).probes
+    given = set(c.extra_config)
+    for key, probe in (("startupProbe", probes.startup), ("readinessProbe", probes.readiness),
+                       ("livenessProbe", probes.liveness)):
+        if key not in out and key not in given:
+            out[key] = _probe(probe, port)
+
+
+def _probe(p: Probe, port: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"httpGet": {"path": p.path, "port": port}}
+    if p.initial_delay_s:
+        out["initialDelaySeconds"] = p.initial_delay_s
+    out.update(periodSeconds=p.period_s, timeoutSeconds=p.timeout_s,
+               failureThreshold=p.failure_threshold)
+    return out
+
+
+def _snake(camel: str) -> str:
+    return "".join(f"_{ch.lower()}" if ch.isupper() else ch for ch in camel)
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(w.title() for w in rest)

@@ -1,0 +1,155 @@
+"""Beyond the chart: the InferencePool, the EPP that picks its endpoints, an HTTPRoute to it.
+
+The EPP runs `llmd epp` on the pool named by `--pool-name`/`--pool-namespace` (the pods come
+from watching the InferencePool); the other flags are `llmd epp`'s, named as llm-d's EPP names
+them (`--config-file`, `--grpc-port`, `--grpc-health-port`, `--metrics-port`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from llmd.deploy._workloads import Names
+from llmd.deploy.values import Values
+from llmd.errors import ConfigError
+
+__all__ = ["EPP_PORTS", "default_epp_config", "routing_objects"]
+
+EPP_PORTS = {"grpc": 9002, "grpc-health": 9003, "metrics": 9090}
+POOL_GROUP = "inference.networking.k8s.io"
+CONFIG_FILE = "config.yaml"
+
+
+def routing_objects(values: Values, names: Names, pd: bool) -> list[dict[str, Any]]:
+    routing = values.routing
+    pool_on, route_on = routing.inference_pool.enabled, routing.http_route.enabled
+    epp_on = routing.epp.enabled if routing.epp.enabled is not None else pool_on
+    errors = []
+    if epp_on and not pool_on:
+        errors.append("routing.epp.enabled: the EPP picks endpoints of the InferencePool: "
+                      "set routing.inferencePool.enabled: true")
+    if route_on and not pool_on:
+        errors.append("routing.httpRoute.enabled: the route's backend is the InferencePool: "
+                      "set routing.inferencePool.enabled: true")
+    if route_on and not routing.http_route.parent_refs:
+        errors.append("routing.httpRoute.parentRefs: required (the Gateway to attach to), e.g. "
+                      "[{name: my-gateway}]")
+    if pool_on and not values.model_artifacts.labels:
+        errors.append("modelArtifacts.labels: the InferencePool selects pods by these labels; "
+                      "give at least one")
+    if errors:
+        raise ConfigError(errors)
+    pool_name = routing.inference_pool.name or names.fullname
+    epp_name = f"{names.fullname}-epp"
+    objects: list[dict[str, Any]] = []
+    if pool_on:
+        objects.append(_pool(values, names, pool_name, epp_name if epp_on else None))
+    if epp_on:
+        objects += _epp(values, names, pool_name, epp_name, pd)
+    if route_on:
+        objects.append(_route(values, names, pool_name))
+    return objects
+
+
+def _pool(values: Values, names: Names, name: str, epp: str | None) -> dict[str, Any]:
+    pool = values.routing.inference_pool
+    ports = pool.target_ports or [values.routing.service_port]
+    if len(set(ports)) != len(ports) or not 1 <= len(ports) <= 8:
+        raise ConfigError(f"routing.inferencePool.targetPorts: {ports} must be 1 to 8 "
+                          "distinct ports")
+    spec: dict[str, Any] = {"selector": {"matchLabels": dict(values.model_artifacts.labels)},
+                            "targetPorts": [{"number": p} for p in ports]}
+    if pool.app_protocol:
+        spec["appProtocol"] = pool.app_protocol
+    if epp:
+        spec["endpointPickerRef"] = {"kind": "Service", "name": epp,
+                                     "port": {"number": EPP_PORTS["grpc"]},
+                                     "failureMode": pool.failure_mode}
+    return {"apiVersion": f"{POOL_GROUP}/v1", "kind": "InferencePool",
+            "metadata": names.meta(name), "spec": spec}
+
+
+def default_epp_config(pd: bool) -> dict[str, Any]:
+    """llm-d's default scorers (queue 2, KV utilisation 2, prefix 3); with P/D, a decode and a
+    prefill profile behind the disaggregation profile handler."""
+    scorers = [("queue-scorer", 2), ("kv-cache-utilization-scorer", 2),
+               ("prefix-cache-scorer", 3)]
+    plugins: list[dict[str, Any]] = [{"type": t} for t, _ in scorers]
+    plugins.append({"type": "max-score-picker"})
+    refs = [{"pluginRef": t, "weight": w} for t, w in scorers]
+    if not pd:
+        plugins.insert(0, {"type": "single-profile-handler"})
+        profiles = [{"name": "default", "plugins": [*refs, {"pluginRef": "max-score-picker"}]}]
+    else:
+        plugins = [{"type": "disagg-profile-handler"}, {"type": "decode-filter"},
+                   {"type": "prefill-filter"}, *plugins]
+        profiles = [
+            {"name": name, "plugins": [{"pluginRef": f"{name}-filter"}, *refs,
+                                       {"pluginRef": "max-score-picker"}]}
+            for name in ("decode", "prefill")]
+    return {"apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig",
+            "plugins": plugins, "schedulingProfiles": profiles}
+
+
+def _epp(values: Values, names: Names, pool: str, name: str, pd: bool) -> list[dict[str, Any]]:
+    epp = values.routing.epp
+    namespace = names.namespace or "default"
+    labels = {"app.kubernetes.io/component": "epp", "llm-d.ai/epp": name}
+    config = epp.config if epp.config is not None else default_epp_config(pd)
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": names.meta(name)}
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": names.meta(name), "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [POOL_GROUP], "resources": ["inferencepools"],
+                 "verbs": ["get", "list", "watch"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": names.meta(name),
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": names.meta(name),
+                  "data": {CONFIG_FILE: yaml.safe_dump(config, sort_keys=False)}}
+    args = ["--host=0.0.0.0", f"--pool-name={pool}", "--pool-namespace=$(NAMESPACE)",
+            f"--config-file=/config/{CONFIG_FILE}",
+            f"--grpc-port={EPP_PORTS['grpc']}", f"--grpc-health-port={EPP_PORTS['grpc-health']}",
+            f"--metrics-port={EPP_PORTS['metrics']}", *epp.extra_args]
+    probe = {"grpc": {"port": EPP_PORTS["grpc-health"]}, "periodSeconds": 10}
+    container = {
+        "name": "epp", "image": epp.image, "imagePullPolicy": epp.image_pull_policy,
+        "command": ["llmd", "epp"], "args": args,
+        "env": [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in EPP_PORTS.items()],
+        "readinessProbe": {**probe, "initialDelaySeconds": 5},
+        "livenessProbe": {**probe, "initialDelaySeconds": 5, "failureThreshold": 3},
+        "resources": epp.resources,
+        "volumeMounts": [{"name": "config", "mountPath": "/config", "readOnly": True}],
+    }
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": names.meta(name),
+        "spec": {"replicas": epp.replicas, "strategy": {"type": "Recreate"},
+                 "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {
+                     "serviceAccountName": name, "terminationGracePeriodSeconds": 130,
+                     "containers": [container],
+                     "volumes": [{"name": "config", "configMap": {"name": name}}]}}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": names.meta(name),
+               "spec": {"type": "ClusterIP", "selector": labels, "ports": [
+                   {"name": "grpc-ext-proc", "port": EPP_PORTS["grpc"], "targetPort": "grpc",
+                    "protocol": "TCP", "appProtocol": "http2"},
+                   {"name": "grpc-health", "port": EPP_PORTS["grpc-health"],
+                    "targetPort": "grpc-health", "protocol": "TCP"},
+                   {"name": "metrics", "port": EPP_PORTS["metrics"], "targetPort": "metrics",
+                    "protocol": "TCP"}]}}
+    return [account, role, binding, config_map, deployment, service]
+
+
+def _route(values: Values, names: Names, pool: str) -> dict[str, Any]:
+    route = values.routing.http_route
+    rule = {"matches": [{"path": {"type": "PathPrefix", "value": route.path_prefix}}],
+            "backendRefs": [{"group": POOL_GROUP, "kind": "InferencePool", "name": pool}],
+            "timeouts": {"request": route.timeout}}
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": names.meta(route.name or names.fullname),
+            "spec": {"parentRefs": route.parent_refs, "rules": [rule]}}

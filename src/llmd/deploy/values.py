@@ -1,0 +1,307 @@
+"""The llm-d-modelservice values schema (chart v0.4.12, v0.3.8-era files accepted) plus llmd's
+own sections, as pydantic models.
+
+Models accept unknown keys (`extra="allow"`) because the chart's schema does: `unknown_keys()`
+lists the ones that the chart would silently ignore, so `llmd render` can report them. Free-form
+maps the chart passes through (labels, nodeSelector, extraConfig, env, ports, volumes, ...) are
+plain dicts and lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from llmd.config import LlmdModel
+from llmd.engines import EngineName
+
+__all__ = [
+    "Accelerator",
+    "Container",
+    "Epp",
+    "HttpRoute",
+    "InferencePool",
+    "ModelArtifacts",
+    "ModelCommand",
+    "Parallelism",
+    "Proxy",
+    "RoleValues",
+    "Routing",
+    "Values",
+]
+
+ModelCommand = Literal["vllmServe", "sglangServe", "imageDefault", "custom"]
+Json = dict[str, Any]
+
+DEFAULT_LLMD_IMAGE = "ghcr.io/llmd/llmd:latest"
+ACCELERATOR_RESOURCES = {
+    "nvidia": "nvidia.com/gpu",
+    "intel-i915": "gpu.intel.com/i915",
+    "intel-xe": "gpu.intel.com/xe",
+    "intel-gaudi": "habana.ai/gaudi",
+    "amd": "amd.com/gpu",
+    "google": "google.com/tpu",
+    "rebellions-atom": "rebellions.ai/ATOM",
+}
+ACCELERATOR_ENV: dict[str, list[Json]] = {
+    "intel-i915": [
+        {"name": "VLLM_USE_V1", "value": "1"},
+        {"name": "TORCH_LLM_ALLREDUCE", "value": "1"},
+        {"name": "VLLM_WORKER_MULTIPROC_METHOD", "value": "spawn"},
+    ],
+    "intel-xe": [{"name": "VLLM_WORKER_MULTIPROC_METHOD", "value": "spawn"}],
+}
+
+
+class _Values(LlmdModel):
+    """Chart values: unknown keys are kept (and reported by `unknown_keys`), a YAML `null`
+    means "unset" as in Helm, and nothing is frozen."""
+
+    model_config = ConfigDict(extra="allow", frozen=False)
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k in cls.nullable}
+        return data
+
+
+class Parallelism(_Values):
+    """Per-pod tensor parallelism and data parallelism over the LWS group, as the chart's
+    helpers compute them from whichever fields are set (see `effective`)."""
+
+    tensor: int | None = Field(None, ge=1)
+    data: int | None = Field(None, ge=1)
+    data_local: int | None = Field(None, ge=1)
+    workers: int | None = Field(None, ge=1)
+
+
+class Container(_Values):
+    name: str = "vllm"
+    image: str | None = None
+    model_command: ModelCommand | None = None
+    engine: EngineName | None = None
+    """llmd: the engine this container runs, for `imageDefault`/`custom` (default: detected
+    from a custom command, else vLLM)."""
+    command: list[str] = []
+    args: list[str] = []
+    env: list[Json] = []
+    image_pull_policy: str = ""
+    ports: list[Json] = []
+    resources: Json = {}
+    mount_model_volume: bool = False
+    volume_mounts: list[Json] = []
+    extra_config: Json = {}
+    security_context: Json | None = None
+    liveness_probe: Json | None = None
+    readiness_probe: Json | None = None
+    startup_probe: Json | None = None
+    working_dir: str | None = None
+    stdin: bool | None = None
+    tty: bool | None = None
+    probes: bool = True
+    """llmd: add the engine's startup/readiness/liveness probes when none are given."""
+
+
+def _default_container() -> Container:
+    return Container(
+        name="vllm",
+        image="ghcr.io/llm-d/llm-d-inference-sim:latest",
+        model_command="imageDefault",
+        mount_model_volume=True,
+        volume_mounts=[{"name": "metrics-volume", "mountPath": "/.config"}],
+    )
+
+
+class RoleAccelerator(_Values):
+    type: str | None = None
+    dra: bool | None = None
+
+
+class AcceleratorTypes(_Values):
+    label_key: str = ""
+    label_values: list[str] = []
+
+
+class PodMonitorValues(_Values):
+    enabled: bool = False
+    port_name: str = "metrics"
+    path: str = "/metrics"
+    interval: str = "30s"
+    scrape_timeout: str | None = None
+    labels: Json = {}
+    annotations: Json = {}
+    relabelings: list[Json] = []
+    metric_relabelings: list[Json] = []
+    namespace_selector: Json | None = None
+
+
+class Monitoring(_Values):
+    podmonitor: PodMonitorValues = PodMonitorValues()
+
+
+class Autoscaling(_Values):
+    enabled: bool = False
+
+
+class RoleValues(_Values):
+    """`decode` or `prefill`."""
+
+    create: bool = True
+    replicas: int = Field(1, ge=0)
+    autoscaling: Autoscaling = Autoscaling()
+    parallelism: Parallelism = Parallelism()
+    accelerator: RoleAccelerator | None = None
+    resource_claims: list[Json] = []
+    containers: list[Container] = Field(default_factory=lambda: [_default_container()])
+    volumes: list[Json] = Field(
+        default_factory=lambda: [{"name": "metrics-volume", "emptyDir": {}}])
+    init_containers: list[Json] = []
+    strategy: Json | None = None
+    node_selector: Json = {}
+    tolerations: list[Json] = []
+    annotations: Json = {}
+    pod_annotations: Json = {}
+    scheduler_name: str | None = None
+    priority_class_name: str | None = None
+    enable_service_links: bool | None = None
+    termination_grace_period_seconds: int | None = None
+    host_ipc: bool | None = Field(None, alias="hostIPC")
+    host_pid: bool | None = Field(None, alias="hostPID")
+    sub_group_policy: Json | None = None
+    sub_group_exclusive_topology: bool | None = None
+    accelerator_types: AcceleratorTypes = AcceleratorTypes()
+    monitoring: Monitoring = Monitoring()
+    extra_config: Json = {}
+    image_pull_secrets: list[Json] = []
+    pod_security_context: Json | None = None
+
+
+class PrefillValues(RoleValues):
+    replicas: int = Field(0, ge=0)
+
+
+class ModelArtifacts(_Values):
+    name: str = "random/model"
+    uri: str = "hf://{{ .Values.modelArtifacts.name }}"
+    size: str | int = "5Mi"
+    auth_secret_name: str = ""
+    mount_path: str = "/model-cache"
+    read_only: bool = True
+    labels: dict[str, str] = Field(
+        default_factory=lambda: {"llm-d.ai/inference-serving": "true"})
+
+
+class Accelerator(_Values):
+    type: str = "nvidia"
+    dra: bool = False
+    resources: dict[str, str] = Field(default_factory=lambda: dict(ACCELERATOR_RESOURCES))
+    env: dict[str, list[Json]] = Field(default_factory=lambda: dict(ACCELERATOR_ENV))
+    resource_claim_templates: Json = {}
+
+
+class Proxy(_Values):
+    """The routing sidecar in decode pods. llmd runs `llmd sidecar` unless `image` is an llm-d
+    routing-sidecar image, which gets the chart's flags instead."""
+
+    # Helm `null` removes a chart default, and with it the flag it would render.
+    nullable: ClassVar[frozenset[str]] = frozenset({"secure", "zapEncoder", "zapLogLevel"})
+    enabled: bool = True
+    image: str = DEFAULT_LLMD_IMAGE
+    image_pull_policy: str = "Always"
+    target_port: int = Field(8200, ge=1, le=65535)
+    connector: str | None = None
+    """None: the decode engine's own connector (`nixlv2` for vLLM, `sglang` for SGLang)."""
+    secure: bool | None = False
+    prefiller_use_tls: bool | None = Field(None, alias="prefillerUseTLS")
+    cert_path: str | None = None
+    zap_devel: bool | None = None
+    zap_encoder: str | None = "json"
+    zap_log_level: str | int | None = "debug"
+    zap_stacktrace_level: str | None = None
+    zap_time_encoding: str | None = None
+    resources: Json | None = None
+    extra_args: list[str] = []
+    """llmd: more `llmd sidecar` flags (e.g. `--enable-ssrf-protection`)."""
+
+
+class InferencePool(_Values):
+    """llmd: an `inference.networking.k8s.io/v1` InferencePool over the model's pods."""
+
+    enabled: bool = False
+    name: str | None = None
+    target_ports: list[int] | None = None
+    """Default: `[routing.servicePort]` (the sidecar, or the engine without one)."""
+    app_protocol: Literal["http", "kubernetes.io/h2c"] | None = None
+    failure_mode: Literal["FailOpen", "FailClose"] = "FailOpen"
+
+
+class Epp(_Values):
+    """llmd: the endpoint picker (`llmd epp`) for the pool, with its RBAC and config."""
+
+    enabled: bool | None = None
+    """Default: on when the InferencePool is."""
+    image: str = DEFAULT_LLMD_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    replicas: int = Field(1, ge=1)
+    config: Json | None = None
+    """An EndpointPickerConfig; default: llm-d's default plugins (P/D-aware when P/D is on)."""
+    extra_args: list[str] = []
+    resources: Json = Field(default_factory=lambda: {
+        "requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}})
+
+
+class HttpRoute(_Values):
+    """llmd: an HTTPRoute from a Gateway to the InferencePool."""
+
+    enabled: bool = False
+    name: str | None = None
+    parent_refs: list[Json] = []
+    path_prefix: str = "/"
+    timeout: str = "300s"
+
+
+class Routing(_Values):
+    service_port: int = Field(8000, ge=1, le=65535)
+    proxy: Proxy = Proxy()
+    inference_pool: InferencePool = InferencePool()
+    epp: Epp = Epp()
+    http_route: HttpRoute = HttpRoute()
+
+
+class Tracing(_Values):
+    enabled: bool = False
+
+
+class Requester(_Values):
+    enable: bool = False
+
+
+class LegacyDra(_Values):
+    """v0.3.8's top-level `dra` block (replaced by `accelerator.dra` in v0.4.0)."""
+
+    enabled: bool = False
+
+
+class Values(_Values):
+    """The whole values tree."""
+
+    common: Json = {}
+    enabled: bool = True
+    fullname_override: str = ""
+    name_override: str = ""
+    service_account_override: str = ""
+    scheduler_name: str | None = None
+    tracing: Tracing = Tracing()
+    model_artifacts: ModelArtifacts = ModelArtifacts()
+    multinode: bool = False
+    accelerator: Accelerator = Accelerator()
+    requester: Requester = Requester()
+    routing: Routing = Routing()
+    decode: RoleValues = RoleValues()
+    prefill: PrefillValues = PrefillValues()
+    extra_objects: list[Json] = []
+    dra: LegacyDra | None = None
