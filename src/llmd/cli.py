@@ -99,6 +99,62 @@ def sidecar(
 
 
 @app.command()
+def epp(
+    endpoint: Annotated[list[str] | None, typer.Option(
+        help="pool endpoint ip:port[,engine=vllm|sglang][,role=decode|prefill|both][,key=value] "
+             "(repeatable)")] = None,
+    endpoints_file: Annotated[str | None, typer.Option(
+        help="YAML: endpoints: [{address, port, labels}]")] = None,
+    config_file: Annotated[str | None, typer.Option(
+        help="EndpointPickerConfig YAML (default: llm-d's default config)")] = None,
+    config_text: Annotated[str | None, typer.Option(help="EndpointPickerConfig as text")] = None,
+    objectives_file: Annotated[str | None, typer.Option(
+        help="YAML: objectives: [{name, priority}] (header x-gateway-inference-objective)")] = None,
+    host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    grpc_port: Annotated[int, typer.Option(help="ext_proc port (0 picks a free one)")] = 9002,
+    grpc_health_port: Annotated[int, typer.Option(help="gRPC health port")] = 9003,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port")] = 9090,
+    pool_name: Annotated[str, typer.Option(help="InferencePool name")] = "llmd",
+    pool_namespace: Annotated[str, typer.Option(help="InferencePool namespace")] = "default",
+    refresh_metrics_interval_s: Annotated[float, typer.Option(help="scrape interval")] = 0.05,
+    scrape_timeout_s: Annotated[float, typer.Option(help="timeout of one scrape")] = 1.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the endpoint picker (Envoy ext_proc) over a static pool of endpoints."""
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from llmd.config import config_error
+    from llmd.epp import EppSettings, Listening, parse_endpoint_flag, serve
+
+    try:
+        settings = EppSettings(
+            host=host, grpc_port=grpc_port, health_port=grpc_health_port,
+            metrics_port=metrics_port, config_text=config_text,
+            config_file=Path(config_file) if config_file else None,
+            objectives_file=Path(objectives_file) if objectives_file else None,
+            endpoints=tuple(parse_endpoint_flag(e) for e in endpoint or ()),
+            endpoints_file=Path(endpoints_file) if endpoints_file else None,
+            pool_name=pool_name, pool_namespace=pool_namespace,
+            refresh_metrics_interval_s=refresh_metrics_interval_s,
+            scrape_timeout_s=scrape_timeout_s,
+        )
+    except ValidationError as exc:
+        typer.echo(str(config_error(exc, "llmd epp")), err=True)
+        raise typer.Exit(2) from None
+    except LlmdError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    def announce(ports: Listening) -> None:
+        for line in ports.lines():
+            print(line, flush=True)
+
+    run_service(lambda stop: serve(settings, stop, on_listening=announce), log_level=log_level)
+
+
+@app.command()
 def render(
     values: Annotated[list[str], typer.Option(
         "-f", "--values", help="values file (repeatable; later files win, as with helm -f)")],

@@ -1,0 +1,51 @@
+"""The endpoint picker (EPP): Envoy asks it over ext_proc which endpoint serves each request.
+
+`serve(EppSettings(...), stop)` runs it; `load_config()` loads an EndpointPickerConfig;
+`PLUGINS` is the registry of plugin types.
+"""
+
+from __future__ import annotations
+
+from llmd.epp.config import DEFAULT_CONFIG, EndpointPickerConfig, load_config
+from llmd.epp.datastore import Datastore, Endpoint, EndpointId, EndpointSpec, PoolSnapshot
+from llmd.epp.director import Decision, Director
+from llmd.epp.discovery import (
+    Discovery,
+    StaticDiscovery,
+    load_endpoints_file,
+    parse_endpoint_flag,
+)
+from llmd.epp.extproc import DESTINATION_HEADER
+from llmd.epp.plugins import PLUGINS, PluginRegistry
+from llmd.epp.request import InferenceRequest
+from llmd.epp.scheduling import Scheduler, SchedulerProfile
+from llmd.epp.scraper import Scraper, ScrapeSettings
+from llmd.epp.server import EppSettings, Listening, serve
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DESTINATION_HEADER",
+    "Datastore",
+    "Decision",
+    "Director",
+    "Discovery",
+    "Endpoint",
+    "EndpointId",
+    "EndpointPickerConfig",
+    "EndpointSpec",
+    "EppSettings",
+    "InferenceRequest",
+    "Listening",
+    "PLUGINS",
+    "PluginRegistry",
+    "PoolSnapshot",
+    "Scheduler",
+    "SchedulerProfile",
+    "ScrapeSettings",
+    "Scraper",
+    "StaticDiscovery",
+    "load_config",
+    "load_endpoints_file",
+    "parse_endpoint_flag",
+    "serve",
+]

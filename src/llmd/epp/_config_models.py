@@ -1,0 +1,60 @@
+"""The EndpointPickerConfig file as pydantic models (shape only; cross-checks in config.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from llmd.config import LlmdModel
+
+API_VERSION = "llm-d.ai/v1alpha1"
+DEPRECATED_API_VERSIONS = ("inference.networking.x-k8s.io/v1alpha1",)
+
+
+class PluginSpec(LlmdModel):
+    """`plugins[]`: `name` defaults to `type`."""
+
+    type: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1)
+    parameters: dict[str, Any] | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.name or self.type
+
+
+class ProfilePluginRef(LlmdModel):
+    plugin_ref: str
+    weight: float | None = Field(None, ge=0)
+
+
+class ProfileSpec(LlmdModel):
+    name: str = Field(min_length=1)
+    plugins: list[ProfilePluginRef] = Field(default_factory=list)
+
+
+class PluginRefSpec(LlmdModel):
+    plugin_ref: str
+
+
+class ObjectiveSpec(LlmdModel):
+    """An InferenceObjective: requests naming it in `x-gateway-inference-objective` get its
+    priority (higher first; < 0 is sheddable). llmd extension: llm-d reads these from CRDs."""
+
+    name: str = Field(min_length=1)
+    priority: int = 0
+
+
+class ObjectivesFile(LlmdModel):
+    objectives: list[ObjectiveSpec]
+
+
+class EndpointPickerConfigFile(LlmdModel):
+    api_version: Literal["llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1"]
+    kind: Literal["EndpointPickerConfig"]
+    feature_gates: list[str] = Field(default_factory=list)
+    plugins: list[PluginSpec] = Field(default_factory=list)
+    scheduling_profiles: list[ProfileSpec] = Field(default_factory=list)
+    saturation_detector: PluginRefSpec | None = None
+    objectives: list[ObjectiveSpec] = Field(default_factory=list)

@@ -1,0 +1,306 @@
+"""EndpointPickerConfig: load the YAML, build the plugins, wire the scheduler.
+
+Same file format as llm-d (`apiVersion: llm-d.ai/v1alpha1`, `kind: EndpointPickerConfig`,
+`plugins`, `schedulingProfiles`, `saturationDetector`), plus llmd's `objectives`. Like llm-d, the
+loader fills in `single-profile-handler`, `max-score-picker`, the data producers scorers need
+and the `utilization-detector` when the file leaves them out. Every problem is reported at once,
+each line naming the file, the path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from llmd.config import config_error, did_you_mean
+from llmd.epp._config_models import (
+    DEPRECATED_API_VERSIONS,
+    EndpointPickerConfigFile,
+    ObjectivesFile,
+    PluginSpec,
+    ProfilePluginRef,
+    ProfileSpec,
+)
+from llmd.epp.plugins import (
+    PLUGINS,
+    DataProducer,
+    Filter,
+    Picker,
+    PluginRegistry,
+    PreRequest,
+    ProfileHandler,
+    SaturationDetector,
+    Scorer,
+)
+from llmd.epp.plugins.picker.max_score import MaxScorePicker
+from llmd.epp.plugins.profile.single import SingleProfileHandler
+from llmd.epp.plugins.saturation.utilization import UtilizationDetector
+from llmd.epp.scheduling import Scheduler, SchedulerProfile, WeightedScorer
+from llmd.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG", "EndpointPickerConfig", "load_config", "load_objectives"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = """\
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: kv-cache-utilization-scorer
+    weight: 2
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+"""
+"""llm-d's default (`pkg/epp/config/loader/defaults.go`), used when no file is given."""
+
+
+@dataclass(frozen=True)
+class EndpointPickerConfig:
+    """The loaded config: plugin instances by name, the scheduler, the detector, objectives."""
+
+    source: str
+    plugins: Mapping[str, Any]
+    scheduler: Scheduler
+    detector: SaturationDetector
+    objectives: Mapping[str, int]
+
+    def describe(self) -> str:
+        """One line per profile, for the startup log."""
+        lines = []
+        for p in self.scheduler.profiles.values():
+            scorers = ", ".join(f"{w.scorer.name}×{w.weight:g}" for w in p.scorers)
+            filters = ", ".join(f.name for f in p.filters) or "-"
+            lines.append(f"profile {p.name}: filters [{filters}] scorers [{scorers}] "
+                         f"picker {p.picker.name}")
+        return "; ".join(lines)
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    text: str | None = None,
+    registry: PluginRegistry = PLUGINS,
+) -> EndpointPickerConfig:
+    """Load `path` (or `text`, or llm-d's default when both are None); ConfigError on problems."""
+    if path is not None:
+        source = str(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    elif text is not None:
+        source = "<config text>"
+    else:
+        source, text = "<default config>", DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    try:
+        spec = EndpointPickerConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(exc, source) from exc
+    if spec.api_version in DEPRECATED_API_VERSIONS:
+        log.warning("%s: apiVersion %s is deprecated, use llm-d.ai/v1alpha1",
+                    source, spec.api_version)
+    return _Builder(spec, source, registry).build()
+
+
+def load_objectives(path: Path) -> dict[str, int]:
+    """`objectives: [{name, priority}]` from a YAML file → {name: priority}."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+        parsed = ObjectivesFile.model_validate(raw)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read objectives: {exc}") from exc
+    except ValidationError as exc:
+        raise config_error(exc, str(path)) from exc
+    return {o.name: o.priority for o in parsed.objectives}
+
+
+class _Builder:
+    def __init__(self, spec: EndpointPickerConfigFile, source: str,
+                 registry: PluginRegistry) -> None:
+        self.spec, self.source, self.registry = spec, source, registry
+        self.problems: list[str] = []
+        self.plugins: dict[str, Any] = {}
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {path}: {message}")
+
+    def build(self) -> EndpointPickerConfig:
+        for i, ps in enumerate(self.spec.plugins):
+            self._instantiate(i, ps)
+        self._add_required_producers()
+        handler = self._profile_handler()
+        profiles = self._profiles(handler)
+        detector = self._detector()
+        objectives = {}
+        for i, o in enumerate(self.spec.objectives):
+            if o.name in objectives:
+                self.fail(f"objectives[{i}].name", f"{o.name!r} is defined twice")
+            objectives[o.name] = o.priority
+        if self.problems:
+            raise ConfigError(self.problems)
+        assert handler is not None and detector is not None
+        producers = [p for p in self.plugins.values() if isinstance(p, DataProducer)]
+        hooks = [p for p in self.plugins.values() if isinstance(p, PreRequest)]
+        scheduler = Scheduler(handler, profiles, producers, hooks)
+        return EndpointPickerConfig(self.source, dict(self.plugins), scheduler, detector,
+                                    objectives)
+
+    def _instantiate(self, i: int, ps: PluginSpec) -> None:
+        cls = self.registry.get(ps.type)
+        if cls is None:
+            allowed = sorted(self.registry)
+            self.fail(f"plugins[{i}].type", f"{ps.type!r} is not a plugin type"
+                      f"{did_you_mean(ps.type, allowed) or ' (allowed: ' + ', '.join(allowed) + ')'}")
+            return
+        if ps.ref in self.plugins:
+            self.fail(f"plugins[{i}].name", f"{ps.ref!r} is defined twice")
+            return
+        try:
+            params = cls.Params.model_validate(ps.parameters or {})
+        except ValidationError as exc:
+            err = config_error(exc, self.source, ("plugins", i, "parameters"))
+            fields = sorted(f.alias or n for n, f in cls.Params.model_fields.items())
+            allowed = f" (parameters of {ps.type}: {', '.join(fields) or 'none'})"
+            self.problems += [line + allowed if line.endswith("unknown field") else line
+                              for line in err.problems]
+            return
+        self.plugins[ps.ref] = cls(ps.ref, params)
+
+    def _add_required_producers(self) -> None:
+        have = {type(p).type for p in self.plugins.values()}
+        for plugin in list(self.plugins.values()):
+            for needed in getattr(plugin, "requires", ()):
+                if needed not in have and needed in self.registry:
+                    cls = self.registry[needed]
+                    self.plugins.setdefault(needed, cls(needed, cls.Params()))
+                    have.add(needed)
+
+    def _profile_handler(self) -> ProfileHandler | None:
+        handlers = [p for p in self.plugins.values() if isinstance(p, ProfileHandler)]
+        if len(handlers) > 1:
+            self.fail("plugins", "more than one profile handler: "
+                      + ", ".join(h.name for h in handlers))
+            return None
+        if handlers:
+            return handlers[0]
+        handler = SingleProfileHandler(SingleProfileHandler.type, SingleProfileHandler.Params())
+        self.plugins.setdefault(handler.name, handler)
+        return handler
+
+    def _profiles(self, handler: ProfileHandler | None) -> dict[str, SchedulerProfile]:
+        specs = self.spec.scheduling_profiles or [self._implicit_profile()]
+        profiles: dict[str, SchedulerProfile] = {}
+        for i, ps in enumerate(specs):
+            if ps.name in profiles:
+                self.fail(f"schedulingProfiles[{i}].name", f"{ps.name!r} is defined twice")
+                continue
+            profile = self._profile(i, ps)
+            if profile is not None:
+                profiles[ps.name] = profile
+        limit = getattr(handler, "max_profiles", None)
+        if handler is not None and limit is not None and len(specs) > limit:
+            self.fail("schedulingProfiles", f"{handler.type} runs exactly {limit} profile, "
+                      f"got {len(specs)} ({', '.join(p.name for p in specs)})")
+        return profiles
+
+    def _implicit_profile(self) -> ProfileSpec:
+        usable = [n for n, p in self.plugins.items()
+                  if _kind(p) in ("filter", "scorer", "picker")]
+        return ProfileSpec(name="default", plugins=[ProfilePluginRef(plugin_ref=n) for n in usable])
+
+    def _profile(self, i: int, ps: ProfileSpec) -> SchedulerProfile | None:
+        filters: list[Filter] = []
+        scorers: list[WeightedScorer] = []
+        pickers: list[Picker] = []
+        ok = True
+        for j, ref in enumerate(ps.plugins):
+            path = f"schedulingProfiles[{i}].plugins[{j}]"
+            plugin = self.plugins.get(ref.plugin_ref)
+            if plugin is None:
+                defined = ", ".join(self.plugins) or "none"
+                self.fail(f"{path}.pluginRef", f"{ref.plugin_ref!r} is not defined (defined: "
+                          f"{defined}){did_you_mean(ref.plugin_ref, self.plugins)}")
+                ok = False
+                continue
+            kind = _kind(plugin)
+            if kind == "scorer":
+                scorers.append(WeightedScorer(plugin, 1.0 if ref.weight is None else ref.weight))
+            elif ref.weight is not None:
+                self.fail(f"{path}.weight", f"only scorers take a weight ({ref.plugin_ref!r} "
+                          f"is a {kind})")
+                ok = False
+            elif kind == "filter" or (kind == "saturation detector" and isinstance(plugin, Filter)):
+                filters.append(plugin)
+            elif kind == "picker":
+                pickers.append(plugin)
+            else:
+                self.fail(f"{path}.pluginRef", f"{ref.plugin_ref!r} is a {kind}; a profile takes "
+                          "filters, scorers and one picker")
+                ok = False
+        if len(pickers) > 1:
+            self.fail(f"schedulingProfiles[{i}].plugins", "more than one picker: "
+                      + ", ".join(p.name for p in pickers))
+            return None
+        if not ok:
+            return None
+        picker = pickers[0] if pickers else self._default_picker()
+        return SchedulerProfile(ps.name, tuple(filters), tuple(scorers), picker)
+
+    def _default_picker(self) -> Picker:
+        existing = self.plugins.get(MaxScorePicker.type)
+        if isinstance(existing, MaxScorePicker):
+            return existing
+        picker = MaxScorePicker(MaxScorePicker.type, MaxScorePicker.Params())
+        self.plugins.setdefault(picker.name, picker)
+        return picker
+
+    def _detector(self) -> SaturationDetector | None:
+        ref = self.spec.saturation_detector
+        if ref is not None:
+            plugin = self.plugins.get(ref.plugin_ref)
+            if not isinstance(plugin, SaturationDetector):
+                detectors = [n for n, p in self.plugins.items()
+                             if isinstance(p, SaturationDetector)]
+                what = "is not defined" if plugin is None else "is not a saturation detector"
+                self.fail("saturationDetector.pluginRef", f"{ref.plugin_ref!r} {what} "
+                          f"(saturation detectors: {', '.join(detectors) or 'none'})")
+                return None
+            return plugin
+        found = [p for p in self.plugins.values() if isinstance(p, SaturationDetector)]
+        if found:
+            return found[0]
+        return UtilizationDetector(UtilizationDetector.type, UtilizationDetector.Params())
+
+
+def _kind(plugin: object) -> str:
+    if isinstance(plugin, ProfileHandler):
+        return "profile handler"
+    if isinstance(plugin, Scorer):
+        return "scorer"
+    if isinstance(plugin, Picker):
+        return "picker"
+    if isinstance(plugin, SaturationDetector):
+        return "saturation detector"  # also a Filter, but configured through saturationDetector
+    if isinstance(plugin, Filter):
+        return "filter"
+    if isinstance(plugin, DataProducer):
+        return "data producer"
+    return "plugin"

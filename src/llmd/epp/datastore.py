@@ -1,0 +1,133 @@
+"""Endpoints of the pool, their labels and latest metrics; a frozen snapshot per request.
+
+The datastore is written by discovery (the endpoint set) and the scraper (metrics) and read by
+the scheduler through `snapshot()`, which is O(1): the endpoint tuple is rebuilt on each write,
+never on each request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from llmd.engines import DEFAULT_ENGINE, ENGINE_TYPE_LABEL, ROLE_LABEL, EndpointMetrics
+
+__all__ = ["Datastore", "Endpoint", "EndpointId", "EndpointSpec", "PoolSnapshot"]
+
+log = logging.getLogger(__name__)
+
+EndpointId = str
+"""`ip:port` (`[v6]:port` for IPv6): the value Envoy's ORIGINAL_DST cluster connects to."""
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def endpoint_id(address: str, port: int) -> EndpointId:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """One endpoint as discovery reports it: where it is and its pod labels."""
+
+    address: str
+    port: int
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def id(self) -> EndpointId:
+        return endpoint_id(self.address, self.port)
+
+    @property
+    def engine(self) -> str:
+        """The `llm-d.ai/engine-type` label; llm-d's default (vllm) when unlabelled."""
+        return self.labels.get(ENGINE_TYPE_LABEL) or DEFAULT_ENGINE
+
+    @property
+    def role(self) -> str | None:
+        return self.labels.get(ROLE_LABEL)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An endpoint with its latest scrape. `metrics_at` is `time.monotonic()` of that scrape."""
+
+    id: EndpointId
+    spec: EndpointSpec
+    metrics: EndpointMetrics = field(default_factory=EndpointMetrics)
+    metrics_at: float | None = None
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.spec.labels
+
+    def age_s(self, now: float) -> float:
+        """Seconds since the last successful scrape; infinite if never scraped."""
+        return float("inf") if self.metrics_at is None else now - self.metrics_at
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    """The pool as one request sees it: immutable, so scoring needs no locks.
+
+    `candidates` starts as every endpoint; filters narrow it (a new snapshot per filter).
+    `generation` changes whenever the endpoint set changes (plugins prune per-endpoint state).
+    """
+
+    candidates: tuple[Endpoint, ...]
+    now: float
+    generation: int = 0
+
+    def with_candidates(self, candidates: Iterable[Endpoint]) -> PoolSnapshot:
+        return replace(self, candidates=tuple(candidates))
+
+    def ids(self) -> frozenset[EndpointId]:
+        return frozenset(ep.id for ep in self.candidates)
+
+
+class Datastore:
+    """The pool's endpoints, bounded by `max_endpoints` (extra endpoints are dropped and logged)."""
+
+    def __init__(
+        self, max_endpoints: int = 4096, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_endpoints = max_endpoints
+        self._clock = clock
+        self._by_id: dict[EndpointId, Endpoint] = {}
+        self._tuple: tuple[Endpoint, ...] = ()
+        self.generation = 0
+
+    def set_endpoints(self, specs: Iterable[EndpointSpec]) -> None:
+        """Replace the endpoint set; metrics of endpoints that stay are kept."""
+        new: dict[EndpointId, Endpoint] = {}
+        for spec in specs:
+            if len(new) >= self.max_endpoints:
+                log.error("pool has more than %d endpoints; ignoring the rest", self.max_endpoints)
+                break
+            old = self._by_id.get(spec.id)
+            new[spec.id] = replace(old, spec=spec) if old else Endpoint(spec.id, spec)
+        if new.keys() != self._by_id.keys():
+            self.generation += 1
+            log.info("pool endpoints: %s", ", ".join(new) or "(none)")
+        self._by_id = new
+        self._tuple = tuple(new.values())
+
+    def update_metrics(self, ep_id: EndpointId, metrics: EndpointMetrics) -> None:
+        """Record a successful scrape; ignored if the endpoint left meanwhile."""
+        old = self._by_id.get(ep_id)
+        if old is None:
+            return
+        self._by_id[ep_id] = replace(old, metrics=metrics, metrics_at=self._clock())
+        self._tuple = tuple(self._by_id.values())
+
+    def get(self, ep_id: EndpointId) -> Endpoint | None:
+        return self._by_id.get(ep_id)
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self._tuple
+
+    def snapshot(self) -> PoolSnapshot:
+        return PoolSnapshot(self._tuple, self._clock(), self.generation)

@@ -1,0 +1,106 @@
+"""One request from headers + body to a decision: parse, admit, schedule (GIE's Director).
+
+Errors are `RequestError`s the ext_proc server turns into immediate responses: 400 for a body
+that is not an OpenAI request, 503 when no endpoint can serve, 429 when a sheddable request
+(priority < 0) meets a saturated pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from llmd.epp._openai import headers_only_request, parse_request
+from llmd.epp.config import EndpointPickerConfig
+from llmd.epp.datastore import Datastore, PoolSnapshot
+from llmd.epp.metrics import EppMetrics
+from llmd.epp.plugins.base import ProfileResult, SchedulingResult
+from llmd.epp.request import InferenceRequest
+from llmd.errors import NoEndpointError, RequestError, RequestShedError
+
+__all__ = ["Decision", "Director"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    request: InferenceRequest
+    result: SchedulingResult
+    pool: PoolSnapshot
+
+    @property
+    def endpoint(self) -> str:
+        return self.result.destination.id
+
+
+class Director:
+    def __init__(
+        self,
+        store: Datastore,
+        config: EndpointPickerConfig,
+        metrics: EppMetrics | None = None,
+        objectives: Mapping[str, int] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store, self.config, self.metrics = store, config, metrics
+        self.objectives = dict(config.objectives) | dict(objectives or {})
+        self.rng = rng or random.Random()
+
+    def decide(
+        self, request_id: str, path: str, headers: Mapping[str, str], body: bytes | None
+    ) -> Decision:
+        """Route one request; raises RequestError (400/429/503). `body` None: headers only."""
+        started = time.perf_counter()
+        outcome, endpoint = "error", ""
+        try:
+            decision = self._decide(request_id, path, headers, body)
+            outcome, endpoint = "routed", decision.endpoint
+            return decision
+        except RequestError as exc:
+            outcome = _OUTCOMES.get(exc.status, "error")
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.decision_seconds.observe(time.perf_counter() - started)
+                self.metrics.decisions.labels(endpoint, outcome).inc()
+
+    def _decide(
+        self, request_id: str, path: str, headers: Mapping[str, str], body: bytes | None
+    ) -> Decision:
+        if body is None:
+            request = headers_only_request(request_id, path, headers, self.objectives)
+        else:
+            request = parse_request(request_id, path, headers, body, self.objectives)
+        pool = self.store.snapshot()
+        if not pool.candidates:
+            raise NoEndpointError("no endpoint in the inference pool can serve the request")
+        if request.priority < 0:
+            saturation = self.config.detector.saturation(pool)
+            if self.metrics is not None:
+                self.metrics.saturation.set(saturation)
+            if saturation >= 1.0:
+                raise RequestShedError(
+                    f"the inference pool is saturated; request with objective "
+                    f"{request.objective!r} (priority {request.priority}) was shed"
+                )
+        if body is None:  # llm-d sends body-less requests to a random endpoint
+            ep = self.rng.choice(pool.candidates)
+            result = SchedulingResult({"default": ProfileResult((ep,))}, primary="default")
+            return Decision(request, result, pool)
+        result = self.config.scheduler.schedule(request, pool)
+        if result is None:
+            raise NoEndpointError("no endpoint in the inference pool can serve the request")
+        log.debug("%s → %s", request_id, result.destination.id)
+        return Decision(request, result, pool)
+
+    def after_decision(self, decision: Decision) -> None:
+        """PreRequest hooks, once the answer is on its way to Envoy."""
+        if decision.request.data:
+            self.config.scheduler.after_decision(decision.request, decision.result, decision.pool)
+
+
+_OUTCOMES = {400: "bad_request", 413: "bad_request", 429: "shed", 503: "no_endpoint"}

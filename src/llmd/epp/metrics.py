@@ -1,0 +1,36 @@
+"""The EPP's Prometheus metrics, on a registry passed in (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["EppMetrics"]
+
+_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class EppMetrics:
+    """`endpoint` labels are pool endpoints (bounded by the datastore); `outcome` is one of
+    routed, shed, no_endpoint, bad_request, error."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.decisions = Counter(
+            "llmd_epp_decisions_total", "Scheduling decisions by endpoint and outcome",
+            ["endpoint", "outcome"], registry=registry,
+        )
+        self.decision_seconds = Histogram(
+            "llmd_epp_decision_duration_seconds", "Time from full request body to decision",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.scrape_errors = Counter(
+            "llmd_epp_scrape_errors_total", "Failed /metrics scrapes by endpoint",
+            ["endpoint"], registry=registry,
+        )
+        self.endpoints = Gauge(
+            "llmd_epp_pool_endpoints", "Endpoints in the pool", registry=registry,
+        )
+        self.saturation = Gauge(
+            "llmd_epp_pool_saturation_ratio", "Pool saturation at the last decision",
+            registry=registry,
+        )

@@ -1,0 +1,102 @@
+"""The EPP's plugins under llm-d's type names, and the one registry table (`PLUGINS`).
+
+The registry is a value passed to the config loader (tests pass their own), never a global
+that modules add themselves to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from llmd.epp.plugins.base import (
+    DataProducer,
+    Filter,
+    NoParams,
+    Picker,
+    Plugin,
+    PreRequest,
+    ProfileHandler,
+    ProfileResult,
+    SaturationDetector,
+    SchedulingResult,
+    Scorer,
+)
+from llmd.epp.plugins.filter.decode import DecodeFilter
+from llmd.epp.plugins.filter.label_selector import LabelSelectorFilter
+from llmd.epp.plugins.filter.prefill import PrefillFilter
+from llmd.epp.plugins.picker.max_score import MaxScorePicker
+from llmd.epp.plugins.picker.random_pick import RandomPicker
+from llmd.epp.plugins.picker.weighted_random import WeightedRandomPicker
+from llmd.epp.plugins.producer.approx_prefix import ApproxPrefixCacheProducer, PrefixMatch
+from llmd.epp.plugins.profile.single import SingleProfileHandler
+from llmd.epp.plugins.saturation.utilization import UtilizationDetector
+from llmd.epp.plugins.scorer.kv_cache_utilization import KvCacheUtilizationScorer
+from llmd.epp.plugins.scorer.load_aware import LoadAwareScorer
+from llmd.epp.plugins.scorer.lora_affinity import LoraAffinityScorer
+from llmd.epp.plugins.scorer.no_hit_lru import NoHitLruScorer
+from llmd.epp.plugins.scorer.prefix_cache import PrefixCacheScorer
+from llmd.epp.plugins.scorer.queue import QueueScorer
+from llmd.epp.plugins.scorer.running_requests_size import RunningRequestsSizeScorer
+from llmd.epp.plugins.scorer.session_affinity import SessionAffinityScorer
+
+PluginRegistry = Mapping[str, type]
+
+PLUGINS: PluginRegistry = MappingProxyType(
+    {
+        cls.type: cls
+        for cls in (
+            SingleProfileHandler,
+            DecodeFilter,
+            PrefillFilter,
+            LabelSelectorFilter,
+            QueueScorer,
+            KvCacheUtilizationScorer,
+            RunningRequestsSizeScorer,
+            LoadAwareScorer,
+            PrefixCacheScorer,
+            SessionAffinityScorer,
+            LoraAffinityScorer,
+            NoHitLruScorer,
+            MaxScorePicker,
+            RandomPicker,
+            WeightedRandomPicker,
+            ApproxPrefixCacheProducer,
+            UtilizationDetector,
+        )
+    }
+)
+
+__all__ = [
+    "ApproxPrefixCacheProducer",
+    "DataProducer",
+    "DecodeFilter",
+    "Filter",
+    "KvCacheUtilizationScorer",
+    "LabelSelectorFilter",
+    "LoadAwareScorer",
+    "LoraAffinityScorer",
+    "MaxScorePicker",
+    "NoHitLruScorer",
+    "NoParams",
+    "PLUGINS",
+    "Picker",
+    "Plugin",
+    "PluginRegistry",
+    "PreRequest",
+    "PrefillFilter",
+    "PrefixCacheScorer",
+    "PrefixMatch",
+    "ProfileHandler",
+    "ProfileResult",
+    "QueueScorer",
+    "RandomPicker",
+    "RunningRequestsSizeScorer",
+    "SaturationDetector",
+    "SchedulingResult",
+    "Scorer",
+    "SessionAffinityScorer",
+    "SingleProfileHandler",
+    "UtilizationDetector",
+    "WeightedRandomPicker",
+]

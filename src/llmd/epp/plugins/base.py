@@ -1,0 +1,162 @@
+"""The EPP extension points, one Protocol each (mypy checks each plugin against them).
+
+A plugin class has a class-level `type` (llm-d's kebab-case name), a nested pydantic `Params`
+(strict: unknown keys fail at load) and is built as `cls(name, params)`. Which roles a plugin
+plays follows from the methods it has; one object may play several (the prefix producer is a
+DataProducer and a PreRequest hook).
+
+Per request the framework runs: DataProducers → ProfileHandler.pick → per profile: Filters →
+Scorers (clamped to [0, 1], weighted, summed) → Picker → ProfileHandler.process_results →
+(answer sent) → PreRequest hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from llmd.config import LlmdModel
+
+if TYPE_CHECKING:
+    from llmd.epp.datastore import Endpoint, EndpointId, PoolSnapshot
+    from llmd.epp.request import InferenceRequest
+    from llmd.epp.scheduling import SchedulerProfile
+
+__all__ = [
+    "DataProducer",
+    "Filter",
+    "NoParams",
+    "Picker",
+    "Plugin",
+    "PreRequest",
+    "ProfileHandler",
+    "ProfileResult",
+    "SaturationDetector",
+    "SchedulingResult",
+    "Scorer",
+]
+
+
+class NoParams(LlmdModel):
+    """For plugins without parameters: any key is an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileResult:
+    """The endpoints one profile picked, best first (usually one)."""
+
+    targets: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingResult:
+    """Every profile's result and which one is primary (its first target is the destination)."""
+
+    results: Mapping[str, ProfileResult]
+    primary: str
+
+    @property
+    def destination(self) -> Endpoint:
+        return self.results[self.primary].targets[0]
+
+
+class Plugin(Protocol):
+    type: ClassVar[str]
+    name: str
+
+
+@runtime_checkable
+class ProfileHandler(Protocol):
+    type: ClassVar[str]
+    name: str
+
+    def pick(
+        self,
+        request: InferenceRequest,
+        profiles: Mapping[str, SchedulerProfile],
+        results: Mapping[str, ProfileResult | None],
+    ) -> Mapping[str, SchedulerProfile]:
+        """Profiles to run next, given the results so far; empty when done.
+
+        Called repeatedly, so a handler can run a decode profile first and decide on a prefill
+        profile from its result (llm-d's disagg-profile-handler).
+        """
+        ...
+
+    def process_results(
+        self, request: InferenceRequest, results: Mapping[str, ProfileResult | None]
+    ) -> SchedulingResult | None:
+        """Combine the profile results; None when no endpoint can serve (→ 503)."""
+        ...
+
+
+@runtime_checkable
+class Filter(Protocol):
+    type: ClassVar[str]
+    name: str
+
+    def filter(
+        self, request: InferenceRequest, pool: PoolSnapshot
+    ) -> Sequence[Endpoint]:
+        """The candidates that may serve `request` (pure, no I/O)."""
+        ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    type: ClassVar[str]
+    name: str
+
+    def score(
+        self, request: InferenceRequest, pool: PoolSnapshot
+    ) -> Mapping[EndpointId, float]:
+        """A score per candidate, nominally 0..1 (the framework clamps); missing ids score 0.
+
+        Pure and synchronous over the snapshot: no I/O, no await, no mutation.
+        """
+        ...
+
+
+@runtime_checkable
+class Picker(Protocol):
+    type: ClassVar[str]
+    name: str
+
+    def pick(
+        self, request: InferenceRequest, scored: Sequence[tuple[Endpoint, float]]
+    ) -> tuple[Endpoint, ...]:
+        """Choose targets from (candidate, total weighted score); empty only if `scored` is."""
+        ...
+
+
+@runtime_checkable
+class DataProducer(Protocol):
+    type: ClassVar[str]
+    name: str
+
+    def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> Any:
+        """Per-request data stored in `request.data[type]` before filtering. Must not block."""
+        ...
+
+
+@runtime_checkable
+class PreRequest(Protocol):
+    type: ClassVar[str]
+    name: str
+
+    def pre_request(
+        self, request: InferenceRequest, result: SchedulingResult, pool: PoolSnapshot
+    ) -> None:
+        """Called once the decision is sent: update indexes for the endpoints actually chosen."""
+        ...
+
+
+@runtime_checkable
+class SaturationDetector(Protocol):
+    type: ClassVar[str]
+    name: str
+
+    def saturation(self, pool: PoolSnapshot) -> float:
+        """Pool saturation; >= 1.0 means saturated (sheddable requests get 429)."""
+        ...

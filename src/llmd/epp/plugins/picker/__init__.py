@@ -1,0 +1,1 @@
+"""Pickers: choose the target endpoints from the weighted scores."""

@@ -1,0 +1,1 @@
+"""Data producers: per-request data computed once before filtering, read by scorers."""

@@ -1,0 +1,117 @@
+"""`approx-prefix-cache-producer`: llm-d's approximate prefix index, over characters.
+
+The prompt (completions text, or the compact JSON of chat `messages`) is cut into blocks of
+`blockSizeTokens × 4` bytes, at most `maxPrefixBlocksToMatch` of them, trailing partial block
+included. Block hashes are chained xxhash64: the seed is xxh64(model + cache_salt), each block
+hashes its bytes followed by the previous hash as 8 little-endian bytes. Each endpoint has an
+LRU of block hashes (capacity `lruCapacityPerServer`); a request matches an endpoint greedily,
+up to the first block it lacks. The LRU is updated after the decision, for the endpoints that
+were actually chosen (primary and `prefill` profile), never while scoring.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import ClassVar
+
+import xxhash
+from pydantic import Field
+
+from llmd.config import LlmdModel
+from llmd.epp.datastore import EndpointId, PoolSnapshot
+from llmd.epp.plugins.base import SchedulingResult
+from llmd.epp.request import InferenceRequest
+
+__all__ = ["ApproxPrefixCacheProducer", "PrefixMatch", "block_hashes"]
+
+PREFILL_PROFILE = "prefill"
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixMatch:
+    """The request's block hashes and, per candidate, how many leading blocks it holds."""
+
+    hashes: tuple[int, ...]
+    matched: dict[EndpointId, int]
+
+    def ratio(self, ep_id: EndpointId) -> float:
+        return self.matched.get(ep_id, 0) / len(self.hashes) if self.hashes else 0.0
+
+    @property
+    def any_hit(self) -> bool:
+        return any(self.matched.values())
+
+
+def block_hashes(prompt: str, model: str, block_chars: int, max_blocks: int,
+                 cache_salt: str = "") -> tuple[int, ...]:
+    """Chained xxhash64 of the prompt's blocks (see the module docstring)."""
+    data = prompt.encode()[: block_chars * max_blocks]
+    prev = xxhash.xxh64_intdigest((model + cache_salt).encode())
+    out = []
+    for start in range(0, len(data), block_chars):
+        prev = xxhash.xxh64_intdigest(data[start : start + block_chars] + prev.to_bytes(8, "little"))
+        out.append(prev)
+    return tuple(out)
+
+
+class ApproxPrefixCacheProducer:
+    type: ClassVar[str] = "approx-prefix-cache-producer"
+
+    class Params(LlmdModel):
+        block_size_tokens: int = Field(16, gt=0, description="tokens per block (× 4 characters)")
+        max_prefix_blocks_to_match: int = Field(256, gt=0)
+        lru_capacity_per_server: int = Field(31250, gt=0, description="blocks per endpoint")
+
+    def __init__(self, name: str, params: Params) -> None:
+        self.name, self.params = name, params
+        self._block_chars = params.block_size_tokens * 4
+        self._index: dict[EndpointId, OrderedDict[int, None]] = {}
+        self._generation = -1
+
+    def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> PrefixMatch:
+        hashes = block_hashes(request.prompt, request.model, self._block_chars,
+                              self.params.max_prefix_blocks_to_match, request.cache_salt)
+        matched: dict[EndpointId, int] = {}
+        for ep in pool.candidates:
+            lru = self._index.get(ep.id)
+            n = 0
+            if lru:
+                for h in hashes:
+                    if h not in lru:
+                        break
+                    n += 1
+            matched[ep.id] = n
+        return PrefixMatch(hashes, matched)
+
+    def pre_request(
+        self, request: InferenceRequest, result: SchedulingResult, pool: PoolSnapshot
+    ) -> None:
+        match = request.data.get(self.type)
+        if not isinstance(match, PrefixMatch) or not match.hashes:
+            return
+        if pool.generation != self._generation:
+            self._prune(pool)
+        chosen = [result.destination.id]
+        prefill = result.results.get(PREFILL_PROFILE)
+        if prefill is not None and prefill.targets and result.primary != PREFILL_PROFILE:
+            chosen.append(prefill.targets[0].id)
+        for ep_id in chosen:
+            self.record(ep_id, match.hashes)
+
+    def record(self, ep_id: EndpointId, hashes: tuple[int, ...]) -> None:
+        """Mark `hashes` as cached on `ep_id` (most recent last), evicting the oldest blocks."""
+        lru = self._index.setdefault(ep_id, OrderedDict())
+        for h in hashes:
+            lru[h] = None
+            lru.move_to_end(h)
+        cap = self.params.lru_capacity_per_server
+        while len(lru) > cap:
+            lru.popitem(last=False)
+
+    def _prune(self, pool: PoolSnapshot) -> None:
+        # Per-endpoint state leaves with the endpoint (the pool snapshot holds every endpoint).
+        live = pool.ids()
+        for ep_id in [k for k in self._index if k not in live]:
+            del self._index[ep_id]
+        self._generation = pool.generation

@@ -1,0 +1,1 @@
+"""Saturation detectors: when is the pool too busy for sheddable requests."""

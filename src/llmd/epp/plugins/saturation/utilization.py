@@ -1,0 +1,78 @@
+"""`utilization-detector`: pool saturation from queue depth and KV usage.
+
+Per endpoint: max(waiting / queueDepthThreshold, kv_usage / kvCacheUtilThreshold), or 1.0 when
+its metrics are older than `metricsStalenessThreshold` (stale metrics are not trusted). The pool's
+saturation is the mean over endpoints; >= 1.0 sheds requests whose priority is < 0. As a filter
+it drops saturated endpoints, failing open when that would drop them all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from llmd.config import LlmdModel
+from llmd.epp.datastore import Endpoint, PoolSnapshot
+from llmd.epp.request import InferenceRequest
+
+__all__ = ["UtilizationDetector", "parse_duration_s"]
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+def parse_duration_s(value: str | float) -> float:
+    """A Go-style duration (`200ms`, `2s`, `1m`) or a number of seconds → seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a duration like 200ms, 2s or 1m")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+class UtilizationDetector:
+    type: ClassVar[str] = "utilization-detector"
+
+    class Params(LlmdModel):
+        queue_depth_threshold: int = Field(5, gt=0)
+        kv_cache_util_threshold: float = Field(0.8, gt=0, le=1)
+        # llm-d's default is 200ms; llmd uses the issue's 2 s so a busy 2-core host does not
+        # mark a healthy pool saturated between two 50 ms scrapes.
+        metrics_staleness_threshold: float = Field(
+            2.0, description="seconds, or a duration string like llm-d's `200ms`"
+        )
+        headroom: float = Field(0.0, ge=0)
+
+        @field_validator("metrics_staleness_threshold", mode="before")
+        @classmethod
+        def _duration(cls, value: str | float) -> float:
+            seconds = parse_duration_s(value)
+            if seconds <= 0:
+                raise ValueError("must be > 0")
+            return seconds
+
+    def __init__(self, name: str, params: Params) -> None:
+        self.name, self.params = name, params
+
+    def endpoint_saturation(self, ep: Endpoint, now: float) -> float:
+        p = self.params
+        if ep.age_s(now) > p.metrics_staleness_threshold:
+            return 1.0
+        m = ep.metrics
+        return max(m.waiting / p.queue_depth_threshold, m.kv_usage / p.kv_cache_util_threshold)
+
+    def saturation(self, pool: PoolSnapshot) -> float:
+        eps = pool.candidates
+        if not eps:
+            return 1.0
+        total = sum(self.endpoint_saturation(ep, pool.now) for ep in eps)
+        return total / len(eps) / (1.0 + self.params.headroom)
+
+    def filter(self, request: InferenceRequest, pool: PoolSnapshot) -> Sequence[Endpoint]:
+        limit = 1.0 + self.params.headroom
+        kept = [ep for ep in pool.candidates if self.endpoint_saturation(ep, pool.now) < limit]
+        return kept or pool.candidates

@@ -1,0 +1,30 @@
+"""`load-aware-scorer`: 0.5 with an empty queue, falling linearly to 0 at `threshold` waiting."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from pydantic import Field
+
+from llmd.config import LlmdModel
+from llmd.epp.datastore import EndpointId, PoolSnapshot
+from llmd.epp.request import InferenceRequest
+
+__all__ = ["LoadAwareScorer"]
+
+
+class LoadAwareScorer:
+    type: ClassVar[str] = "load-aware-scorer"
+
+    class Params(LlmdModel):
+        threshold: int = Field(128, gt=0, description="waiting requests that score 0")
+
+    def __init__(self, name: str, params: Params) -> None:
+        self.name, self.params = name, params
+
+    def score(self, request: InferenceRequest, pool: PoolSnapshot) -> Mapping[EndpointId, float]:
+        cap = self.params.threshold
+        return {
+            ep.id: 0.5 * (1.0 - min(ep.metrics.waiting, cap) / cap) for ep in pool.candidates
+        }

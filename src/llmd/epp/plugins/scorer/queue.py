@@ -1,0 +1,24 @@
+"""`queue-scorer`: prefer endpoints with short waiting queues (min-max normalised)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from llmd.epp.datastore import EndpointId, PoolSnapshot
+from llmd.epp.plugins.base import NoParams
+from llmd.epp.plugins.scorer._minmax import inverse_minmax
+from llmd.epp.request import InferenceRequest
+
+__all__ = ["QueueScorer"]
+
+
+class QueueScorer:
+    type: ClassVar[str] = "queue-scorer"
+    Params = NoParams
+
+    def __init__(self, name: str, params: NoParams) -> None:
+        self.name, self.params = name, params
+
+    def score(self, request: InferenceRequest, pool: PoolSnapshot) -> Mapping[EndpointId, float]:
+        return inverse_minmax(pool, lambda ep: ep.metrics.waiting)

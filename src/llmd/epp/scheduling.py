@@ -1,0 +1,99 @@
+"""The scheduler: profile handler → per profile filters → weighted scorers → picker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from llmd.epp.datastore import PoolSnapshot
+from llmd.epp.plugins.base import (
+    DataProducer,
+    Filter,
+    Picker,
+    PreRequest,
+    ProfileHandler,
+    ProfileResult,
+    SchedulingResult,
+    Scorer,
+)
+from llmd.epp.request import InferenceRequest
+
+__all__ = ["Scheduler", "SchedulerProfile", "WeightedScorer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedScorer:
+    scorer: Scorer
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerProfile:
+    """One scheduling profile (`schedulingProfiles[]` in the config)."""
+
+    name: str
+    filters: tuple[Filter, ...]
+    scorers: tuple[WeightedScorer, ...]
+    picker: Picker
+
+    def run(self, request: InferenceRequest, pool: PoolSnapshot) -> ProfileResult | None:
+        """Filter, score and pick; None when no candidate is left."""
+        for f in self.filters:
+            kept = f.filter(request, pool)
+            if not kept:
+                log.debug("%s: filter %s left no candidate", request.request_id, f.name)
+                return None
+            pool = pool.with_candidates(kept)
+        candidates = pool.candidates
+        totals = dict.fromkeys((ep.id for ep in candidates), 0.0)
+        for ws in self.scorers:
+            scores = ws.scorer.score(request, pool)
+            weight = ws.weight
+            for ep_id, value in scores.items():
+                if ep_id in totals:
+                    totals[ep_id] += weight * (0.0 if value < 0.0 else 1.0 if value > 1.0 else value)
+        scored = [(ep, totals[ep.id]) for ep in candidates]
+        targets = self.picker.pick(request, scored)
+        return ProfileResult(targets) if targets else None
+
+
+class Scheduler:
+    """Runs one request through producers and profiles; hooks run after the answer is sent."""
+
+    def __init__(
+        self,
+        handler: ProfileHandler,
+        profiles: Mapping[str, SchedulerProfile],
+        producers: Sequence[DataProducer] = (),
+        hooks: Sequence[PreRequest] = (),
+    ) -> None:
+        self.handler = handler
+        self.profiles = dict(profiles)
+        self.producers = tuple(producers)
+        self.hooks = tuple(hooks)
+
+    def schedule(self, request: InferenceRequest, pool: PoolSnapshot) -> SchedulingResult | None:
+        """The decision for `request`; None when no endpoint can serve it."""
+        for producer in self.producers:
+            request.data[producer.type] = producer.produce(request, pool)
+        results: dict[str, ProfileResult | None] = {}
+        for _ in range(len(self.profiles) + 1):  # a handler never needs more rounds
+            todo = self.handler.pick(request, self.profiles, results)
+            if not todo:
+                break
+            for name, profile in todo.items():
+                results[name] = profile.run(request, pool)
+        return self.handler.process_results(request, results)
+
+    def after_decision(
+        self, request: InferenceRequest, result: SchedulingResult, pool: PoolSnapshot
+    ) -> None:
+        """Run PreRequest hooks (index updates); a failing hook is logged, never fatal."""
+        for hook in self.hooks:
+            try:
+                hook.pre_request(request, result, pool)
+            except Exception:  # a broken index must not take routing down
+                log.exception("pre-request hook %s failed", hook.name)

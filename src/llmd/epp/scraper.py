@@ -1,0 +1,111 @@
+"""Poll every endpoint's /metrics through its engine adapter into the datastore.
+
+One loop per endpoint (a slow endpoint never delays the others), all owned by one TaskGroup
+and sharing one aiohttp session. A failed scrape keeps the previous metrics, which then age:
+once older than the saturation detector's `metricsStalenessThreshold` (default 2 s) the
+endpoint counts as saturated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from llmd.engines import EndpointMetrics, MetricsPage, get_adapter
+from llmd.epp.datastore import Datastore, EndpointId, EndpointSpec
+from llmd.epp.metrics import EppMetrics
+from llmd.errors import EngineError
+
+__all__ = ["ScrapeSettings", "Scraper"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeSettings:
+    interval_s: float = 0.05
+    timeout_s: float = 1.0
+    path: str = "/metrics"
+    scheme: str = "http"
+
+
+class Scraper:
+    def __init__(
+        self,
+        store: Datastore,
+        session: aiohttp.ClientSession,
+        settings: ScrapeSettings = ScrapeSettings(),
+        metrics: EppMetrics | None = None,
+    ) -> None:
+        self.store, self.session, self.settings, self.metrics = store, session, settings, metrics
+        self.errors: dict[EndpointId, int] = {}
+
+    async def scrape_once(self, spec: EndpointSpec) -> EndpointMetrics:
+        """One scrape of `spec`; raises aiohttp/timeout/EngineError errors."""
+        s = self.settings
+        host = f"[{spec.address}]" if ":" in spec.address else spec.address
+        url = f"{s.scheme}://{host}:{spec.port}{s.path}"
+        adapter = get_adapter(spec.engine)
+        timeout = aiohttp.ClientTimeout(total=s.timeout_s)
+        async with self.session.get(url, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise EngineError(f"GET {url}: HTTP {resp.status}")
+            text = await resp.text()
+        return adapter.endpoint_metrics(MetricsPage.parse(text, adapter.scraped_families))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Scrape until `stop`, following the datastore's endpoint set."""
+        loops: dict[EndpointId, asyncio.Task[None]] = {}
+        generation = -1
+        async with asyncio.TaskGroup() as tg:
+            while not stop.is_set():
+                if self.store.generation != generation:
+                    generation = self.store.generation
+                    live = {ep.id for ep in self.store.endpoints()}
+                    for ep_id in [k for k in loops if k not in live]:
+                        loops.pop(ep_id).cancel()
+                        self.errors.pop(ep_id, None)
+                    for ep_id in live - loops.keys():
+                        loops[ep_id] = tg.create_task(self._loop(ep_id, stop),
+                                                      name=f"scrape {ep_id}")
+                if self.metrics is not None:
+                    self.metrics.endpoints.set(len(loops))
+                await _wait(stop, self.settings.interval_s * 4)
+            for task in loops.values():
+                task.cancel()
+
+    async def _loop(self, ep_id: EndpointId, stop: asyncio.Event) -> None:
+        failing = False
+        while not stop.is_set():
+            started = time.monotonic()
+            ep = self.store.get(ep_id)
+            if ep is None:
+                return
+            try:
+                metrics = await self.scrape_once(ep.spec)
+            except (aiohttp.ClientError, TimeoutError, EngineError) as exc:
+                self.errors[ep_id] = self.errors.get(ep_id, 0) + 1
+                if self.metrics is not None:
+                    self.metrics.scrape_errors.labels(ep_id).inc()
+                if not failing:
+                    log.warning("scraping %s failed: %s", ep_id, exc or type(exc).__name__)
+                failing = True
+            else:
+                if failing:
+                    log.info("scraping %s recovered", ep_id)
+                failing = False
+                self.store.update_metrics(ep_id, metrics)
+            delay = self.settings.interval_s - (time.monotonic() - started)
+            await _wait(stop, max(delay, 0.0))
+
+
+async def _wait(stop: asyncio.Event, timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await stop.wait()
+    except TimeoutError:
+        pass

@@ -1,0 +1,195 @@
+"""`serve()`: the whole EPP wired in one place (config, discovery, scraper, gRPC, metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import grpc
+from aiohttp import web
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import Field
+
+from llmd.config import LlmdModel
+from llmd.epp.config import EndpointPickerConfig, load_config, load_objectives
+from llmd.epp.datastore import Datastore, EndpointSpec
+from llmd.epp.director import Director
+from llmd.epp.discovery import Discovery, StaticDiscovery, load_endpoints_file
+from llmd.epp.extproc import ExtProcServicer, grpc_options
+from llmd.epp.metrics import EppMetrics
+from llmd.epp.plugins import PLUGINS, PluginRegistry
+from llmd.epp.scraper import Scraper, ScrapeSettings
+from llmd.errors import ConfigError
+
+__all__ = ["EppSettings", "Listening", "build_config", "serve"]
+
+log = logging.getLogger(__name__)
+
+HEALTH_SERVICES = ("", "liveness", "readiness", "envoy.service.ext_proc.v3.ExternalProcessor")
+
+
+class EppSettings(LlmdModel):
+    """How to run the EPP (CLI flags). Ports 0 bind ephemeral ports (reported via Listening)."""
+
+    host: str = "127.0.0.1"
+    grpc_port: int = Field(9002, ge=0, lt=65536)
+    health_port: int = Field(9003, ge=0, lt=65536)
+    metrics_port: int = Field(9090, ge=0, lt=65536)
+    config_file: Path | None = None
+    config_text: str | None = None
+    objectives_file: Path | None = None
+    endpoints: tuple[EndpointSpec, ...] = ()
+    endpoints_file: Path | None = None
+    pool_name: str = "llmd"
+    pool_namespace: str = "default"
+    refresh_metrics_interval_s: float = Field(0.05, gt=0)
+    scrape_timeout_s: float = Field(1.0, gt=0)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_endpoints: int = Field(4096, gt=0)
+    drain_timeout_s: float = Field(5.0, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    host: str
+    grpc_port: int
+    health_port: int
+    metrics_port: int
+
+    def lines(self) -> list[str]:
+        """`listening on HOST:PORT (what)` for each port, as fixtures and `llmd up` read them."""
+        return [f"listening on {self.host}:{self.grpc_port} (ext_proc)",
+                f"listening on {self.host}:{self.health_port} (grpc health)",
+                f"listening on {self.host}:{self.metrics_port} (metrics)"]
+
+
+def build_config(settings: EppSettings, registry: PluginRegistry = PLUGINS
+                 ) -> EndpointPickerConfig:
+    """Load the EndpointPickerConfig the settings name (llm-d's default if none)."""
+    if settings.config_file is not None and settings.config_text is not None:
+        raise ConfigError("give --config-file or --config-text, not both")
+    return load_config(settings.config_file, text=settings.config_text, registry=registry)
+
+
+async def serve(
+    settings: EppSettings,
+    stop: asyncio.Event,
+    *,
+    discovery: Discovery | None = None,
+    registry: PluginRegistry = PLUGINS,
+    on_listening: Callable[[Listening], None] | None = None,
+) -> None:
+    """Run the EPP until `stop` is set; if any root task fails, all of them stop."""
+    config = build_config(settings, registry)
+    objectives = load_objectives(settings.objectives_file) if settings.objectives_file else {}
+    if discovery is None:
+        specs = list(settings.endpoints)
+        if settings.endpoints_file is not None:
+            specs += load_endpoints_file(settings.endpoints_file)
+        discovery = StaticDiscovery(specs)
+    log.info("pool %s/%s, config %s: %s", settings.pool_namespace, settings.pool_name,
+             config.source, config.describe())
+
+    registry_ = CollectorRegistry()
+    metrics = EppMetrics(registry_)
+    store = Datastore(max_endpoints=settings.max_endpoints)
+    director = Director(store, config, metrics, objectives)
+    scrape = ScrapeSettings(interval_s=settings.refresh_metrics_interval_s,
+                            timeout_s=settings.scrape_timeout_s)
+
+    async with AsyncExitStack() as stack:
+        grpc_server = grpc.aio.server(options=grpc_options(settings.max_body_bytes))
+        pb_grpc.add_ExternalProcessorServicer_to_server(
+            ExtProcServicer(director, settings.max_body_bytes), grpc_server)
+        grpc_port = _bind_grpc(grpc_server, settings.host, settings.grpc_port, "--grpc-port")
+
+        health = health_aio.HealthServicer()
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+        health_port = _bind_grpc(health_server, settings.host, settings.health_port,
+                                 "--grpc-health-port")
+
+        metrics_runner, metrics_port = await _metrics_app(registry_, settings)
+        stack.push_async_callback(metrics_runner.cleanup)
+        await grpc_server.start()
+        stack.push_async_callback(_stop_grpc, grpc_server, settings.drain_timeout_s)
+        await health_server.start()
+        stack.push_async_callback(_stop_grpc, health_server, 0.0)
+
+        session = await stack.enter_async_context(aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=2),
+            timeout=aiohttp.ClientTimeout(total=settings.scrape_timeout_s),
+        ))
+        scraper = Scraper(store, session, scrape, metrics)
+
+        for service in HEALTH_SERVICES:
+            await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        listening = Listening(settings.host, grpc_port, health_port, metrics_port)
+        for line in listening.lines():
+            log.info("%s", line)
+        if on_listening is not None:
+            on_listening(listening)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(_follow(discovery, store, stop), name="discovery")
+                tg.create_task(scraper.run(stop), name="scraper")
+                tg.create_task(stop.wait(), name="stop")
+        finally:
+            for service in HEALTH_SERVICES:
+                await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+async def _follow(discovery: Discovery, store: Datastore, stop: asyncio.Event) -> None:
+    async for specs in discovery.updates(stop):
+        store.set_endpoints(specs)
+    if not stop.is_set():
+        raise RuntimeError("endpoint discovery ended while the EPP was serving")
+
+
+def _bind_grpc(server: grpc.aio.Server, host: str, port: int, flag: str) -> int:
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(target)
+    except RuntimeError as exc:
+        raise ConfigError(f"{flag} {port}: cannot listen on {target} ({exc}); "
+                          "is the port taken?") from exc
+    if bound == 0:
+        raise ConfigError(f"{flag} {port}: cannot listen on {target}; is the port taken?")
+    return bound
+
+
+async def _stop_grpc(server: grpc.aio.Server, grace_s: float) -> None:
+    await server.stop(grace_s)
+
+
+async def _metrics_app(registry: CollectorRegistry, settings: EppSettings
+                       ) -> tuple[web.AppRunner, int]:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        sock = socket.create_server((settings.host, settings.metrics_port),
+                                    family=socket.AF_INET6 if ":" in settings.host
+                                    else socket.AF_INET)
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"--metrics-port {settings.metrics_port}: cannot listen on "
+                          f"{settings.host} ({exc.strerror}); is the port taken?") from exc
+    site = web.SockSite(runner, sock)
+    await site.start()
+    return runner, sock.getsockname()[1]

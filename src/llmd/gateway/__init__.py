@@ -1,0 +1,15 @@
+"""The gateway: an Envoy bootstrap for the pool behind the llmd EPP, and its process runner."""
+
+from __future__ import annotations
+
+from llmd.gateway.envoy import FailureMode, GatewaySpec, render_bootstrap
+from llmd.gateway.runner import EnvoyGateway, GatewayError, find_envoy
+
+__all__ = [
+    "EnvoyGateway",
+    "FailureMode",
+    "GatewayError",
+    "GatewaySpec",
+    "find_envoy",
+    "render_bootstrap",
+]
