@@ -184,5 +184,76 @@ def render(
         typer.echo(dump_yaml(result.objects), nl=False)
 
 
+@app.command()
+def sim(
+    engine: Annotated[str, typer.Option(help="dialect: vllm or sglang")] = "vllm",
+    model: Annotated[str, typer.Option(help="model name (also the served name by default)")] = "llmd-sim",
+    served_model_name: Annotated[str | None, typer.Option(help="name clients send as `model`")] = None,
+    port: Annotated[int, typer.Option(help="listen port (0 picks a free one)")] = 8000,
+    host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json path (default: built-in)")] = None,
+    block_size: Annotated[int, typer.Option(help="tokens per KV block (SGLang: page size)")] = 16,
+    kv_cache_blocks: Annotated[int, typer.Option(help="KV cache size in blocks")] = 8192,
+    max_model_len: Annotated[int, typer.Option(help="max prompt + output tokens")] = 8192,
+    max_num_seqs: Annotated[int, typer.Option(help="sequences running at once")] = 256,
+    max_waiting: Annotated[int, typer.Option(help="waiting-queue bound (429 beyond)")] = 1024,
+    prefill_overhead_ms: Annotated[float, typer.Option(help="fixed prefill cost")] = 10.0,
+    prefill_per_token_ms: Annotated[float, typer.Option(help="prefill cost per uncached token")] = 0.05,
+    itl_ms: Annotated[float, typer.Option(help="inter-token latency of a lone sequence")] = 8.0,
+    itl_per_seq_ms: Annotated[float, typer.Option(help="added ITL per running sequence")] = 0.1,
+    time_scale: Annotated[float, typer.Option(help="multiplies every latency; 0 = none")] = 1.0,
+    eos_min_tokens: Annotated[int, typer.Option(help="shortest seeded answer without ignore_eos")] = 16,
+    eos_max_tokens: Annotated[int, typer.Option(help="longest seeded answer without ignore_eos")] = 256,
+    seed: Annotated[int, typer.Option(help="seed of output text and failure injection")] = 0,
+    failure_rate: Annotated[float, typer.Option(help="fraction (0-1) of generation requests failed")] = 0.0,
+    failure_kinds: Annotated[list[str] | None, typer.Option(
+        help="rate_limit, server_error, invalid_api_key, context_length, invalid_request, "
+             "model_not_found (repeatable)")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
+) -> None:
+    """Run a simulated vLLM or SGLang model server (OpenAI API, engine routes, /metrics)."""
+    from pydantic import ValidationError
+
+    from llmd.config import config_error
+    from llmd.sim import SimConfig, serve
+
+    try:
+        cfg = SimConfig(
+            engine=engine, model=model, served_model_name=served_model_name, host=host,  # type: ignore[arg-type]
+            port=port, tokenizer=tokenizer, block_size=block_size, kv_cache_blocks=kv_cache_blocks,
+            max_model_len=max_model_len, max_num_seqs=max_num_seqs, max_waiting=max_waiting,
+            prefill_overhead_ms=prefill_overhead_ms, prefill_per_token_ms=prefill_per_token_ms,
+            itl_ms=itl_ms, itl_per_seq_ms=itl_per_seq_ms, time_scale=time_scale,
+            eos_min_tokens=eos_min_tokens, eos_max_tokens=eos_max_tokens, seed=seed,
+            failure_rate=failure_rate,
+            **({"failure_kinds": tuple(failure_kinds)} if failure_kinds else {}),
+        )
+    except ValidationError as exc:
+        typer.echo(str(config_error(exc, "llmd sim")), err=True)
+        raise typer.Exit(2) from None
+    run_service(lambda stop: serve(cfg, stop, listening), log_level=log_level)
+
+
+@app.command()
+def up(
+    vllm: Annotated[int, typer.Option(help="vLLM-dialect simulators")] = 1,
+    sglang: Annotated[int, typer.Option(help="SGLang-dialect simulators")] = 1,
+    model: Annotated[str, typer.Option(help="model name every simulator serves")] = "llmd-sim",
+    port_base: Annotated[int, typer.Option(help="first port (then +1 each); 0 = ephemeral")] = 8100,
+    time_scale: Annotated[float, typer.Option(help="simulators' latency factor")] = 1.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
+) -> None:
+    """Start local simulators (one vLLM- and one SGLang-dialect by default) until Ctrl-C."""
+    from llmd.sim.fleet import FleetSpec, print_fleet, run_fleet
+
+    spec = FleetSpec(vllm=vllm, sglang=sglang, model=model, port_base=port_base,
+                     sim_args=("--time-scale", str(time_scale)))
+    if vllm < 0 or sglang < 0 or vllm + sglang == 0:
+        typer.echo("error: ask for at least one simulator (--vllm/--sglang >= 0, sum > 0)", err=True)
+        raise typer.Exit(2)
+    run_service(lambda stop: run_fleet(spec, stop, lambda eps: print_fleet(eps, model)),
+                log_level=log_level)
+
+
 def main() -> None:
     app()

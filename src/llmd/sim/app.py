@@ -1,0 +1,193 @@
+"""The simulator's aiohttp application: OpenAI API, the engine's extra routes, /metrics.
+
+Every response carries `x-llmd-served-by: <host>:<port>` (the address the server listens on),
+so tests and benchmarks behind a gateway can see which endpoint served a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from llmd.errors import RequestError, error_body
+from llmd.sim import _extras
+from llmd.sim._state import STATE, SimState
+from llmd.sim.config import FAILURE_KINDS
+from llmd.sim.engine import GenRequest
+from llmd.kvcache import Tokenizer
+from llmd.sim.protocol import (
+    ChatBody,
+    OpenAIBody,
+    CompletionBody,
+    GenerateBody,
+    chat_request,
+    check_model,
+    completion_request,
+    generate_request,
+    parse_body,
+)
+
+from llmd.sim.responses import ChatFormat, CompletionFormat, Format, GenerateFormat, _dumps
+
+__all__ = ["SERVED_BY_HEADER", "build_app"]
+
+log = logging.getLogger(__name__)
+B = TypeVar("B", bound=OpenAIBody)
+
+SERVED_BY_HEADER = "x-llmd-served-by"
+_GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/generate"})
+# Prompts longer than this are tokenized off the event loop (HF tokenizers release the GIL).
+_INLINE_TOKENIZE_CHARS = 16_384
+
+
+def build_app(state: SimState) -> web.Application:
+    """One simulated server. Mounts exactly the routes `state.adapter.extra_routes` lists."""
+    app = web.Application(client_max_size=state.cfg.max_body_bytes,
+                          middlewares=[_errors, _failures])
+    app[STATE] = state
+    app.on_response_prepare.append(_served_by)
+    r = app.router
+    r.add_post("/v1/completions", _completions)
+    r.add_post("/v1/chat/completions", _chat)
+    r.add_get("/v1/models", _models)
+    r.add_get("/metrics", _metrics)
+    known = {**_extras.GET_ROUTES, **_extras.POST_ROUTES, "/generate": _generate}
+    missing = sorted(set(state.adapter.extra_routes) - set(known))
+    if missing:
+        raise RuntimeError(f"the simulator has no handler for {missing} "
+                           f"({state.adapter.name} lists them in extra_routes)")
+    for path in sorted(state.adapter.extra_routes):
+        if path in _extras.GET_ROUTES:
+            r.add_get(path, _extras.GET_ROUTES[path])
+        else:
+            r.add_post(path, known[path])
+    return app
+
+
+async def _served_by(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[SERVED_BY_HEADER] = request.app[STATE].served_by
+
+
+def _error(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, text=_dumps(body), content_type="application/json")
+
+
+@web.middleware
+async def _errors(request: web.Request,
+                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                  ) -> web.StreamResponse:
+    """Every failure becomes OpenAI-style JSON; nothing reaches a client as a traceback."""
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return _error(exc.status, exc.body())
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, error_body(exc.status, exc.reason))
+    except Exception as exc:  # a simulator bug: log it, answer JSON 500, keep serving
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return _error(500, error_body(500, f"internal simulator error: {type(exc).__name__}"))
+
+
+@web.middleware
+async def _failures(request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+    """`--failure-rate`: fail that fraction of generation requests with a seeded kind."""
+    st = request.app[STATE]
+    rate = st.cfg.failure_rate
+    if rate > 0 and request.path in _GENERATION_PATHS and st.rng.random() < rate:
+        status, kind, message = FAILURE_KINDS[st.rng.choice(st.cfg.failure_kinds)]
+        return _error(status, error_body(status, message, kind))
+    return await handler(request)
+
+
+async def _models(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    card = {"id": st.cfg.served_name, "object": "model", "created": st.started,
+            "owned_by": st.adapter.name, "root": st.cfg.model, "parent": None,
+            "max_model_len": st.cfg.max_model_len, "permission": []}
+    return web.json_response({"object": "list", "data": [card]})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[STATE].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _tokenized(raw_len: int, fn: Callable[[], GenRequest]) -> GenRequest:
+    if raw_len <= _INLINE_TOKENIZE_CHARS:
+        return fn()
+    return await asyncio.to_thread(fn)
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await _openai(request, CompletionBody, completion_request, CompletionFormat)
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    return await _openai(request, ChatBody, chat_request, ChatFormat)
+
+
+async def _openai(request: web.Request, wire: type[B],
+                  to_gen: Callable[[B, Tokenizer], GenRequest],
+                  fmt_type: type[CompletionFormat | ChatFormat]) -> web.StreamResponse:
+    st = request.app[STATE]
+    raw = await request.read()
+    body = parse_body(raw, wire)
+    check_model(body.model, st.cfg.served_name)
+    gen = await _tokenized(len(raw), lambda: to_gen(body, st.tokenizer))
+    opts = body.stream_options
+    fmt = fmt_type(st.cfg.served_name, bool(opts and opts.include_usage),
+                   bool(opts and opts.continuous_usage_stats))
+    return await _run(request, gen, fmt, body.stream)
+
+
+async def _generate(request: web.Request) -> web.StreamResponse:
+    """SGLang's native `/generate`."""
+    st = request.app[STATE]
+    raw = await request.read()
+    body = parse_body(raw, GenerateBody)
+    gen = await _tokenized(len(raw), lambda: generate_request(body, st.tokenizer))
+    return await _run(request, gen, GenerateFormat(body.rid), body.stream)
+
+
+async def _run(request: web.Request, gen: GenRequest, fmt: Format,
+               stream: bool) -> web.StreamResponse:
+    """Admit, prefill, decode; stream each step's chunk as it is produced.
+
+    A client that disconnects ends the sequence: the write fails (or aiohttp cancels the
+    handler) and leaving `engine.sequence` frees its blocks and its running slot.
+    """
+    engine = request.app[STATE].engine
+    async with engine.sequence(gen) as seq:
+        await seq.prefill()
+        if not stream:
+            while not seq.finished:
+                await seq.step()
+            return _json(fmt.full(seq))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        try:
+            head = fmt.head(seq)
+            while not seq.finished:
+                data = head + fmt.chunk(seq, await seq.step())
+                head = b""
+                if data:
+                    await resp.write(data)
+            await resp.write(fmt.tail(seq))
+            await resp.write_eof()
+        except ConnectionResetError:
+            log.debug("client went away mid-stream; sequence released")
+        return resp
+
+
+def _json(body: Any) -> web.Response:
+    return web.Response(text=_dumps(body), content_type="application/json")

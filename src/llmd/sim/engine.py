@@ -1,0 +1,252 @@
+"""The simulated engine: admission, continuous batching, KV blocks and the latency model.
+
+A request becomes a `Sequence` (one per request; its `n` choices decode in lockstep). It waits
+in a bounded FIFO queue until `max_num_seqs` has room for its choices and the block pool can
+hold its prompt and outputs (the simulator knows each choice's length in advance, so it
+reserves exactly what the sequence will use and never preempts). Then `prefill()` pays for the
+uncached prompt tokens and every `step()` emits one token per unfinished choice.
+
+The phases are separate calls so the P/D roles can reuse them: a prefill-only leg runs
+`prefill()` and holds its blocks; a decode leg with transferred KV replaces `prefill()`'s cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from llmd.errors import BadRequestError, RequestShedError
+from llmd.kvcache import BlockHasher, Tokenizer
+from llmd.sim.blocks import Allocation, BlockPool
+from llmd.sim.config import SimConfig
+from llmd.sim.metrics import SimMetrics
+from llmd.sim.text import Choice, Vocabulary
+
+__all__ = ["Engine", "GenRequest", "Sequence", "TokenEvent"]
+
+
+@dataclass(frozen=True, slots=True)
+class GenRequest:
+    """What to generate, in tokens. `max_tokens` None means "up to max_model_len"."""
+
+    prompt_ids: list[int]
+    max_tokens: int | None = None
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    index: int
+    token_id: int
+    text: str
+    finish_reason: str | None
+
+
+class Engine:
+    """One simulated model server's scheduler and cache. All methods run on one event loop."""
+
+    def __init__(self, cfg: SimConfig, tokenizer: Tokenizer, metrics: SimMetrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.metrics = metrics
+        self.clock = clock
+        self.pool = BlockPool(cfg.kv_cache_blocks, cfg.block_size)
+        self.hasher = BlockHasher.for_model(cfg.served_name, cfg.block_size)
+        self.vocab = Vocabulary(tokenizer)
+        self._waiting: deque[Sequence] = deque()
+        self._running = 0
+        metrics.bind(self)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_running(self) -> int:
+        return self._running
+
+    def kv_usage(self) -> float:
+        return self.pool.usage()
+
+    def check(self, req: GenRequest) -> int:
+        """Validate lengths as vLLM does; returns the effective max_tokens. BadRequestError."""
+        cfg, prompt = self.cfg, len(req.prompt_ids)
+        if prompt == 0:
+            raise BadRequestError("the prompt is empty", param="prompt")
+        if req.n > cfg.max_num_seqs:
+            raise BadRequestError(f"n={req.n} exceeds max_num_seqs={cfg.max_num_seqs}", param="n")
+        max_tokens = req.max_tokens
+        if max_tokens is None:
+            max_tokens = cfg.max_model_len - prompt
+        if prompt + max(max_tokens, 1) > cfg.max_model_len:
+            raise BadRequestError(
+                f"This model's maximum context length is {cfg.max_model_len} tokens. However, "
+                f"you requested {prompt + max_tokens} tokens ({prompt} in the messages, "
+                f"{max_tokens} in the completion). Please reduce the length of the messages or "
+                "completion.", param="messages")
+        return max_tokens
+
+    @asynccontextmanager
+    async def sequence(self, req: GenRequest) -> AsyncIterator[Sequence]:
+        """Admit `req` (waiting in the queue if needed) and release its blocks when done.
+
+        Raises RequestShedError (429) when the waiting queue is full and BadRequestError when
+        the request could never fit in the KV cache.
+        """
+        seq = Sequence(self, req, self.check(req))
+        try:
+            await self._admit(seq)
+            yield seq
+        finally:
+            self._release(seq)
+
+    async def _admit(self, seq: Sequence) -> None:
+        if not self._waiting and self._fits(seq):
+            self._start(seq)
+            return
+        if len(self._waiting) >= self.cfg.max_waiting:
+            raise RequestShedError(
+                f"the waiting queue is full ({self.cfg.max_waiting} requests); retry later")
+        seq.admitted = asyncio.get_running_loop().create_future()
+        self._waiting.append(seq)
+        await seq.admitted
+
+    def _fits(self, seq: Sequence) -> bool:
+        return (self._running + seq.n <= self.cfg.max_num_seqs
+                and self.pool.can_allocate(seq.keys, seq.private_blocks))
+
+    def _start(self, seq: Sequence) -> None:
+        seq.alloc = self.pool.allocate(seq.keys, seq.private_blocks)
+        self._running += seq.n
+        seq.started_s = self.clock()
+        self.metrics.queue_time.observe(seq.started_s - seq.arrival_s)
+
+    def _release(self, seq: Sequence) -> None:
+        if seq.alloc is not None:
+            self.pool.free(seq.alloc)
+            seq.alloc = None
+            self._running -= seq.n
+        elif seq.admitted is not None:
+            # Left while waiting (client gone, cancelled): its slot in the queue goes too.
+            seq.admitted.cancel()
+            if seq in self._waiting:
+                self._waiting.remove(seq)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start waiting sequences in arrival order while the head fits (no overtaking)."""
+        waiting = self._waiting
+        while waiting:
+            seq = waiting[0]
+            if seq.admitted is not None and seq.admitted.done():
+                waiting.popleft()  # cancelled while queued; its task releases nothing
+                continue
+            if not self._fits(seq):
+                break
+            waiting.popleft()
+            self._start(seq)
+            if seq.admitted is not None:
+                seq.admitted.set_result(None)
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    def itl_s(self) -> float:
+        cfg = self.cfg
+        return (cfg.itl_ms + cfg.itl_per_seq_ms * self._running) * cfg.time_scale / 1000
+
+
+class Sequence:
+    """One admitted request: prefill once, then `step()` until `finished`."""
+
+    def __init__(self, engine: Engine, req: GenRequest, max_tokens: int) -> None:
+        cfg = engine.cfg
+        self.engine = engine
+        self.n = req.n
+        self.prompt_tokens = len(req.prompt_ids)
+        self.max_tokens = max_tokens
+        self.arrival_s = engine.clock()
+        self.started_s = self.arrival_s
+        self.first_token_s: float | None = None
+        self._last_token_s = self.arrival_s
+        self.admitted: asyncio.Future[None] | None = None
+        self.alloc: Allocation | None = None
+        self.cached_tokens = 0
+        self.choices = [self._choice(engine, req, i) for i in range(req.n)]
+        block = cfg.block_size
+        self.keys = engine.hasher.hashes(req.prompt_ids)
+        # vLLM always recomputes the prompt's last token, so a fully cached prompt reuses one
+        # block less than it stored.
+        self._matchable = (self.prompt_tokens - 1) // block
+        full = len(self.keys)
+        self.private_blocks = sum(
+            -(-(self.prompt_tokens + c.length) // block) - full for c in self.choices)
+        if full + self.private_blocks > cfg.kv_cache_blocks:
+            raise BadRequestError(
+                f"the request needs {full + self.private_blocks} KV blocks but the cache has "
+                f"{cfg.kv_cache_blocks}; lower max_tokens or n", param="max_tokens")
+
+    def _choice(self, engine: Engine, req: GenRequest, index: int) -> Choice:
+        cfg = engine.cfg
+        seed = Choice.seed_for(req.prompt_ids, req.seed, cfg.seed, index)
+        if req.ignore_eos:
+            length, reason = self.max_tokens, "length"
+        else:
+            eos = (seed ^ 0x9E3779B97F4A7C15) % (cfg.eos_max_tokens - cfg.eos_min_tokens + 1)
+            eos += cfg.eos_min_tokens
+            length, reason = (self.max_tokens, "length") if eos >= self.max_tokens else (eos, "stop")
+        return Choice(index, engine.vocab, seed, max(length, 1), reason, req.stop)
+
+    @property
+    def finished(self) -> bool:
+        return all(c.finish_reason is not None for c in self.choices)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.tokens for c in self.choices)
+
+    async def prefill(self) -> None:
+        """Pay for the prompt tokens not found in the cache (the first token comes with it)."""
+        engine, cfg = self.engine, self.engine.cfg
+        assert self.alloc is not None, "prefill before admission"
+        self.cached_tokens = min(self.alloc.cached_blocks, self._matchable) * cfg.block_size
+        uncached = self.prompt_tokens - self.cached_tokens
+        engine.metrics.on_prefill(self.prompt_tokens, self.cached_tokens)
+        ms = cfg.prefill_overhead_ms + cfg.prefill_per_token_ms * uncached
+        await engine._pause(ms * cfg.time_scale / 1000)
+
+    async def step(self) -> list[TokenEvent]:
+        """One decode step: a token for every unfinished choice. The first step is the prefill's
+        own token (no ITL wait)."""
+        engine = self.engine
+        metrics = engine.metrics
+        if self.first_token_s is not None:
+            await engine._pause(engine.itl_s())
+        events = []
+        for c in self.choices:
+            if c.finish_reason is None:
+                tid, text = c.step()
+                events.append(TokenEvent(c.index, tid, text, c.finish_reason))
+        now = engine.clock()
+        if self.first_token_s is None:
+            self.first_token_s = now
+            metrics.ttft.observe(now - self.arrival_s)
+        else:
+            gap = now - self._last_token_s
+            for _ in events:
+                metrics.itl.observe(gap)
+        self._last_token_s = now
+        metrics.on_tokens(len(events))
+        if self.finished:
+            metrics.e2e.observe(now - self.arrival_s)
+            metrics.on_success()
+        return events

@@ -1,0 +1,115 @@
+"""Running a simulator: `serve()` for `llmd sim`, `running_sim()` for tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from llmd._http import listen_socket
+from llmd.engines import get_adapter
+from llmd.kvcache import load_tokenizer
+from llmd.sim._state import SimState
+from llmd.sim.app import build_app
+from llmd.sim.config import SimConfig
+from llmd.sim.engine import Engine
+from llmd.sim.metrics import SimMetrics
+
+__all__ = ["RunningSim", "build_state", "running_sim", "serve"]
+
+log = logging.getLogger(__name__)
+
+_LAG_PERIOD_S = 0.1
+
+
+def build_state(cfg: SimConfig) -> SimState:
+    """Wire one simulator's objects (adapter, tokenizer, registry, metrics, engine)."""
+    adapter = get_adapter(cfg.engine)
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = SimMetrics(registry, adapter.metric_names, cfg.served_name, cfg.block_size,
+                         cfg.kv_cache_blocks)
+    engine = Engine(cfg, tokenizer, metrics)
+    return SimState(cfg, adapter, tokenizer, registry, metrics, engine, random.Random(cfg.seed))
+
+
+class RunningSim:
+    """A started simulator: its address, state and base URL."""
+
+    def __init__(self, state: SimState, host: str, port: int) -> None:
+        self.state, self.host, self.port = state, host, port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+@asynccontextmanager
+async def running_sim(cfg: SimConfig) -> AsyncIterator[RunningSim]:
+    """Serve `cfg` on this event loop until the block exits; bind errors are OSError."""
+    state = build_state(cfg)
+    app = build_app(state)
+    app.cleanup_ctx.append(lambda app: _lag_watcher(state))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           handler_cancellation=True, shutdown_timeout=cfg.drain_timeout_s)
+    await runner.setup()
+    try:
+        sock = listen_socket(cfg.host, cfg.port)
+    except OSError:
+        await runner.cleanup()
+        raise
+    site = web.SockSite(runner, sock, backlog=2048)
+    await site.start()
+    port = sock.getsockname()[1]
+    state.served_by = f"{cfg.host}:{port}"
+    try:
+        yield RunningSim(state, cfg.host, port)
+    finally:
+        state.ready = False
+        await runner.cleanup()
+
+
+async def _lag_watcher(state: SimState) -> AsyncIterator[None]:
+    """The loop-lag task lives exactly as long as the app (aiohttp `cleanup_ctx`)."""
+    task = asyncio.create_task(_watch_loop_lag(state), name="sim-loop-lag")
+    yield
+    task.cancel()
+    await asyncio.wait([task])
+
+
+async def _watch_loop_lag(state: SimState) -> None:
+    """Observe how late a periodic timer fires: the event loop's lag under load."""
+    loop = asyncio.get_running_loop()
+    hist = state.metrics.loop_lag
+    while True:
+        due = loop.time() + _LAG_PERIOD_S
+        await asyncio.sleep(_LAG_PERIOD_S)
+        hist.observe(max(0.0, loop.time() - due))
+
+
+async def serve(cfg: SimConfig, stop: asyncio.Event,
+                on_listening: Callable[[str, int], None] | None = None) -> None:
+    """Run one simulator until `stop` is set, then drain for up to `drain_timeout_s`."""
+    async with running_sim(cfg) as sim:
+        log.info("llmd sim: %s dialect, model %s, %d KV blocks x %d tokens, time scale %g",
+                 cfg.engine, cfg.served_name, cfg.kv_cache_blocks, cfg.block_size, cfg.time_scale)
+        if on_listening:
+            on_listening(sim.host, sim.port)
+        await stop.wait()
+        sim.state.ready = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(cfg.drain_timeout_s):
+                await _drained(sim.state)
+
+
+async def _drained(state: SimState) -> None:
+    engine = state.engine
+    while engine.num_running or engine.num_waiting:
+        await asyncio.sleep(0.05)
