@@ -1,0 +1,102 @@
+"""approx-prefix-cache-producer, prefix-cache-scorer and no-hit-lru-scorer on plain data."""
+
+from __future__ import annotations
+
+import xxhash
+from _pool import ep, pool, req
+
+from llmd.epp.plugins import (
+    ApproxPrefixCacheProducer,
+    NoHitLruScorer,
+    PrefixCacheScorer,
+    ProfileResult,
+    SchedulingResult,
+)
+from llmd.epp.plugins.producer.approx_prefix import block_hashes
+
+A, B = ep(8001), ep(8002)
+
+
+def _producer(**params: int) -> ApproxPrefixCacheProducer:
+    return ApproxPrefixCacheProducer("p", ApproxPrefixCacheProducer.Params(**params))
+
+
+def _chosen(endpoint: object, prefill: object = None) -> SchedulingResult:
+    results = {"decode": ProfileResult((endpoint,))}  # type: ignore[arg-type]
+    if prefill is not None:
+        results["prefill"] = ProfileResult((prefill,))  # type: ignore[arg-type]
+    return SchedulingResult(results, primary="decode")
+
+
+def test_block_hashes_are_chained_xxhash64_seeded_by_model() -> None:
+    seed = xxhash.xxh64_intdigest(b"model")
+    first = xxhash.xxh64_intdigest(b"abcd" + seed.to_bytes(8, "little"))
+    second = xxhash.xxh64_intdigest(b"ef" + first.to_bytes(8, "little"))
+    assert block_hashes("abcdef", "model", 4, 256) == (first, second)  # trailing partial block
+    assert block_hashes("abcdef", "other", 4, 256)[0] != first
+    assert len(block_hashes("x" * 100, "m", 4, 3)) == 3  # maxPrefixBlocksToMatch
+
+
+def test_score_is_matched_over_total_blocks_and_index_follows_the_choice() -> None:
+    producer = _producer(block_size_tokens=1)  # 4-character blocks
+    scorer = PrefixCacheScorer("prefix", PrefixCacheScorer.Params())
+    p = pool(A, B)
+    first = req(prompt="aaaabbbbcccc")
+    first.data[producer.type] = producer.produce(first, p)
+    assert scorer.score(first, p) == {A.id: 0.0, B.id: 0.0}
+    producer.pre_request(first, _chosen(A), p)
+
+    second = req(prompt="aaaabbbbzzzzyyyy")  # shares 2 of its 4 blocks with what A holds
+    second.data[producer.type] = producer.produce(second, p)
+    assert scorer.score(second, p) == {A.id: 0.5, B.id: 0.0}
+
+
+def test_prefill_endpoint_is_indexed_too() -> None:
+    producer = _producer(block_size_tokens=1)
+    p = pool(A, B)
+    r = req(prompt="aaaabbbb")
+    r.data[producer.type] = producer.produce(r, p)
+    producer.pre_request(r, _chosen(A, prefill=B), p)
+    again = producer.produce(req(prompt="aaaabbbb"), p)
+    assert again.matched == {A.id: 2, B.id: 2}
+
+
+def test_lru_capacity_evicts_oldest_blocks() -> None:
+    producer = _producer(block_size_tokens=1, lru_capacity_per_server=2)
+    p = pool(A)
+    r = req(prompt="aaaabbbbcccc")
+    r.data[producer.type] = producer.produce(r, p)
+    producer.pre_request(r, _chosen(A), p)
+    # The first block was evicted, so the greedy match stops at once.
+    assert producer.produce(req(prompt="aaaabbbbcccc"), p).matched == {A.id: 0}
+
+
+def test_removed_endpoint_state_is_pruned() -> None:
+    producer = _producer(block_size_tokens=1)
+    r = req(prompt="aaaa")
+    r.data[producer.type] = producer.produce(r, pool(A, B))
+    producer.pre_request(r, _chosen(B), pool(A, B))
+    r2 = req(prompt="aaaa")
+    r2.data[producer.type] = producer.produce(r2, pool(A, generation=1))
+    producer.pre_request(r2, _chosen(A), pool(A, generation=1))
+    assert producer.produce(req(prompt="aaaa"), pool(A, B, generation=2)).matched == {
+        A.id: 1, B.id: 0}
+
+
+def test_no_hit_lru_spreads_cold_requests_and_is_neutral_when_warm() -> None:
+    producer = _producer(block_size_tokens=1)
+    lru = NoHitLruScorer("lru", NoHitLruScorer.Params())
+    p = pool(A, B)
+    cold = req(prompt="cold-one")
+    cold.data[producer.type] = producer.produce(cold, p)
+    assert lru.score(cold, p) == {A.id: 1.0, B.id: 1.0}  # never used: both top
+    lru.pre_request(cold, _chosen(A), p)
+    producer.pre_request(cold, _chosen(A), p)
+
+    cold2 = req(prompt="another unrelated")
+    cold2.data[producer.type] = producer.produce(cold2, p)
+    assert lru.score(cold2, p) == {A.id: 0.0, B.id: 1.0}  # A just took a cold request
+
+    warm = req(prompt="cold-one")
+    warm.data[producer.type] = producer.produce(warm, p)
+    assert lru.score(warm, p) == {A.id: 0.5, B.id: 0.5}

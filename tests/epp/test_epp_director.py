@@ -1,0 +1,72 @@
+"""Parsing, admission and scheduling of one request, without gRPC."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmd.engines import EndpointMetrics
+from llmd.epp import Datastore, Director, load_config, parse_endpoint_flag
+from llmd.errors import BadRequestError, NoEndpointError, RequestShedError
+
+CONFIG = """\
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: prefix-cache-scorer
+objectives:
+- {name: batch, priority: -1}
+"""
+
+
+def _director(waiting: tuple[int, ...] = (0, 0)) -> Director:
+    store = Datastore()
+    specs = [parse_endpoint_flag(f"10.0.0.1:{8000 + i}") for i in range(len(waiting))]
+    store.set_endpoints(specs)
+    for spec, w in zip(specs, waiting, strict=True):
+        store.update_metrics(spec.id, EndpointMetrics(waiting=w))
+    return Director(store, load_config(text=CONFIG))
+
+
+def _body(**fields: object) -> bytes:
+    return json.dumps({"model": "m", **fields}).encode()
+
+
+def test_shortest_queue_wins_and_chat_is_parsed() -> None:
+    director = _director((5, 0))
+    first = director.decide("r1", "/v1/completions", {}, _body(prompt="p" * 500))
+    assert first.endpoint == "10.0.0.1:8001"
+    director.after_decision(first)
+    chat = director.decide("r2", "/v1/chat/completions", {},
+                           _body(messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert chat.request.stream and chat.request.prompt.startswith('[{"role":"user"')
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    pytest.param(b"\xff\xfe", "not valid JSON", id="binary"),
+    pytest.param(b'"just a string"', "must be a JSON object", id="string"),
+    pytest.param(_body(prompt=3), "'prompt' must be a string", id="prompt-type"),
+    pytest.param(_body(prompt="x", stream="yes"), "'stream' must be a boolean", id="stream"),
+    pytest.param(_body(messages=[]), "'messages' must be a non-empty list", id="no-messages"),
+    pytest.param(json.dumps({"model": 7, "prompt": "x"}).encode(), "'model' is required",
+                 id="model-type"),
+])
+def test_malformed_bodies_are_400(body: bytes, message: str) -> None:
+    with pytest.raises(BadRequestError, match=message):
+        _director().decide("r", "/v1/completions", {}, body)
+
+
+def test_empty_pool_is_503_and_headers_only_goes_anywhere() -> None:
+    with pytest.raises(NoEndpointError):
+        _director(()).decide("r", "/v1/completions", {}, _body(prompt="x"))
+    assert _director((0,)).decide("r", "/v1/models", {}, None).endpoint == "10.0.0.1:8000"
+
+
+def test_sheddable_is_429_only_when_saturated() -> None:
+    headers = {"x-gateway-inference-objective": "batch"}
+    assert _director((0, 0)).decide("r", "/", headers, _body(prompt="x"))
+    with pytest.raises(RequestShedError, match="saturated"):
+        _director((9, 9)).decide("r", "/", headers, _body(prompt="x"))
+    assert _director((9, 9)).decide("r", "/", {}, _body(prompt="x"))  # priority 0: served
