@@ -1,85 +1,36 @@
-"""Helpers for gateway tests: tiny OpenAI backends, an in-process EPP, a real Envoy (127.0.0.1)."""
+"""Helpers for gateway tests: real simulators, an in-process EPP, a real Envoy (127.0.0.1)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
-from llmd.engines import get_adapter
 from llmd.epp import EppSettings, Listening, parse_endpoint_flag, serve
 from llmd.gateway import EnvoyGateway, GatewaySpec
+from llmd.sim import SERVED_BY_HEADER, RunningSim, SimConfig
 
-SERVED_BY = "x-served-by"
+MODEL = "tiny"
+
+SERVED_BY = SERVED_BY_HEADER
 
 
-@dataclass
-class Backend:
-    """An OpenAI-ish server that answers at once, says who served, and exports `engine`
-    metrics whose queue length the test sets."""
+def sim_config(engine: str, **overrides: Any) -> SimConfig:
+    """A zero-latency simulator on an ephemeral port (tests override the latency knobs)."""
+    fields: dict[str, Any] = {"engine": engine, "model": MODEL, "port": 0, "time_scale": 0.0,
+                              "drain_timeout_s": 0.2}
+    return SimConfig(**(fields | overrides))
 
-    engine: str
-    waiting: int = 0
-    port: int = 0
-    served: int = 0
-    runner: web.AppRunner | None = field(default=None, repr=False)
 
-    @property
-    def id(self) -> str:
-        return f"127.0.0.1:{self.port}"
+def flag(sim: RunningSim) -> str:
+    """The `--endpoint` value for a simulator, labelled with its dialect."""
+    return f"127.0.0.1:{sim.port},engine={sim.state.cfg.engine}"
 
-    def flag(self) -> str:
-        return f"{self.id},engine={self.engine}"
 
-    def metrics_page(self) -> str:
-        names = get_adapter(self.engine).metric_names
-        return (f"# TYPE {names.waiting} gauge\n{names.waiting} {self.waiting}\n"
-                f"# TYPE {names.running} gauge\n{names.running} 0\n"
-                f"# TYPE {names.kv_usage} gauge\n{names.kv_usage} 0.1\n")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/completions", self._completions)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_get("/metrics", self._metrics)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        sock = socket.create_server(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self.runner, sock).start()
-
-    def _headers(self) -> dict[str, str]:
-        self.served += 1
-        return {SERVED_BY: self.id}
-
-    async def _completions(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        return web.json_response({
-            "id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "text": self.id, "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }, headers=self._headers())
-
-    async def _chat(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        return web.json_response({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": self.id}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }, headers=self._headers())
-
-    async def _models(self, _: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": []}, headers=self._headers())
-
-    async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(text=self.metrics_page())
+def endpoint_id(sim: RunningSim) -> str:
+    return f"127.0.0.1:{sim.port}"
 
 
 @dataclass

@@ -1,26 +1,23 @@
-"""Fixtures for gateway tests: two backends per engine dialect and an HTTP client."""
+"""Fixtures for gateway tests: two simulators of the `engine` dialect and an HTTP client."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from _gateway_stack import Backend
+from _gateway_stack import sim_config
+
+from llmd.sim import RunningSim, running_sim
 
 
 @pytest.fixture
-async def backends(engine: str) -> AsyncIterator[list[Backend]]:
-    """Two backends speaking `engine`'s metrics dialect."""
-    started = [Backend(engine), Backend(engine)]
-    try:
-        for b in started:
-            await b.start()
-        yield started
-    finally:
-        for b in started:
-            if b.runner is not None:
-                await b.runner.cleanup()
+async def sims(engine: str) -> AsyncIterator[list[RunningSim]]:
+    """Two zero-latency simulators speaking `engine`'s dialect."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(running_sim(sim_config(engine)))
+               for _ in range(2)]
 
 
 @pytest.fixture

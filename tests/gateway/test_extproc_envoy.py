@@ -1,17 +1,29 @@
-"""The EPP behind a real Envoy: routing, 503, 400, 429 and the pool's failure modes."""
+"""The EPP behind a real Envoy, in front of real simulators: routing, 503, 400, 429 and the
+pool's failure modes, for both dialects."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 
 import aiohttp
 import openai
 import pytest
+from _gateway_stack import (
+    MODEL,
+    SERVED_BY,
+    endpoint_id,
+    flag,
+    run_epp,
+    run_gateway,
+    sim_config,
+    wait_until,
+)
 
-from _gateway_stack import SERVED_BY, Backend, run_epp, run_gateway, wait_until
+from llmd.sim import RunningSim, running_sim
 
-MODEL = "tiny"
 SHEDDABLE = "batch"
 
 
@@ -27,37 +39,58 @@ async def _post(http: aiohttp.ClientSession, url: str, body: object,
     async with http.post(url + "/v1/completions", data=data,
                          headers={"content-type": "application/json", **(headers or {})}) as r:
         text = await r.text()
-        return r.status, {k.lower(): v for k, v in r.headers.items()}, json.loads(text) if text else None
+        return r.status, {k.lower(): v for k, v in r.headers.items()}, \
+            json.loads(text) if text else None
 
 
-async def test_openai_requests_are_routed_by_the_epp(backends: list[Backend]) -> None:
-    async with run_epp([b.flag() for b in backends]) as epp, run_gateway(epp=epp.address) as gw:
+def _ok(prompt: str = "hello") -> dict[str, object]:
+    return {"model": MODEL, "prompt": prompt, "max_tokens": 2}
+
+
+async def test_openai_requests_are_routed_by_the_epp(sims: list[RunningSim]) -> None:
+    async with run_epp([flag(s) for s in sims]) as epp, run_gateway(epp=epp.address) as gw:
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="none", max_retries=0)
         try:
             served = set()
-            for i in range(8):
+            for i in range(6):
                 raw = await client.completions.with_raw_response.create(
-                    model=MODEL, prompt=f"unrelated prompt number {i} " * 3)
+                    model=MODEL, prompt=f"unrelated prompt number {i} " * 3, max_tokens=3)
                 served.add(raw.headers[SERVED_BY])
-                assert raw.parse().choices[0].text == raw.headers[SERVED_BY]
+                assert raw.parse().choices[0].text
             chat = await client.chat.completions.with_raw_response.create(
-                model=MODEL, messages=[{"role": "user", "content": "hello"}])
+                model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=3)
             served.add(chat.headers[SERVED_BY])
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+                stream=True)
+            chunks = [c async for c in stream]
         finally:
             await client.close()
-        assert served <= {b.id for b in backends}
-        assert sum(b.served for b in backends) == 9
+        assert served <= {endpoint_id(s) for s in sims}
+        assert chunks
+
+
+async def test_mixed_dialect_pool_serves_both(http: aiohttp.ClientSession) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        pool = [await stack.enter_async_context(running_sim(sim_config(e)))
+                for e in ("vllm", "sglang")]
+        async with run_epp([flag(s) for s in pool]) as epp, run_gateway(epp=epp.address) as gw:
+            seen = set()
+            for i in range(12):
+                status, headers, _ = await _post(http, gw.url, _ok(f"prompt {i} " * (i + 1)))
+                assert status == 200
+                seen.add(headers[SERVED_BY])
+    assert seen == {endpoint_id(s) for s in pool}
 
 
 async def test_shared_prefix_sticks_to_one_endpoint(
-    backends: list[Backend], http: aiohttp.ClientSession
+    sims: list[RunningSim], http: aiohttp.ClientSession
 ) -> None:
     prefix = "You are a helpful assistant. " * 40
-    async with run_epp([b.flag() for b in backends]) as epp, run_gateway(epp=epp.address) as gw:
+    async with run_epp([flag(s) for s in sims]) as epp, run_gateway(epp=epp.address) as gw:
         seen = set()
         for i in range(6):
-            status, headers, _ = await _post(http, gw.url, {"model": MODEL,
-                                                            "prompt": prefix + f"question {i}"})
+            status, headers, _ = await _post(http, gw.url, _ok(prefix + f"question {i}"))
             assert status == 200
             seen.add(headers[SERVED_BY])
         assert len(seen) == 1
@@ -65,7 +98,7 @@ async def test_shared_prefix_sticks_to_one_endpoint(
 
 async def test_no_endpoints_gives_503_json(engine: str, http: aiohttp.ClientSession) -> None:
     async with run_epp([]) as epp, run_gateway(epp=epp.address) as gw:
-        status, headers, body = await _post(http, gw.url, {"model": MODEL, "prompt": "hi"})
+        status, headers, body = await _post(http, gw.url, _ok())
     assert status == 503
     assert headers["content-type"] == "application/json"
     assert body["error"]["code"] == 503  # type: ignore[index]
@@ -79,18 +112,18 @@ async def test_no_endpoints_gives_503_json(engine: str, http: aiohttp.ClientSess
     pytest.param(b'{"model": "m"}', id="no-prompt-or-messages"),
 ])
 async def test_malformed_body_gives_400_and_epp_keeps_serving(
-    backends: list[Backend], http: aiohttp.ClientSession, bad: bytes
+    sims: list[RunningSim], http: aiohttp.ClientSession, bad: bytes
 ) -> None:
-    async with run_epp([b.flag() for b in backends]) as epp, run_gateway(epp=epp.address) as gw:
-        status, _, body = await _post(http, gw.url, bad)
-        assert status == 400
+    async with run_epp([flag(s) for s in sims]) as epp, run_gateway(epp=epp.address) as gw:
+        status, headers, body = await _post(http, gw.url, bad)
+        assert status == 400 and headers["content-type"] == "application/json"
         assert body["error"]["type"] == "BadRequestError"  # type: ignore[index]
-        status, _, _ = await _post(http, gw.url, {"model": MODEL, "prompt": "fine"})
+        status, _, _ = await _post(http, gw.url, _ok())
         assert status == 200
 
 
 async def test_sheddable_request_gets_429_when_pool_saturated(
-    backends: list[Backend], http: aiohttp.ClientSession, tmp_path: object
+    engine: str, http: aiohttp.ClientSession
 ) -> None:
     config = (
         "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
@@ -98,67 +131,69 @@ async def test_sheddable_request_gets_429_when_pool_saturated(
         "schedulingProfiles:\n- name: default\n  plugins:\n  - pluginRef: queue-scorer\n"
         f"objectives:\n- name: {SHEDDABLE}\n  priority: -1\n- name: chat\n  priority: 10\n"
     )
-    body = {"model": MODEL, "prompt": "hi"}
     shed = {"x-gateway-inference-objective": SHEDDABLE}
-    async with run_epp([b.flag() for b in backends], config_text=config) as epp, \
+    slow = sim_config(engine, time_scale=1.0, max_num_seqs=1, itl_ms=20.0)
+    async with running_sim(slow) as sim, \
+            run_epp([flag(sim)], config_text=config) as epp, \
             run_gateway(epp=epp.address) as gw:
 
         async def admitted() -> bool:
-            return (await _post(http, gw.url, body, shed))[0] == 200
+            return (await _post(http, gw.url, _ok(), shed))[0] == 200
 
         await wait_until(admitted)  # once scraped, the idle pool admits sheddable work
-        for b in backends:
-            b.waiting = 50
+        long = {"model": MODEL, "prompt": "x", "max_tokens": 500, "ignore_eos": True}
+        backlog = [asyncio.create_task(_post(http, sim.url, long)) for _ in range(8)]
+        try:
+            async def shed_now() -> bool:
+                # A body-less GET passes admission too, and is not stuck behind the backlog.
+                async with http.get(gw.url + "/v1/models", headers=shed) as resp:
+                    return resp.status == 429
 
-        async def shed_now() -> bool:
-            return (await _post(http, gw.url, body, shed))[0] == 429
-
-        await wait_until(shed_now)
-        status, headers, err = await _post(http, gw.url, body, shed)
-        assert status == 429 and headers["content-type"] == "application/json"
-        assert err["error"]["type"] == "TooManyRequests"  # type: ignore[index]
-        for objective in ("chat", "unknown-objective"):
-            status, _, _ = await _post(http, gw.url, body,
-                                       {"x-gateway-inference-objective": objective})
-            assert status == 200
+            await wait_until(shed_now)  # 1 running + 7 waiting >= queueDepthThreshold 5
+            status, headers, err = await _post(http, gw.url, _ok(), shed)
+            assert status == 429 and headers["content-type"] == "application/json"
+            assert err["error"]["type"] == "TooManyRequests"  # type: ignore[index]
+            assert "saturated" in err["error"]["message"]  # type: ignore[index]
+        finally:
+            for task in backlog:
+                task.cancel()
+            await asyncio.gather(*backlog, return_exceptions=True)
 
 
 async def test_client_cannot_pick_its_own_endpoint(
-    backends: list[Backend], http: aiohttp.ClientSession
+    sims: list[RunningSim], http: aiohttp.ClientSession
 ) -> None:
-    only = backends[0]
-    async with run_epp([only.flag()]) as epp, run_gateway(epp=epp.address) as gw:
+    only, other = sims
+    async with run_epp([flag(only)]) as epp, run_gateway(epp=epp.address) as gw:
         status, headers, _ = await _post(
-            http, gw.url, {"model": MODEL, "prompt": "x"},
-            {"x-gateway-destination-endpoint": backends[1].id})
-    assert status == 200 and headers[SERVED_BY] == only.id
+            http, gw.url, _ok(), {"x-gateway-destination-endpoint": endpoint_id(other)})
+    assert status == 200 and headers[SERVED_BY] == endpoint_id(only)
 
 
 async def test_epp_down_fail_open_serves_from_fallback(
-    backends: list[Backend], http: aiohttp.ClientSession
+    sims: list[RunningSim], http: aiohttp.ClientSession
 ) -> None:
     async with run_gateway(epp=f"127.0.0.1:{_free_port()}", failure_mode="FailOpen",
-                           fallback_endpoints=tuple(b.id for b in backends)) as gw:
-        status, headers, _ = await _post(http, gw.url, {"model": MODEL, "prompt": "x"})
-    assert status == 200 and headers[SERVED_BY] in {b.id for b in backends}
+                           fallback_endpoints=tuple(endpoint_id(s) for s in sims)) as gw:
+        status, headers, _ = await _post(http, gw.url, _ok())
+    assert status == 200 and headers[SERVED_BY] in {endpoint_id(s) for s in sims}
 
 
 async def test_epp_down_fail_close_gives_503_json(
-    backends: list[Backend], http: aiohttp.ClientSession
+    sims: list[RunningSim], http: aiohttp.ClientSession
 ) -> None:
     async with run_gateway(epp=f"127.0.0.1:{_free_port()}", failure_mode="FailClose",
-                           fallback_endpoints=tuple(b.id for b in backends)) as gw:
-        status, _, body = await _post(http, gw.url, {"model": MODEL, "prompt": "x"})
-    assert status == 503
+                           fallback_endpoints=tuple(endpoint_id(s) for s in sims)) as gw:
+        status, headers, body = await _post(http, gw.url, _ok())
+    assert status == 503 and SERVED_BY not in headers
     assert body["error"]["code"] == 503  # type: ignore[index]
-    assert sum(b.served for b in backends) == 0
 
 
 async def test_epp_stopping_mid_run_fails_closed(
-    backends: list[Backend], http: aiohttp.ClientSession
+    sims: list[RunningSim], http: aiohttp.ClientSession
 ) -> None:
-    async with run_epp([b.flag() for b in backends]) as epp, run_gateway(epp=epp.address) as gw:
-        assert (await _post(http, gw.url, {"model": MODEL, "prompt": "x"}))[0] == 200
+    async with run_epp([flag(s) for s in sims]) as epp, run_gateway(epp=epp.address) as gw:
+        assert (await _post(http, gw.url, _ok()))[0] == 200
         await epp.shutdown()
-        status, _, _ = await _post(http, gw.url, {"model": MODEL, "prompt": "x"})
+        status, _, _ = await _post(http, gw.url, _ok())
     assert status == 503
