@@ -40,7 +40,7 @@ def main() -> int:
             results.append({"id": case["id"], "ok": True, "error": ""})
         except SystemExit:
             results.append({"id": case["id"], "ok": False, "error": err.getvalue().strip().splitlines()[-1:][0] if err.getvalue().strip() else "exit"})
-    json.dump(results, sys.stdout)
+    print(json.dumps(results))  # the last line: imports may print before it
     return 0
 
 
