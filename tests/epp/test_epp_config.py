@@ -76,8 +76,8 @@ def test_deprecated_api_version_loads_with_warning(
         _load(tmp_path, "plugins:\n- type: queue-scorer\n",
               head="apiVersion: inference.networking.x-k8s.io/v1alpha1\n"
                    "kind: EndpointPickerConfig\n")
-    assert "apiVersion inference.networking.x-k8s.io/v1alpha1 is deprecated, use llm-d.ai/v1alpha1" \
-        in caplog.text
+    assert ("apiVersion inference.networking.x-k8s.io/v1alpha1 is deprecated, "
+            "use llm-d.ai/v1alpha1") in caplog.text
 
 
 @pytest.mark.parametrize(("body", "messages"), [
@@ -100,7 +100,8 @@ def test_deprecated_api_version_loads_with_warning(
         ["epp.yaml: plugins[0].parameters.threshold: Input should be greater than 0 (got 0)"],
         id="bad-parameter-value"),
     pytest.param(
-        "plugins:\n- {name: queue, type: queue-scorer}\n- {name: kv, type: kv-cache-utilization-scorer}\n"
+        "plugins:\n- {name: queue, type: queue-scorer}\n"
+        "- {name: kv, type: kv-cache-utilization-scorer}\n"
         "schedulingProfiles:\n- name: default\n  plugins:\n  - pluginRef: queue\n"
         "  - pluginRef: prefix\n",
         ["epp.yaml: schedulingProfiles[0].plugins[1].pluginRef: 'prefix' is not defined "

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from llmd.engines import EndpointMetrics, get_adapter
 from llmd.epp import Datastore, EndpointSpec, Scraper, ScrapeSettings
 from llmd.epp.metrics import EppMetrics
-from prometheus_client import CollectorRegistry
 
 
 def _page(engine: str, waiting: int, running: int, kv: float) -> str:
@@ -66,7 +66,10 @@ async def test_run_fills_datastore_and_counts_errors(engine: str, metrics_server
         task = asyncio.create_task(scraper.run(stop))
         try:
             async with asyncio.timeout(5):
-                while store.get(live.id).metrics_at is None or not scraper.errors.get(dead.id):  # type: ignore[union-attr]
+                while (  # noqa: ASYNC110 (polling a condition under a deadline)
+                    store.get(live.id).metrics_at is None  # type: ignore[union-attr]
+                    or not scraper.errors.get(dead.id)
+                ):
                     await asyncio.sleep(0.01)
         finally:
             stop.set()

@@ -80,5 +80,5 @@ async def run_gateway(**spec: Any) -> AsyncIterator[EnvoyGateway]:
 async def wait_until(pred: Callable[[], Any], timeout_s: float = 5.0) -> None:
     """Poll an async predicate until it is true, or fail at the deadline."""
     async with asyncio.timeout(timeout_s):
-        while not await pred():
+        while not await pred():  # noqa: ASYNC110 (polling a condition under a deadline)
             await asyncio.sleep(0.02)

@@ -166,9 +166,9 @@ class _Builder:
     def _instantiate(self, i: int, ps: PluginSpec) -> None:
         cls = self.registry.get(ps.type)
         if cls is None:
-            allowed = sorted(self.registry)
-            self.fail(f"plugins[{i}].type", f"{ps.type!r} is not a plugin type"
-                      f"{did_you_mean(ps.type, allowed) or ' (allowed: ' + ', '.join(allowed) + ')'}")
+            types = sorted(self.registry)
+            hint = did_you_mean(ps.type, types) or f" (allowed: {', '.join(types)})"
+            self.fail(f"plugins[{i}].type", f"{ps.type!r} is not a plugin type{hint}")
             return
         if ps.ref in self.plugins:
             self.fail(f"plugins[{i}].name", f"{ps.ref!r} is defined twice")
@@ -247,7 +247,8 @@ class _Builder:
                 self.fail(f"{path}.weight", f"only scorers take a weight ({ref.plugin_ref!r} "
                           f"is a {kind})")
                 ok = False
-            elif kind == "filter" or (kind == "saturation detector" and isinstance(plugin, Filter)):
+            elif kind == "filter" or (kind == "saturation detector"
+                                      and isinstance(plugin, Filter)):
                 filters.append(plugin)
             elif kind == "picker":
                 pickers.append(plugin)

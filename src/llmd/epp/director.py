@@ -89,8 +89,8 @@ class Director:
                 )
         if body is None:  # llm-d sends body-less requests to a random endpoint
             ep = self.rng.choice(pool.candidates)
-            result = SchedulingResult({"default": ProfileResult((ep,))}, primary="default")
-            return Decision(request, result, pool)
+            anywhere = SchedulingResult({"default": ProfileResult((ep,))}, primary="default")
+            return Decision(request, anywhere, pool)
         result = self.config.scheduler.schedule(request, pool)
         if result is None:
             raise NoEndpointError("no endpoint in the inference pool can serve the request")

@@ -54,7 +54,8 @@ class SchedulerProfile:
             weight = ws.weight
             for ep_id, value in scores.items():
                 if ep_id in totals:
-                    totals[ep_id] += weight * (0.0 if value < 0.0 else 1.0 if value > 1.0 else value)
+                    clamped = 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
+                    totals[ep_id] += weight * clamped
         scored = [(ep, totals[ep.id]) for ep in candidates]
         targets = self.picker.pick(request, scored)
         return ProfileResult(targets) if targets else None

@@ -165,7 +165,7 @@ def _bind_grpc(server: grpc.aio.Server, host: str, port: int, flag: str) -> int:
                           "is the port taken?") from exc
     if bound == 0:
         raise ConfigError(f"{flag} {port}: cannot listen on {target}; is the port taken?")
-    return bound
+    return int(bound)
 
 
 async def _stop_grpc(server: grpc.aio.Server, grace_s: float) -> None:
@@ -192,4 +192,4 @@ async def _metrics_app(registry: CollectorRegistry, settings: EppSettings
                           f"{settings.host} ({exc.strerror}); is the port taken?") from exc
     site = web.SockSite(runner, sock)
     await site.start()
-    return runner, sock.getsockname()[1]
+    return runner, int(sock.getsockname()[1])

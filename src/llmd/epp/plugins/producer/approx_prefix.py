@@ -50,7 +50,8 @@ def block_hashes(prompt: str, model: str, block_chars: int, max_blocks: int,
     prev = xxhash.xxh64_intdigest((model + cache_salt).encode())
     out = []
     for start in range(0, len(data), block_chars):
-        prev = xxhash.xxh64_intdigest(data[start : start + block_chars] + prev.to_bytes(8, "little"))
+        block = data[start : start + block_chars]
+        prev = xxhash.xxh64_intdigest(block + prev.to_bytes(8, "little"))
         out.append(prev)
     return tuple(out)
 

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from llmd.epp.datastore import Endpoint, EndpointId, PoolSnapshot
 
 
-def inverse_minmax(pool: PoolSnapshot, value: Callable[[Endpoint], float]) -> dict[EndpointId, float]:
+def inverse_minmax(
+    pool: PoolSnapshot, value: Callable[[Endpoint], float]
+) -> dict[EndpointId, float]:
     """1.0 for the lowest value, 0.0 for the highest; all 1.0 when every value is equal."""
     values = {ep.id: value(ep) for ep in pool.candidates}
     if not values:
