@@ -10,10 +10,17 @@ from llmd.deploy._model import VOLUME, ModelSource
 from llmd.deploy._plan import RolePlan
 from llmd.deploy._sources import deep_merge
 from llmd.deploy.values import Container, Values
-from llmd.engines import EngineName, MultinodeSpec, Probe, ServeSpec, get_adapter
+from llmd.engines import (
+    EngineName,
+    MultinodeSpec,
+    Probe,
+    ServeSpec,
+    TracingSpec,
+    get_adapter,
+)
 from llmd.errors import ConfigError
 
-__all__ = ["ContainerContext", "accelerator_warning", "engine_container"]
+__all__ = ["ContainerContext", "accelerator_warning", "engine_container", "otel_env"]
 
 SIM_IMAGE = "llm-d-inference-sim"
 LWS_ENV = ("$(LWS_LEADER_ADDRESS)", "$(LWS_GROUP_SIZE)", "$(LWS_WORKER_INDEX)")
@@ -94,6 +101,7 @@ def _command(ctx: ContainerContext, c: Container, engine: EngineName | None,
         data_parallel_local=par.data_local,
         role=plan.name if plan.pd else "both",
         multinode=multinode,
+        tracing=_tracing(ctx.values),
         extra_args=tuple(c.args),
     )
     if command == "imageDefault":
@@ -110,6 +118,24 @@ def _command(ctx: ContainerContext, c: Container, engine: EngineName | None,
         return {"command": ["/bin/sh", "-c", script]}
     return {"command": argv[: len(adapter.serve_command())],
             "args": argv[len(adapter.serve_command()):]}
+
+
+def _tracing(values: Values) -> TracingSpec | None:
+    tracing = values.tracing
+    if not tracing.enabled:
+        return None
+    return TracingSpec(tracing.otlp_endpoint, tracing.vllm.collect_detailed_traces)
+
+
+def otel_env(values: Values, service: str) -> list[dict[str, Any]]:
+    """The standard OpenTelemetry SDK variables, when tracing is on."""
+    tracing = values.tracing
+    if not tracing.enabled:
+        return []
+    return [{"name": "OTEL_SERVICE_NAME", "value": service},
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing.otlp_endpoint},
+            {"name": "OTEL_TRACES_SAMPLER", "value": tracing.sampling.sampler},
+            {"name": "OTEL_TRACES_SAMPLER_ARG", "value": tracing.sampling.sampler_arg}]
 
 
 def _serve_command_name(engine: EngineName) -> str:
@@ -132,6 +158,9 @@ def _injected_env(ctx: ContainerContext, c: Container) -> list[dict[str, Any]]:
     if secret := ctx.values.model_artifacts.auth_secret_name:
         env.append({"name": "HF_TOKEN",
                     "valueFrom": {"secretKeyRef": {"name": secret, "key": "HF_TOKEN"}}})
+    names = ctx.values.tracing.service_names
+    env += otel_env(ctx.values, names.vllm_prefill if ctx.plan.name == "prefill"
+                    else names.vllm_decode)
     accel = _accelerator_type(ctx)
     if accel != "cpu":
         env += [{"name": e["name"], "value": str(e.get("value", ""))}

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmd.deploy._containers import ContainerContext, accelerator_warning, engine_container
+from llmd.deploy._containers import (
+    ContainerContext,
+    accelerator_warning,
+    engine_container,
+    otel_env,
+)
 from llmd.deploy._plan import RolePlan
 from llmd.deploy._sources import deep_merge
 from llmd.engines import ENGINE_TYPE_LABEL, ROLE_LABEL, get_adapter
@@ -187,8 +192,10 @@ def _proxy(ctx: ContainerContext) -> dict[str, Any]:
         out["args"] = [f"--port={routing.service_port}",
                        f"--model-server-port={proxy.target_port}",
                        f"--kv-connector={connector}", *proxy.extra_args]
-    out.update(image=proxy.image, imagePullPolicy=proxy.image_pull_policy or "Always",
-               ports=[{"containerPort": routing.service_port, "protocol": "TCP"}])
+    out.update(image=proxy.image, imagePullPolicy=proxy.image_pull_policy or "Always")
+    if env := otel_env(ctx.values, ctx.values.tracing.service_names.routing_proxy):
+        out["env"] = env
+    out["ports"] = [{"containerPort": routing.service_port, "protocol": "TCP"}]
     out["resources"] = proxy.resources if proxy.resources is not None else {
         "requests": {"cpu": "200m", "memory": "128Mi"}}
     out["restartPolicy"] = "Always"

@@ -125,9 +125,6 @@ def _unsupported(values: Values) -> None:
     if values.requester.enable:
         problems.append("requester.enable: the fast-model-actuation requester is not rendered "
                         "by llmd (use the chart for it)")
-    if values.tracing.enabled:
-        problems.append("tracing.enabled: tracing flags are not rendered by llmd yet; pass the "
-                        "engine's own tracing flags in containers[].args")
     dra = [p for p, on in (("accelerator.dra", values.accelerator.dra),
                            ("decode.accelerator.dra", bool(values.decode.accelerator
                                                            and values.decode.accelerator.dra)),

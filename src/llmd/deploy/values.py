@@ -272,12 +272,40 @@ class Routing(_Values):
     http_route: HttpRoute = HttpRoute()
 
 
+class Sampling(_Values):
+    sampler: str = "parentbased_traceidratio"
+    sampler_arg: str = "1.0"
+
+
+class ServiceNames(_Values):
+    vllm_decode: str = "vllm-decode"
+    vllm_prefill: str = "vllm-prefill"
+    routing_proxy: str = "routing-proxy"
+
+
+class TracingVllm(_Values):
+    collect_detailed_traces: str | None = "all"
+
+
 class Tracing(_Values):
+    """OpenTelemetry traces from the engines (the adapter's flags) and the sidecar (env)."""
+
     enabled: bool = False
+    otlp_endpoint: str = "http://otel-collector:4317"
+    sampling: Sampling = Sampling()
+    service_names: ServiceNames = ServiceNames()
+    vllm: TracingVllm = TracingVllm()
 
 
 class Requester(_Values):
+    """Fast-model-actuation dual pods: known so they are not reported, not rendered by llmd."""
+
     enable: bool = False
+    image: str = ""
+    admin_port: int = 8081
+    port: Json = {}
+    readiness_probe: Json = {}
+    resources: Json = {}
 
 
 class LegacyDra(_Values):

@@ -21,6 +21,7 @@ from llmd.engines.base import (
     Probes,
     Role,
     ServeSpec,
+    TracingSpec,
 )
 from llmd.engines.page import MetricsPage
 from llmd.engines.sglang import SGLangAdapter
@@ -73,6 +74,7 @@ __all__ = [
     "Role",
     "SGLangAdapter",
     "ServeSpec",
+    "TracingSpec",
     "VllmAdapter",
     "engine_for_command",
     "get_adapter",

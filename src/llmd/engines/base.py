@@ -117,6 +117,15 @@ class MultinodeSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingSpec:
+    """OpenTelemetry trace export: OTLP gRPC `endpoint` (e.g. `http://otel-collector:4317`);
+    `detailed` is vLLM's `--collect-detailed-traces` (engines without it ignore it)."""
+
+    endpoint: str
+    detailed: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServeSpec:
     """What to serve and how; turned into argv by `EngineAdapter.serve_args`.
 
@@ -136,6 +145,7 @@ class ServeSpec:
     bootstrap_port: int = 8998
     kv_events: KvEventsSpec | None = None
     multinode: MultinodeSpec | None = None
+    tracing: TracingSpec | None = None
     extra_args: tuple[str, ...] = field(default=())
 
 

@@ -86,6 +86,10 @@ class SGLangAdapter:
             args += ["--served-model-name", spec.served_model_name]
         if not has_flag(user, "--enable-metrics"):
             args.append("--enable-metrics")
+        if spec.tracing is not None and not has_flag(user, "--otlp-traces-endpoint"):
+            # SGLang wants host:port for its OTLP gRPC exporter, not a URL.
+            endpoint = spec.tracing.endpoint.split("://", 1)[-1]
+            args += ["--enable-trace", "--otlp-traces-endpoint", endpoint]
         if spec.role != "both" and not has_flag(user, "--disaggregation-mode"):
             args += ["--disaggregation-mode", spec.role]
             if not has_flag(user, "--disaggregation-transfer-backend"):

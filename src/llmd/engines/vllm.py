@@ -81,6 +81,10 @@ class VllmAdapter:
             args += ["--served-model-name", spec.served_model_name]
         if spec.multinode is not None:
             args += _multinode_args(spec)
+        if spec.tracing is not None and not has_flag(user, "--otlp-traces-endpoint"):
+            args += ["--otlp-traces-endpoint", spec.tracing.endpoint]
+            if spec.tracing.detailed:
+                args += ["--collect-detailed-traces", spec.tracing.detailed]
         if spec.role != "both" and not has_flag(user, "--kv-transfer-config"):
             config = dict(KV_TRANSFER_CONFIG)
             if spec.transfer_backend:
