@@ -72,7 +72,8 @@ class BuiltinTokenizer:
     def __init__(self, vocab_size: int = 1 << 17) -> None:
         fixed = len(_SPECIALS) + len(_WORDS)
         if vocab_size <= fixed * 2:
-            raise ConfigError(f"builtin tokenizer: vocab_size must be > {fixed * 2}, got {vocab_size}")
+            raise ConfigError(
+                f"builtin tokenizer: vocab_size must be > {fixed * 2}, got {vocab_size}")
         self.vocab_size = vocab_size
         self._pieces: tuple[str, ...] = _SPECIALS + tuple(" " + w for w in _WORDS)
         self._ids = {p: i for i, p in enumerate(self._pieces)}
@@ -110,7 +111,8 @@ class HFTokenizer:
         try:
             self._tok = _Tok.from_file(str(self.path))
         except Exception as exc:  # the Rust side raises a bare Exception for every failure
-            raise ConfigError(f"--tokenizer {self.path}: cannot load tokenizer.json: {exc}") from exc
+            raise ConfigError(
+                f"--tokenizer {self.path}: cannot load tokenizer.json: {exc}") from exc
         self.name = str(self.path)
         self.vocab_size = self._tok.get_vocab_size()
         config = _read_tokenizer_config(self.path)

@@ -15,23 +15,22 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from llmd.errors import RequestError, error_body
+from llmd.kvcache import Tokenizer
 from llmd.sim import _extras
 from llmd.sim._state import STATE, SimState
 from llmd.sim.config import FAILURE_KINDS
 from llmd.sim.engine import GenRequest
-from llmd.kvcache import Tokenizer
 from llmd.sim.protocol import (
     ChatBody,
-    OpenAIBody,
     CompletionBody,
     GenerateBody,
+    OpenAIBody,
     chat_request,
     check_model,
     completion_request,
     generate_request,
     parse_body,
 )
-
 from llmd.sim.responses import ChatFormat, CompletionFormat, Format, GenerateFormat, _dumps
 
 __all__ = ["SERVED_BY_HEADER", "build_app"]

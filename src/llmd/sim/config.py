@@ -19,7 +19,8 @@ FailureKind = Literal[
 FAILURE_KINDS: dict[str, tuple[int, str, str]] = {
     "rate_limit": (429, "RateLimitError", "Rate limit reached (injected failure)"),
     "server_error": (503, "ServiceUnavailableError", "The server is overloaded (injected failure)"),
-    "invalid_api_key": (401, "AuthenticationError", "Incorrect API key provided (injected failure)"),
+    "invalid_api_key": (401, "AuthenticationError",
+                        "Incorrect API key provided (injected failure)"),
     "context_length": (400, "BadRequestError",
                        "This model's maximum context length is exceeded (injected failure)"),
     "invalid_request": (400, "BadRequestError", "Invalid request (injected failure)"),
@@ -56,7 +57,8 @@ class SimConfig(LlmdModel):
     eos_min_tokens: int = Field(16, ge=1)
     eos_max_tokens: int = Field(256, ge=1)
     seed: int = 0
-    failure_rate: float = Field(0.0, ge=0, le=1, description="fraction of generation requests failed")
+    failure_rate: float = Field(0.0, ge=0, le=1,
+                                description="fraction of generation requests failed")
     failure_kinds: tuple[FailureKind, ...] = ("rate_limit", "server_error")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     drain_timeout_s: float = Field(5.0, ge=0, description="grace for in-flight requests at stop")

@@ -63,6 +63,9 @@ class Engine:
         self.vocab = Vocabulary(tokenizer)
         self._waiting: deque[Sequence] = deque()
         self._running = 0
+        self.idle = asyncio.Event()
+        """Set while nothing runs or waits (graceful shutdown waits on it)."""
+        self.idle.set()
         metrics.bind(self)
 
     @property
@@ -126,6 +129,7 @@ class Engine:
     def _start(self, seq: Sequence) -> None:
         seq.alloc = self.pool.allocate(seq.keys, seq.private_blocks)
         self._running += seq.n
+        self.idle.clear()
         seq.started_s = self.clock()
         self.metrics.queue_time.observe(seq.started_s - seq.arrival_s)
 
@@ -140,6 +144,8 @@ class Engine:
             if seq in self._waiting:
                 self._waiting.remove(seq)
         self._pump()
+        if self._running == 0 and not self._waiting:
+            self.idle.set()
 
     def _pump(self) -> None:
         """Start waiting sequences in arrival order while the head fits (no overtaking)."""
@@ -203,7 +209,10 @@ class Sequence:
         else:
             eos = (seed ^ 0x9E3779B97F4A7C15) % (cfg.eos_max_tokens - cfg.eos_min_tokens + 1)
             eos += cfg.eos_min_tokens
-            length, reason = (self.max_tokens, "length") if eos >= self.max_tokens else (eos, "stop")
+            if eos >= self.max_tokens:
+                length, reason = self.max_tokens, "length"
+            else:
+                length, reason = eos, "stop"
         return Choice(index, engine.vocab, seed, max(length, 1), reason, req.stop)
 
     @property

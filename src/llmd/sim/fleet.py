@@ -30,7 +30,9 @@ class FleetSpec:
     sim_args: tuple[str, ...] = ()
 
     def engines(self) -> list[EngineName]:
-        return ["vllm"] * self.vllm + ["sglang"] * self.sglang
+        vllm: list[EngineName] = ["vllm"] * self.vllm
+        sglang: list[EngineName] = ["sglang"] * self.sglang
+        return vllm + sglang
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,7 @@ async def run_fleet(spec: FleetSpec, stop: asyncio.Event,
             if first is None:
                 raise
             raise first from None
-        children.sort(key=lambda pair: pair[0].spec.name)
+        children.sort(key=lambda pair: int(pair[0].spec.name.rsplit("-", 1)[1]))
         on_ready([FleetEndpoint(c.spec.name, engine, c.url, c.proc.pid)
                   for c, engine in children])
         await sup.wait_any_exit(stop)
@@ -92,23 +94,26 @@ def print_fleet(endpoints: list[FleetEndpoint], model: str) -> None:
 
     console = Console()
     table = Table(title="llmd up: simulators (pair-of-sims stage; no gateway yet)")
-    for col in ("name", "engine", "url", "health", "metrics", "pid"):
-        table.add_column(col)
+    table.add_column("name")
+    table.add_column("engine")
+    table.add_column("url", no_wrap=True)
+    table.add_column("health")
+    table.add_column("pid", justify="right")
     for ep in endpoints:
-        health = get_adapter(ep.engine).probes.liveness.path
-        table.add_row(ep.name, ep.engine, ep.url, ep.url + health, ep.url + "/metrics",
+        table.add_row(ep.name, ep.engine, ep.url, get_adapter(ep.engine).probes.liveness.path,
                       str(ep.pid))
     console.print(table)
-    first = endpoints[-1]
+    first, last = endpoints[0], endpoints[-1]
+    console.print("Every endpoint also serves /v1/models and /metrics (the engine's own names).")
     console.print(f"\n[bold]curl[/bold] ({first.engine} dialect):")
     console.print(
         f"curl -N {first.url}/v1/chat/completions -H 'Content-Type: application/json' "
         f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": "
         f"\"Hello\"}}], \"max_tokens\": 16, \"stream\": true}}'", soft_wrap=True, markup=False)
-    console.print("\n[bold]openai[/bold] (python):")
+    console.print(f"\n[bold]openai[/bold] (python, {last.engine} dialect):")
     console.print(
         "from openai import OpenAI\n"
-        f"client = OpenAI(base_url=\"{first.url}/v1\", api_key=\"none\")\n"
+        f"client = OpenAI(base_url=\"{last.url}/v1\", api_key=\"none\")\n"
         f"for chunk in client.chat.completions.create(model=\"{model}\", stream=True,\n"
         "        messages=[{\"role\": \"user\", \"content\": \"Hello\"}], max_tokens=16):\n"
         "    print(chunk.choices[0].delta.content or \"\", end=\"\", flush=True)",

@@ -81,7 +81,8 @@ class SamplingParams(_Wire):
 class GenerateBody(_Wire):
     text: str | None = None
     input_ids: list[int] | None = None
-    sampling_params: SamplingParams = Field(default_factory=SamplingParams)
+    sampling_params: SamplingParams = Field(
+        default_factory=lambda: SamplingParams.model_validate({}))
     stream: bool = False
     rid: str | None = None
 

@@ -151,7 +151,7 @@ class GenerateFormat:
                 "e2e_latency": round(seq.engine.clock() - seq.arrival_s, 6)}
 
     def _one(self, seq: Sequence, index: int) -> dict[str, Any]:
-        body = {"text": seq.choices[index].text[: seq.choices[index].emitted],
+        body: dict[str, Any] = {"text": seq.choices[index].text[: seq.choices[index].emitted],
                 "meta_info": self._meta(seq, index)}
         if seq.n > 1:
             body["index"] = index

@@ -106,10 +106,4 @@ async def serve(cfg: SimConfig, stop: asyncio.Event,
         sim.state.ready = False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(cfg.drain_timeout_s):
-                await _drained(sim.state)
-
-
-async def _drained(state: SimState) -> None:
-    engine = state.engine
-    while engine.num_running or engine.num_waiting:
-        await asyncio.sleep(0.05)
+                await sim.state.engine.idle.wait()

@@ -1,0 +1,45 @@
+"""Helpers for simulator tests: waiting on conditions with a deadline, prompts of a known size."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from llmd.engines import EndpointMetrics, MetricsPage, get_adapter
+from llmd.kvcache import BuiltinTokenizer
+from llmd.sim import RunningSim
+
+StartSim = Callable[..., Awaitable[RunningSim]]
+"""The `start_sim` fixture: `await start_sim(**SimConfig fields)`."""
+
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+         "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+def prompt_of(tokens: int, seed: int) -> str:
+    """A prompt of exactly `tokens` built-in tokens (no BOS), distinct per seed."""
+    rng = random.Random(seed)
+    text = " ".join(f"{rng.choice(WORDS)}{rng.randrange(1000)}" for _ in range(tokens))
+    assert len(BuiltinTokenizer().encode(text, add_special_tokens=False)) == tokens
+    return text
+
+
+async def wait_until(pred: Callable[[], Awaitable[bool]], timeout_s: float = 10.0,
+                     what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def scrape(http: aiohttp.ClientSession, url: str, engine: str) -> EndpointMetrics:
+    """The sim's /metrics read back through the engine adapter, as the EPP reads it."""
+    async with http.get(url + "/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return get_adapter(engine).endpoint_metrics(MetricsPage.parse(text))

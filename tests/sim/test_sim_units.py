@@ -1,0 +1,56 @@
+"""Plain-data tests of the block pool and the output generator."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmd.kvcache import BuiltinTokenizer
+from llmd.sim import BlockPool
+from llmd.sim.text import Choice, Vocabulary
+
+
+def test_pool_shares_keyed_blocks_and_counts_usage() -> None:
+    pool = BlockPool(10, 16)
+    a = pool.allocate([1, 2, 3], private=2)
+    b = pool.allocate([1, 2, 4], private=1)
+    assert (a.cached_blocks, b.cached_blocks) == (0, 2)
+    assert b.stored == (4,) and pool.used == 4 + 3
+    pool.free(a)
+    assert pool.used == 3 + 1  # 1, 2, 4 and a private block held by b; 3 cached but free
+    pool.free(b)
+    assert pool.used == 0 and pool.cached == 4 and pool.usage() == 0.0
+
+
+def test_pool_evicts_lru_tail_first_and_refuses_when_pinned() -> None:
+    pool = BlockPool(4, 16)
+    pool.free(pool.allocate([1, 2, 3], private=0))
+    new = pool.allocate([9], private=1)  # needs 2 of the 1 free + 3 cached: evicts 3 (tail)
+    assert new.evicted == (3,) and pool.match([1, 2, 3]) == 2
+    held = pool.allocate([1, 2], private=0)
+    assert not pool.can_allocate([7, 8], private=0)  # only 0 free, all pinned
+    with pytest.raises(MemoryError):
+        pool.allocate([7, 8], private=0)
+    pool.free(held)
+    pool.free(new)
+    assert pool.can_allocate([7, 8, 10, 11], private=0)
+
+
+def test_choice_stop_strings_hold_back_partial_matches() -> None:
+    vocab = Vocabulary(BuiltinTokenizer())
+    free = Choice(0, vocab, seed=1, length=40, eos_reason="length", stop=())
+    text = "".join(free.step()[1] for _ in range(40))
+    target = " " + text.split()[5] + " " + text.split()[6]
+    cut = Choice(0, vocab, seed=1, length=40, eos_reason="length", stop=(target,))
+    out = ""
+    while cut.finish_reason is None:
+        piece = cut.step()[1]
+        out += piece
+        assert target not in out
+    assert cut.finish_reason == "stop" and out == text[: text.index(target)]
+
+
+def test_choice_length_and_reason() -> None:
+    vocab = Vocabulary(BuiltinTokenizer())
+    c = Choice(0, vocab, seed=2, length=3, eos_reason="stop", stop=())
+    ids = [c.step()[0] for _ in range(3)]
+    assert c.finish_reason == "stop" and c.tokens == 3 and len(ids) == 3
