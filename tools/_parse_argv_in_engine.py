@@ -39,7 +39,8 @@ def main() -> int:
                 parser.parse_args(case["args"])
             results.append({"id": case["id"], "ok": True, "error": ""})
         except SystemExit:
-            results.append({"id": case["id"], "ok": False, "error": err.getvalue().strip().splitlines()[-1:][0] if err.getvalue().strip() else "exit"})
+            lines = err.getvalue().strip().splitlines() or ["exit"]
+            results.append({"id": case["id"], "ok": False, "error": lines[-1]})
     print(json.dumps(results))  # the last line: imports may print before it
     return 0
 

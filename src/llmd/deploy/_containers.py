@@ -54,7 +54,8 @@ def engine_container(ctx: ContainerContext, index: int) -> dict[str, Any]:
     if c.ports:
         out["ports"] = ctx.tpl(c.ports, f"{where}.ports")
     elif c.model_command not in (None, "custom"):
-        out["ports"] = [{"name": "metrics", "containerPort": ctx.plan.engine_port, "protocol": "TCP"}]
+        out["ports"] = [{"name": "metrics", "containerPort": ctx.plan.engine_port,
+                         "protocol": "TCP"}]
     for key in ("livenessProbe", "readinessProbe", "startupProbe"):
         if (probe := getattr(c, _snake(key))) is not None:
             out[key] = probe

@@ -56,11 +56,13 @@ def _load_file(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: <root>: expected a mapping of values, got {type(data).__name__}")
+        kind = type(data).__name__
+        raise ConfigError(f"{path}: <root>: expected a mapping of values, got {kind}")
     return data
 
 
@@ -109,7 +111,7 @@ def _keys(path: str) -> list[str | int]:
     keys: list[str | int] = []
     for part in re.split(r"(?<!\\)\.", path):
         part = part.replace("\\.", ".")
-        indexes = []
+        indexes: list[int] = []
         while (m := _INDEX.match(part)) is not None:
             indexes.insert(0, int(m["index"]))
             part = m["key"]

@@ -118,7 +118,8 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool) -> list[d
     container = {
         "name": "epp", "image": epp.image, "imagePullPolicy": epp.image_pull_policy,
         "command": ["llmd", "epp"], "args": args,
-        "env": [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        "env": [{"name": "NAMESPACE",
+                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in EPP_PORTS.items()],
         "readinessProbe": {**probe, "initialDelaySeconds": 5},

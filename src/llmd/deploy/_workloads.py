@@ -181,7 +181,8 @@ def _proxy(ctx: ContainerContext) -> dict[str, Any]:
     if any(image in proxy.image for image in GO_SIDECAR_IMAGES):
         out["args"] = _go_sidecar_args(routing.service_port, proxy.target_port, connector, proxy)
     else:
-        for key, flag in (("secure", "--secure-proxy"), ("prefiller_use_tls", "--prefiller-use-tls"),
+        for key, flag in (("secure", "--secure-proxy"),
+                          ("prefiller_use_tls", "--prefiller-use-tls"),
                           ("cert_path", "--cert-path")):
             if getattr(proxy, key):
                 raise ConfigError(

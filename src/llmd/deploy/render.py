@@ -167,15 +167,15 @@ def _walk(model: BaseModel, loc: tuple[int | str, ...], out: list[str]) -> None:
                     _walk(item, (*loc, key, i), out)
 
 
-class _Dumper(yaml.SafeDumper):
-    """No `&id001` anchors: objects share dicts (a pod's volumes), kubectl wants them spelled out."""
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
+    """No `&id001` anchors: objects share dicts (a pod's volumes); spell every one out."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
 
 
 def _dump(obj: Any) -> str:
-    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=100)
+    return str(yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=100))
 
 
 def dump_yaml(objects: Sequence[dict[str, Any]]) -> str:

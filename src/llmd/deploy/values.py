@@ -9,7 +9,7 @@ plain dicts and lists.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -73,10 +73,10 @@ class Parallelism(_Values):
     """Per-pod tensor parallelism and data parallelism over the LWS group, as the chart's
     helpers compute them from whichever fields are set (see `effective`)."""
 
-    tensor: int | None = Field(None, ge=1)
-    data: int | None = Field(None, ge=1)
-    data_local: int | None = Field(None, ge=1)
-    workers: int | None = Field(None, ge=1)
+    tensor: Annotated[int | None, Field(ge=1)] = None
+    data: Annotated[int | None, Field(ge=1)] = None
+    data_local: Annotated[int | None, Field(ge=1)] = None
+    workers: Annotated[int | None, Field(ge=1)] = None
 
 
 class Container(_Values):
@@ -140,7 +140,7 @@ class PodMonitorValues(_Values):
 
 
 class Monitoring(_Values):
-    podmonitor: PodMonitorValues = PodMonitorValues()
+    podmonitor: PodMonitorValues = Field(default_factory=PodMonitorValues)
 
 
 class Autoscaling(_Values):
@@ -151,9 +151,9 @@ class RoleValues(_Values):
     """`decode` or `prefill`."""
 
     create: bool = True
-    replicas: int = Field(1, ge=0)
-    autoscaling: Autoscaling = Autoscaling()
-    parallelism: Parallelism = Parallelism()
+    replicas: Annotated[int, Field(ge=0)] = 1
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    parallelism: Parallelism = Field(default_factory=Parallelism)
     accelerator: RoleAccelerator | None = None
     resource_claims: list[Json] = []
     containers: list[Container] = Field(default_factory=lambda: [_default_container()])
@@ -169,19 +169,19 @@ class RoleValues(_Values):
     priority_class_name: str | None = None
     enable_service_links: bool | None = None
     termination_grace_period_seconds: int | None = None
-    host_ipc: bool | None = Field(None, alias="hostIPC")
-    host_pid: bool | None = Field(None, alias="hostPID")
+    host_ipc: Annotated[bool | None, Field(alias="hostIPC")] = None
+    host_pid: Annotated[bool | None, Field(alias="hostPID")] = None
     sub_group_policy: Json | None = None
     sub_group_exclusive_topology: bool | None = None
-    accelerator_types: AcceleratorTypes = AcceleratorTypes()
-    monitoring: Monitoring = Monitoring()
+    accelerator_types: AcceleratorTypes = Field(default_factory=AcceleratorTypes)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     extra_config: Json = {}
     image_pull_secrets: list[Json] = []
     pod_security_context: Json | None = None
 
 
 class PrefillValues(RoleValues):
-    replicas: int = Field(0, ge=0)
+    replicas: Annotated[int, Field(ge=0)] = 0
 
 
 class ModelArtifacts(_Values):
@@ -212,11 +212,11 @@ class Proxy(_Values):
     enabled: bool = True
     image: str = DEFAULT_LLMD_IMAGE
     image_pull_policy: str = "Always"
-    target_port: int = Field(8200, ge=1, le=65535)
+    target_port: Annotated[int, Field(ge=1, le=65535)] = 8200
     connector: str | None = None
     """None: the decode engine's own connector (`nixlv2` for vLLM, `sglang` for SGLang)."""
     secure: bool | None = False
-    prefiller_use_tls: bool | None = Field(None, alias="prefillerUseTLS")
+    prefiller_use_tls: Annotated[bool | None, Field(alias="prefillerUseTLS")] = None
     cert_path: str | None = None
     zap_devel: bool | None = None
     zap_encoder: str | None = "json"
@@ -246,7 +246,7 @@ class Epp(_Values):
     """Default: on when the InferencePool is."""
     image: str = DEFAULT_LLMD_IMAGE
     image_pull_policy: str = "IfNotPresent"
-    replicas: int = Field(1, ge=1)
+    replicas: Annotated[int, Field(ge=1)] = 1
     config: Json | None = None
     """An EndpointPickerConfig; default: llm-d's default plugins (P/D-aware when P/D is on)."""
     extra_args: list[str] = []
@@ -265,11 +265,11 @@ class HttpRoute(_Values):
 
 
 class Routing(_Values):
-    service_port: int = Field(8000, ge=1, le=65535)
-    proxy: Proxy = Proxy()
-    inference_pool: InferencePool = InferencePool()
-    epp: Epp = Epp()
-    http_route: HttpRoute = HttpRoute()
+    service_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    proxy: Proxy = Field(default_factory=Proxy)
+    inference_pool: InferencePool = Field(default_factory=InferencePool)
+    epp: Epp = Field(default_factory=Epp)
+    http_route: HttpRoute = Field(default_factory=HttpRoute)
 
 
 class Sampling(_Values):
@@ -292,9 +292,9 @@ class Tracing(_Values):
 
     enabled: bool = False
     otlp_endpoint: str = "http://otel-collector:4317"
-    sampling: Sampling = Sampling()
-    service_names: ServiceNames = ServiceNames()
-    vllm: TracingVllm = TracingVllm()
+    sampling: Sampling = Field(default_factory=Sampling)
+    service_names: ServiceNames = Field(default_factory=ServiceNames)
+    vllm: TracingVllm = Field(default_factory=TracingVllm)
 
 
 class Requester(_Values):
@@ -323,13 +323,13 @@ class Values(_Values):
     name_override: str = ""
     service_account_override: str = ""
     scheduler_name: str | None = None
-    tracing: Tracing = Tracing()
-    model_artifacts: ModelArtifacts = ModelArtifacts()
+    tracing: Tracing = Field(default_factory=Tracing)
+    model_artifacts: ModelArtifacts = Field(default_factory=ModelArtifacts)
     multinode: bool = False
-    accelerator: Accelerator = Accelerator()
-    requester: Requester = Requester()
-    routing: Routing = Routing()
-    decode: RoleValues = RoleValues()
-    prefill: PrefillValues = PrefillValues()
+    accelerator: Accelerator = Field(default_factory=Accelerator)
+    requester: Requester = Field(default_factory=Requester)
+    routing: Routing = Field(default_factory=Routing)
+    decode: RoleValues = Field(default_factory=RoleValues)
+    prefill: PrefillValues = Field(default_factory=PrefillValues)
     extra_objects: list[Json] = []
     dra: LegacyDra | None = None
