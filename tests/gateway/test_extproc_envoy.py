@@ -9,6 +9,7 @@ import json
 import socket
 
 import aiohttp
+import grpc
 import openai
 import pytest
 from _gateway_stack import (
@@ -21,6 +22,7 @@ from _gateway_stack import (
     sim_config,
     wait_until,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmd.sim import RunningSim, running_sim
 
@@ -197,3 +199,25 @@ async def test_epp_stopping_mid_run_fails_closed(
         await epp.shutdown()
         status, _, _ = await _post(http, gw.url, _ok())
     assert status == 503
+
+
+async def test_epp_health_and_decision_metrics(
+    sims: list[RunningSim], http: aiohttp.ClientSession
+) -> None:
+    async with run_epp([flag(s) for s in sims]) as epp, run_gateway(epp=epp.address) as gw:
+        for _ in range(3):
+            assert (await _post(http, gw.url, _ok()))[0] == 200
+        assert (await _post(http, gw.url, b"{bad"))[0] == 400
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{epp.listening.health_port}") as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            for service in ("", "readiness", "liveness"):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service),
+                                         timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        async with http.get(f"http://127.0.0.1:{epp.listening.metrics_port}/metrics") as resp:
+            text = await resp.text()
+    routed = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith("llmd_epp_decisions_total{") and 'outcome="routed"' in line)
+    assert routed == 3
+    assert 'llmd_epp_decisions_total{endpoint="",outcome="bad_request"} 1.0' in text
+    assert "llmd_epp_decision_duration_seconds_count 4.0" in text
