@@ -1,8 +1,9 @@
 """Endpoints of the pool, their labels and latest metrics; a frozen snapshot per request.
 
 The datastore is written by discovery (the endpoint set) and the scraper (metrics) and read by
-the scheduler through `snapshot()`, which is O(1): the endpoint tuple is rebuilt on each write,
-never on each request.
+the scheduler through `snapshot()`. The endpoint tuple is rebuilt lazily: at most once per
+snapshot after writes, so a large pool scraped every 50 ms costs O(N) per snapshot, not O(N)
+per scrape.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class Datastore:
         self.max_endpoints = max_endpoints
         self._clock = clock
         self._by_id: dict[EndpointId, Endpoint] = {}
-        self._tuple: tuple[Endpoint, ...] = ()
+        self._tuple: tuple[Endpoint, ...] | None = ()
         self.generation = 0
 
     def set_endpoints(self, specs: Iterable[EndpointSpec]) -> None:
@@ -113,7 +114,7 @@ class Datastore:
             self.generation += 1
             log.info("pool endpoints: %s", ", ".join(new) or "(none)")
         self._by_id = new
-        self._tuple = tuple(new.values())
+        self._tuple = None
 
     def update_metrics(self, ep_id: EndpointId, metrics: EndpointMetrics) -> None:
         """Record a successful scrape; ignored if the endpoint left meanwhile."""
@@ -121,13 +122,15 @@ class Datastore:
         if old is None:
             return
         self._by_id[ep_id] = replace(old, metrics=metrics, metrics_at=self._clock())
-        self._tuple = tuple(self._by_id.values())
+        self._tuple = None
 
     def get(self, ep_id: EndpointId) -> Endpoint | None:
         return self._by_id.get(ep_id)
 
     def endpoints(self) -> tuple[Endpoint, ...]:
+        if self._tuple is None:
+            self._tuple = tuple(self._by_id.values())
         return self._tuple
 
     def snapshot(self) -> PoolSnapshot:
-        return PoolSnapshot(self._tuple, self._clock(), self.generation)
+        return PoolSnapshot(self.endpoints(), self._clock(), self.generation)
