@@ -119,6 +119,7 @@ def epp(
     refresh_metrics_interval_s: Annotated[float, typer.Option(help="scrape interval")] = 0.05,
     scrape_timeout_s: Annotated[float, typer.Option(help="timeout of one scrape")] = 1.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    list_plugins: Annotated[bool, typer.Option(help="print plugin types and parameters")] = False,
 ) -> None:
     """Run the endpoint picker (Envoy ext_proc) over a static pool of endpoints."""
     from pathlib import Path
@@ -127,6 +128,11 @@ def epp(
 
     from llmd.config import config_error
     from llmd.epp import EppSettings, Listening, parse_endpoint_flag, serve
+    from llmd.epp.config import plugin_catalog
+
+    if list_plugins:
+        typer.echo("\n".join(plugin_catalog()))
+        return
 
     try:
         settings = EppSettings(

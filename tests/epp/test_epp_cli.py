@@ -50,3 +50,13 @@ async def test_epp_config_error_exits_2_with_the_message(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert (f"{bad}: plugins[0].type: 'queue-scorrer' is not a plugin type "
             "(did you mean 'queue-scorer'?)") in err.decode()
+
+
+async def test_list_plugins_names_every_type_with_defaults() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *LLMD, "epp", "--list-plugins", stdout=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(20):
+        out, _ = await proc.communicate()
+    lines = out.decode().splitlines()
+    assert proc.returncode == 0 and len(lines) == 17
+    assert any(line.split() == ["load-aware-scorer", "threshold=128"] for line in lines)

@@ -44,7 +44,9 @@ from llmd.epp.plugins.saturation.utilization import UtilizationDetector
 from llmd.epp.scheduling import Scheduler, SchedulerProfile, WeightedScorer
 from llmd.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG", "EndpointPickerConfig", "load_config", "load_objectives"]
+__all__ = [
+    "DEFAULT_CONFIG", "EndpointPickerConfig", "load_config", "load_objectives", "plugin_catalog",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,17 @@ def load_config(
         log.warning("%s: apiVersion %s is deprecated, use llm-d.ai/v1alpha1",
                     source, spec.api_version)
     return _Builder(spec, source, registry).build()
+
+
+def plugin_catalog(registry: PluginRegistry = PLUGINS) -> list[str]:
+    """One line per plugin type: `type  param=default, ...` (for `llmd epp --list-plugins`)."""
+    lines = []
+    for name in sorted(registry):
+        fields = registry[name].Params.model_fields
+        params = ", ".join(f"{f.alias or n}={f.get_default(call_default_factory=True)!r}"
+                           for n, f in fields.items())
+        lines.append(f"{name:32} {params or '(no parameters)'}")
+    return lines
 
 
 def load_objectives(path: Path) -> dict[str, int]:
