@@ -1,40 +1,49 @@
 """Envoy ext_proc (`envoy.service.ext_proc.v3.ExternalProcessor`) over grpcio aio.
 
-Envoy runs the filter with `request_body_mode: BUFFERED` (see gateway/envoy.py): the headers
-message is answered at once with an empty HeadersResponse (Envoy sends the body only after that
-answer), the whole body then arrives as one `request_body` with end_of_stream, and its answer
-carries the decision: header `x-gateway-destination-endpoint` (overwriting any client value),
-the same value in `envoy.lb` dynamic metadata, and clear_route_cache so the route that needs
-the header matches. Errors become ImmediateResponses with an OpenAI-style JSON body.
+Two request body modes, told apart by the `protocol_config` Envoy sends first:
+
+- `BUFFERED` (llmd's gateway, see gateway/envoy.py): the headers message is answered at once
+  with an empty HeadersResponse (Envoy sends the body only after that answer); the whole body
+  arrives as one `request_body` with end_of_stream and its answer carries the decision.
+- `FULL_DUPLEX_STREAMED` (GIE's EPP and the gateways configured for it): headers are held until
+  the body ends (or trailers arrive), then the decision goes out as the HeadersResponse and the
+  body is handed back as streamed chunks; response bodies are echoed chunk by chunk.
+
+The decision is header `x-gateway-destination-endpoint` (overwriting any client value), the same
+value in `envoy.lb` dynamic metadata, and clear_route_cache. Errors become ImmediateResponses
+with an OpenAI-style JSON body.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2
 
+from llmd.epp._extproc_msgs import (
+    DESTINATION_HEADER,
+    LB_METADATA_NAMESPACE,
+    header_dict,
+    immediate,
+    routed,
+    streamed_body,
+)
 from llmd.epp.director import Decision, Director
 from llmd.errors import PayloadTooLargeError, RequestError
 
-__all__ = ["DESTINATION_HEADER", "ExtProcServicer", "LB_METADATA_NAMESPACE"]
+__all__ = ["DESTINATION_HEADER", "ExtProcServicer", "LB_METADATA_NAMESPACE", "grpc_options"]
 
 log = logging.getLogger(__name__)
 
-DESTINATION_HEADER = "x-gateway-destination-endpoint"
-LB_METADATA_NAMESPACE = "envoy.lb"
-_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_DUPLEX = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
 
 
-class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
+class ExtProcServicer(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, director: Director, max_body_bytes: int) -> None:
         self.director = director
         self.max_body_bytes = max_body_bytes
@@ -42,92 +51,103 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
     async def Process(  # noqa: N802 (gRPC method name)
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        headers: dict[str, str] = {}
-        body = bytearray()
+        stream = _Stream(self)
         async for msg in request_iterator:
-            kind = msg.WhichOneof("request")
-            if kind == "request_headers":
-                headers = _headers(msg.request_headers.headers)
-                if msg.request_headers.end_of_stream:
-                    decision, response = self._answer("request_headers", headers, None)
-                    yield response
-                    self._after(decision)
-                else:
-                    yield pb.ProcessingResponse(request_headers=pb.HeadersResponse())
-            elif kind == "request_body":
-                body += msg.request_body.body
-                if len(body) > self.max_body_bytes:
-                    yield _immediate(PayloadTooLargeError(
-                        f"request body exceeds {self.max_body_bytes} bytes"))
-                    return
-                if msg.request_body.end_of_stream:
-                    decision, response = self._answer("request_body", headers, bytes(body))
-                    body.clear()
-                    yield response
-                    self._after(decision)
-            elif kind == "request_trailers":
-                yield pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
-            elif kind == "response_headers":
-                yield pb.ProcessingResponse(response_headers=pb.HeadersResponse())
-            elif kind == "response_body":
-                yield pb.ProcessingResponse(response_body=pb.BodyResponse())
-            elif kind == "response_trailers":
-                yield pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+            if msg.HasField("protocol_config"):
+                stream.configure(msg.protocol_config)
+            for response in stream.handle(msg):
+                yield response
+            stream.after()
+            if stream.closed:
+                return
 
-    def _answer(self, phase: str, headers: dict[str, str], body: bytes | None
-                ) -> tuple[Decision | None, pb.ProcessingResponse]:
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+
+class _Stream:
+    """One HTTP request's ext_proc exchange."""
+
+    def __init__(self, servicer: ExtProcServicer) -> None:
+        self.servicer = servicer
+        self.duplex_request = False
+        self.duplex_response = False
+        self.headers: dict[str, str] = {}
+        self.body = bytearray()
+        self.decided = False
+        self.closed = False
+        self._pending: Decision | None = None
+
+    def configure(self, config: pb.ProtocolConfiguration) -> None:
+        self.duplex_request = config.request_body_mode == _DUPLEX
+        self.duplex_response = config.response_body_mode == _DUPLEX
+
+    def handle(self, msg: pb.ProcessingRequest) -> Iterator[pb.ProcessingResponse]:
+        kind = msg.WhichOneof("request")
+        if kind == "request_headers":
+            self.headers = header_dict(msg.request_headers.headers)
+            if msg.request_headers.end_of_stream:
+                yield self._decide("request_headers", None)
+            elif not self.duplex_request:
+                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+        elif kind == "request_body":
+            yield from self._request_body(msg.request_body)
+        elif kind == "request_trailers":
+            if self.duplex_request and not self.decided:  # the body ended without end_of_stream
+                yield from self._decide_duplex(end_of_stream=False)
+            yield pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+        elif kind == "response_headers":
+            yield pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+        elif kind == "response_body":
+            if self.duplex_response:
+                yield from streamed_body("response", msg.response_body.body,
+                                         msg.response_body.end_of_stream)
+            else:
+                yield pb.ProcessingResponse(response_body=pb.BodyResponse())
+        elif kind == "response_trailers":
+            yield pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+    def after(self) -> None:
+        """PreRequest hooks, once the decision has been handed to gRPC."""
+        decision, self._pending = self._pending, None
+        if decision is not None:
+            self.servicer.director.after_decision(decision)
+
+    def _request_body(self, part: pb.HttpBody) -> Iterator[pb.ProcessingResponse]:
+        self.body += part.body
+        if len(self.body) > self.servicer.max_body_bytes:
+            self.closed = True
+            yield immediate(PayloadTooLargeError(
+                f"request body exceeds {self.servicer.max_body_bytes} bytes"))
+            return
+        if not part.end_of_stream:
+            return
+        if self.duplex_request:
+            yield from self._decide_duplex(end_of_stream=True)
+        else:
+            yield self._decide("request_body", bytes(self.body))
+            self.body.clear()
+
+    def _decide_duplex(self, *, end_of_stream: bool) -> Iterator[pb.ProcessingResponse]:
+        body = bytes(self.body)
+        self.body.clear()
+        answer = self._decide("request_headers", body)
+        yield answer
+        if not self.closed:
+            yield from streamed_body("request", body, end_of_stream)
+
+    def _decide(self, phase: str, body: bytes | None) -> pb.ProcessingResponse:
+        self.decided = True
+        request_id = self.headers.get("x-request-id") or uuid.uuid4().hex
+        path = self.headers.get(":path", "/")
         try:
-            decision = self.director.decide(request_id, headers.get(":path", "/"), headers, body)
+            decision = self.servicer.director.decide(request_id, path, self.headers, body)
         except RequestError as exc:
             log.debug("%s: %s %s", request_id, exc.status, exc.message)
-            return None, _immediate(exc)
-        return decision, _routed(phase, decision.endpoint)
-
-    def _after(self, decision: Decision | None) -> None:
-        # Runs once the answer has been handed to gRPC: index updates stay off the decision path.
-        if decision is not None:
-            self.director.after_decision(decision)
-
-
-def _headers(header_map: base_pb2.HeaderMap) -> dict[str, str]:
-    out = {}
-    for h in header_map.headers:
-        out[h.key.lower()] = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-    return out
-
-
-def _routed(phase: str, endpoint: str) -> pb.ProcessingResponse:
-    common = pb.CommonResponse(
-        header_mutation=pb.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=DESTINATION_HEADER, raw_value=endpoint.encode()),
-            append_action=_OVERWRITE,
-        )]),
-        clear_route_cache=True,
-    )
-    metadata = struct_pb2.Struct()
-    metadata.update({LB_METADATA_NAMESPACE: {DESTINATION_HEADER: endpoint}})
-    if phase == "request_headers":
-        return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common),
-                                     dynamic_metadata=metadata)
-    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common),
-                                 dynamic_metadata=metadata)
-
-
-def _immediate(exc: RequestError) -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
-        status=http_status_pb2.HttpStatus(code=exc.status),
-        headers=pb.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
-            append_action=_OVERWRITE,
-        )]),
-        body=json.dumps(exc.body()).encode(),
-        details=f"llmd_epp_{exc.status}",
-    ))
+            self.closed = True
+            return immediate(exc)
+        self._pending = decision
+        return routed(phase, decision.endpoint)
 
 
 def grpc_options(max_body_bytes: int) -> list[tuple[str, int]]:
-    """Server options: bodies arrive as one message, so the limit follows the body limit."""
+    """Server options: a buffered body arrives as one message, so the limit follows the body."""
     size = max_body_bytes + 64 * 1024
     return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
-

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from llmd.gateway.envoy import FailureMode, GatewaySpec, render_bootstrap
+from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec, render_bootstrap
 from llmd.gateway.runner import EnvoyGateway, GatewayError, find_envoy
 
 __all__ = [
     "EnvoyGateway",
+    "ExtProcMode",
     "FailureMode",
     "GatewayError",
     "GatewaySpec",

@@ -5,7 +5,9 @@ The shape follows ../shared/reference/envoy-extproc.md (checked with Envoy 1.40)
 - `header_mutation` first strips any client-sent `x-gateway-destination-endpoint`, so only the
   EPP can choose an endpoint;
 - `ext_proc` to the EPP cluster (HTTP/2) with `request_body_mode: BUFFERED`; the response path
-  is skipped (`response_header_mode: SKIP`, `response_body_mode: NONE`);
+  is skipped (`response_header_mode: SKIP`, `response_body_mode: NONE`). `ext_proc_mode:
+  full-duplex` uses GIE's `FULL_DUPLEX_STREAMED` both ways instead (what other Gateway API
+  inference gateways send the EPP);
 - route 1: requests carrying the EPP's header go to the `ORIGINAL_DST` cluster keyed on it
   (`timeout: 0s`: no whole-request limit for long streams);
 - route 2: requests without it (the EPP is down or timed out) follow the pool's failure mode:
@@ -27,9 +29,10 @@ from llmd.config import LlmdModel
 from llmd.epp import DESTINATION_HEADER
 from llmd.errors import error_body
 
-__all__ = ["FailureMode", "GatewaySpec", "render_bootstrap"]
+__all__ = ["ExtProcMode", "FailureMode", "GatewaySpec", "render_bootstrap"]
 
 FailureMode = Literal["FailOpen", "FailClose"]
+ExtProcMode = Literal["buffered", "full-duplex"]
 
 _T = "type.googleapis.com/envoy."
 _BIG = 1_000_000  # circuit-breaker limits: llmd's admission is the EPP, not Envoy's defaults
@@ -43,6 +46,9 @@ class GatewaySpec(LlmdModel):
     admin_port: int = Field(0, ge=0, lt=65536)
     epp: str | None = Field(None, description="EPP ext_proc address host:port; None = no EPP")
     failure_mode: FailureMode = "FailClose"
+    ext_proc_mode: ExtProcMode = Field(
+        "buffered", description="buffered: llmd's default, response path skipped; full-duplex: "
+        "GIE's FULL_DUPLEX_STREAMED both ways, as Gateway API inference gateways configure it")
     fallback_endpoints: tuple[str, ...] = Field(
         (), description="ip:port endpoints for FailOpen (and round-robin without an EPP)"
     )
@@ -125,15 +131,26 @@ def _ext_proc_filter(spec: GatewaySpec) -> dict[str, Any]:
                          "timeout": _dur(spec.ext_proc_message_timeout_s)},
         "failure_mode_allow": True,  # the no-header route applies FailOpen/FailClose
         "message_timeout": _dur(spec.ext_proc_message_timeout_s),
-        "processing_mode": {
-            "request_header_mode": "SEND",
-            "request_body_mode": "BUFFERED",
-            "request_trailer_mode": "SKIP",
-            "response_header_mode": "SKIP",
-            "response_body_mode": "NONE",
-            "response_trailer_mode": "SKIP",
-        },
+        "processing_mode": _DUPLEX_MODE if spec.ext_proc_mode == "full-duplex" else _BUFFERED_MODE,
     }}
+
+
+_BUFFERED_MODE = {
+    "request_header_mode": "SEND",
+    "request_body_mode": "BUFFERED",
+    "request_trailer_mode": "SKIP",
+    "response_header_mode": "SKIP",
+    "response_body_mode": "NONE",
+    "response_trailer_mode": "SKIP",
+}
+_DUPLEX_MODE = {
+    "request_header_mode": "SEND",
+    "request_body_mode": "FULL_DUPLEX_STREAMED",
+    "request_trailer_mode": "SEND",
+    "response_header_mode": "SEND",
+    "response_body_mode": "FULL_DUPLEX_STREAMED",
+    "response_trailer_mode": "SEND",
+}
 
 
 def _epp_cluster(spec: GatewaySpec) -> dict[str, Any]:

@@ -1,0 +1,70 @@
+"""Builders for ext_proc ProcessingResponses (header mutation, streamed body, errors)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+
+from llmd.errors import RequestError
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+LB_METADATA_NAMESPACE = "envoy.lb"
+BODY_CHUNK_BYTES = 62_000  # what GIE re-sends per message (pkg/common/envoy/chunking.go)
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def header_dict(header_map: base_pb2.HeaderMap) -> dict[str, str]:
+    out = {}
+    for h in header_map.headers:
+        out[h.key.lower()] = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+    return out
+
+
+def routed(phase: str, endpoint: str) -> pb.ProcessingResponse:
+    """The decision, as the answer to `phase` (request_headers or request_body)."""
+    common = pb.CommonResponse(
+        header_mutation=pb.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=DESTINATION_HEADER, raw_value=endpoint.encode()),
+            append_action=_OVERWRITE,
+        )]),
+        clear_route_cache=True,
+    )
+    metadata = struct_pb2.Struct()
+    metadata.update({LB_METADATA_NAMESPACE: {DESTINATION_HEADER: endpoint}})
+    if phase == "request_headers":
+        return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common),
+                                     dynamic_metadata=metadata)
+    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common),
+                                 dynamic_metadata=metadata)
+
+
+def streamed_body(phase: str, body: bytes, end_of_stream: bool
+                  ) -> Iterator[pb.ProcessingResponse]:
+    """FULL_DUPLEX_STREAMED: hand `body` back to Envoy in chunks (`phase`: request/response)."""
+    chunks = [body[i : i + BODY_CHUNK_BYTES] for i in range(0, len(body), BODY_CHUNK_BYTES)]
+    chunks = chunks or [b""]
+    for i, chunk in enumerate(chunks):
+        last = end_of_stream and i == len(chunks) - 1
+        mutation = pb.BodyMutation(
+            streamed_response=pb.StreamedBodyResponse(body=chunk, end_of_stream=last))
+        answer = pb.BodyResponse(response=pb.CommonResponse(body_mutation=mutation))
+        yield (pb.ProcessingResponse(request_body=answer) if phase == "request"
+               else pb.ProcessingResponse(response_body=answer))
+
+
+def immediate(exc: RequestError) -> pb.ProcessingResponse:
+    """An error answered by Envoy itself: status + OpenAI-style JSON body."""
+    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=exc.status),
+        headers=pb.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
+            append_action=_OVERWRITE,
+        )]),
+        body=json.dumps(exc.body()).encode(),
+        details=f"llmd_epp_{exc.status}",
+    ))
