@@ -120,6 +120,9 @@ def epp(
     scrape_timeout_s: Annotated[float, typer.Option(help="timeout of one scrape")] = 1.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     list_plugins: Annotated[bool, typer.Option(help="print plugin types and parameters")] = False,
+    kubernetes: Annotated[bool, typer.Option(
+        help="watch the InferencePool --pool-name's ready pods through the Kubernetes API "
+             "(in a pod, with its service account)")] = False,
 ) -> None:
     """Run the endpoint picker (Envoy ext_proc) over a static pool of endpoints."""
     from pathlib import Path
@@ -153,11 +156,23 @@ def epp(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
+    discovery = None
+    if kubernetes:
+        from llmd.epp.discovery_k8s import KubeApi, KubernetesDiscovery
+
+        try:
+            discovery = KubernetesDiscovery(KubeApi.in_cluster(), pool_namespace,
+                                            pool_name=pool_name)
+        except LlmdError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
     def announce(ports: Listening) -> None:
         for line in ports.lines():
             print(line, flush=True)
 
-    run_service(lambda stop: serve(settings, stop, on_listening=announce), log_level=log_level)
+    run_service(lambda stop: serve(settings, stop, discovery=discovery, on_listening=announce),
+                log_level=log_level)
 
 
 @app.command()

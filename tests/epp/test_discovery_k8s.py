@@ -159,3 +159,18 @@ def test_in_cluster_needs_the_service_env(monkeypatch: pytest.MonkeyPatch) -> No
 ])
 def test_pod_endpoints(pod: dict[str, Any], expected: list[str]) -> None:
     assert _ids(pod_endpoints(pod, SELECTOR, [8000])) == expected
+
+
+def test_epp_cli_kubernetes_outside_a_pod_exits_2() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from llmd.cli import main; main()", "epp", "--kubernetes",
+         "--pool-name", "qwen", "--pool-namespace", NS, "--grpc-port", "0",
+         "--grpc-health-port", "0", "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "KUBERNETES_SERVICE_HOST is not set" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,7 +1,7 @@
 """Beyond the chart: the InferencePool, the EPP that picks its endpoints, an HTTPRoute to it.
 
-The EPP runs `llmd epp` on the pool named by `--pool-name`/`--pool-namespace` (the pods come
-from watching the InferencePool); the other flags are `llmd epp`'s, named as llm-d's EPP names
+The EPP runs `llmd epp --kubernetes` on the pool named by `--pool-name`/`--pool-namespace`
+(its pods come from watching the InferencePool, `llmd.epp.discovery_k8s`); the other flags are `llmd epp`'s, named as llm-d's EPP names
 them (`--config-file`, `--grpc-port`, `--grpc-health-port`, `--metrics-port`).
 """
 
@@ -110,7 +110,8 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool) -> list[d
                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": names.meta(name),
                   "data": {CONFIG_FILE: yaml.safe_dump(config, sort_keys=False)}}
-    args = ["--host=0.0.0.0", f"--pool-name={pool}", "--pool-namespace=$(NAMESPACE)",
+    args = ["--kubernetes", "--host=0.0.0.0", f"--pool-name={pool}",
+            "--pool-namespace=$(NAMESPACE)",
             f"--config-file=/config/{CONFIG_FILE}",
             f"--grpc-port={EPP_PORTS['grpc']}", f"--grpc-health-port={EPP_PORTS['grpc-health']}",
             f"--metrics-port={EPP_PORTS['metrics']}", *epp.extra_args]
