@@ -42,6 +42,7 @@ SERVED_BY_HEADER = "x-llmd-served-by"
 _GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/generate"})
 # Prompts longer than this are tokenized off the event loop (HF tokenizers release the GIL).
 _INLINE_TOKENIZE_CHARS = 16_384
+_COALESCE_BYTES = 64 * 1024
 
 
 def build_app(state: SimState) -> web.Application:
@@ -175,13 +176,20 @@ async def _run(request: web.Request, gen: GenRequest, fmt: Format,
                                            "Cache-Control": "no-cache"})
         await resp.prepare(request)
         try:
-            head = fmt.head(seq)
+            # Each chunk is written as soon as the next token would take time. When it would
+            # not (time scale 0), the chunks are still separate SSE events but share one write:
+            # a write per token would cost the simulator most of its CPU at zero latency.
+            pending = [fmt.head(seq)]
+            size = 0
             while not seq.finished:
-                data = head + fmt.chunk(seq, await seq.step())
-                head = b""
-                if data:
-                    await resp.write(data)
-            await resp.write(fmt.tail(seq))
+                data = fmt.chunk(seq, await seq.step())
+                pending.append(data)
+                size += len(data)
+                if size >= _COALESCE_BYTES or (engine.itl_s() > 0 and not seq.finished):
+                    await resp.write(b"".join(pending))
+                    pending, size = [], 0
+            pending.append(fmt.tail(seq))
+            await resp.write(b"".join(pending))
             await resp.write_eof()
         except ConnectionResetError:
             log.debug("client went away mid-stream; sequence released")

@@ -188,6 +188,7 @@ class Sequence:
         self.alloc: Allocation | None = None
         self.cached_tokens = 0
         self.choices = [self._choice(engine, req, i) for i in range(req.n)]
+        self._live = list(self.choices)  # choices not finished yet
         block = cfg.block_size
         self.keys = engine.hasher.hashes(req.prompt_ids)
         # vLLM always recomputes the prompt's last token, so a fully cached prompt reuses one
@@ -217,7 +218,7 @@ class Sequence:
 
     @property
     def finished(self) -> bool:
-        return all(c.finish_reason is not None for c in self.choices)
+        return not self._live
 
     @property
     def completion_tokens(self) -> int:
@@ -241,10 +242,11 @@ class Sequence:
         if self.first_token_s is not None:
             await engine._pause(engine.itl_s())
         events = []
-        for c in self.choices:
-            if c.finish_reason is None:
-                tid, text = c.step()
-                events.append(TokenEvent(c.index, tid, text, c.finish_reason))
+        for c in self._live:
+            tid, text = c.step()
+            events.append(TokenEvent(c.index, tid, text, c.finish_reason))
+        if any(ev.finish_reason is not None for ev in events):
+            self._live = [c for c in self._live if c.finish_reason is None]
         now = engine.clock()
         if self.first_token_s is None:
             self.first_token_s = now
