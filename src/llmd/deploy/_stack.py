@@ -73,7 +73,7 @@ def _pool(values: Values, names: Names, name: str, epp: str | None) -> dict[str,
 
 def default_epp_config(pd: bool) -> dict[str, Any]:
     """llm-d's default scorers (queue 2, KV utilisation 2, prefix 3); with P/D, a decode and a
-    prefill profile behind the disaggregation profile handler."""
+    prefill profile behind llm-d's `disagg-profile-handler` and `prefix-based-pd-decider`."""
     scorers = [("queue-scorer", 2), ("kv-cache-utilization-scorer", 2),
                ("prefix-cache-scorer", 3)]
     plugins: list[dict[str, Any]] = [{"type": t} for t, _ in scorers]
@@ -83,8 +83,12 @@ def default_epp_config(pd: bool) -> dict[str, Any]:
         plugins.insert(0, {"type": "single-profile-handler"})
         profiles = [{"name": "default", "plugins": [*refs, {"pluginRef": "max-score-picker"}]}]
     else:
-        plugins = [{"type": "disagg-profile-handler"}, {"type": "decode-filter"},
-                   {"type": "prefill-filter"}, *plugins]
+        # llm-d's P/D scheduling: decode first, then prefill when the decider approves (a prompt
+        # whose uncached part on the chosen decode endpoint is at least 16 tokens).
+        plugins = [{"type": "disagg-profile-handler",
+                    "parameters": {"deciders": {"prefill": "prefix-based-pd-decider"}}},
+                   {"type": "prefix-based-pd-decider", "parameters": {"nonCachedTokens": 16}},
+                   {"type": "decode-filter"}, {"type": "prefill-filter"}, *plugins]
         profiles = [
             {"name": name, "plugins": [{"pluginRef": f"{name}-filter"}, *refs,
                                        {"pluginRef": "max-score-picker"}]}

@@ -1,0 +1,34 @@
+"""The EndpointPickerConfig `llmd render` puts in the EPP's ConfigMap loads in `llmd epp`."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from llmd.deploy import default_epp_config, render_files
+from llmd.epp.config import load_config
+from llmd.epp.plugins import PLUGINS
+
+from ._cases import EXAMPLES
+
+
+def test_aggregated_config_loads() -> None:
+    config = load_config(text=yaml.safe_dump(default_epp_config(pd=False)))
+    assert "queue-scorer" in config.describe()
+
+
+def test_pd_config_loads() -> None:
+    if "disagg-profile-handler" not in PLUGINS:
+        pytest.skip("llmd's EPP has no disagg-profile-handler yet (P/D scheduling, issue 5)")
+    load_config(text=yaml.safe_dump(default_epp_config(pd=True)))
+
+
+def test_configmap_holds_the_config_the_deployment_reads() -> None:
+    objects = render_files([EXAMPLES / "values-sglang.yaml"], release="r").objects
+    config_map = next(o for o in objects if o["kind"] == "ConfigMap")
+    deployment = next(o for o in objects if o["kind"] == "Deployment"
+                      and o["metadata"]["name"] == "r-llm-d-modelservice-epp")
+    (name, text), = config_map["data"].items()
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--config-file=/config/{name}" in args
+    assert yaml.safe_load(text) == default_epp_config(pd=False)
