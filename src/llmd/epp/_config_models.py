@@ -16,7 +16,7 @@ class PluginSpec(LlmdModel):
     """`plugins[]`: `name` defaults to `type`."""
 
     type: str = Field(min_length=1)
-    name: str | None = Field(None, min_length=1)
+    name: str | None = Field(default=None, min_length=1)
     parameters: dict[str, Any] | None = None
 
     @property
@@ -26,7 +26,7 @@ class PluginSpec(LlmdModel):
 
 class ProfilePluginRef(LlmdModel):
     plugin_ref: str
-    weight: float | None = Field(None, ge=0)
+    weight: float | None = Field(default=None, ge=0)
 
 
 class ProfileSpec(LlmdModel):

@@ -42,9 +42,9 @@ class EppSettings(LlmdModel):
     """How to run the EPP (CLI flags). Ports 0 bind ephemeral ports (reported via Listening)."""
 
     host: str = "127.0.0.1"
-    grpc_port: int = Field(9002, ge=0, lt=65536)
-    health_port: int = Field(9003, ge=0, lt=65536)
-    metrics_port: int = Field(9090, ge=0, lt=65536)
+    grpc_port: int = Field(default=9002, ge=0, lt=65536)
+    health_port: int = Field(default=9003, ge=0, lt=65536)
+    metrics_port: int = Field(default=9090, ge=0, lt=65536)
     config_file: Path | None = None
     config_text: str | None = None
     objectives_file: Path | None = None
@@ -52,11 +52,11 @@ class EppSettings(LlmdModel):
     endpoints_file: Path | None = None
     pool_name: str = "llmd"
     pool_namespace: str = "default"
-    refresh_metrics_interval_s: float = Field(0.05, gt=0)
-    scrape_timeout_s: float = Field(1.0, gt=0)
-    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
-    max_endpoints: int = Field(4096, gt=0)
-    drain_timeout_s: float = Field(5.0, ge=0)
+    refresh_metrics_interval_s: float = Field(default=0.05, gt=0)
+    scrape_timeout_s: float = Field(default=1.0, gt=0)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_endpoints: int = Field(default=4096, gt=0)
+    drain_timeout_s: float = Field(default=5.0, ge=0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,20 +42,21 @@ class GatewaySpec(LlmdModel):
     """What the gateway listens on and where it sends requests. Port 0: ephemeral."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, lt=65536)
-    admin_port: int = Field(0, ge=0, lt=65536)
-    epp: str | None = Field(None, description="EPP ext_proc address host:port; None = no EPP")
+    port: int = Field(default=8080, ge=0, lt=65536)
+    admin_port: int = Field(default=0, ge=0, lt=65536)
+    epp: str | None = Field(default=None, description="EPP ext_proc host:port; None = no EPP")
     failure_mode: FailureMode = "FailClose"
     ext_proc_mode: ExtProcMode = Field(
-        "buffered", description="buffered: llmd's default, response path skipped; full-duplex: "
-        "GIE's FULL_DUPLEX_STREAMED both ways, as Gateway API inference gateways configure it")
+        default="buffered",
+        description="buffered: llmd's default, response path skipped; full-duplex: GIE's "
+        "FULL_DUPLEX_STREAMED both ways, as Gateway API inference gateways configure it")
     fallback_endpoints: tuple[str, ...] = Field(
         (), description="ip:port endpoints for FailOpen (and round-robin without an EPP)"
     )
-    ext_proc_message_timeout_s: float = Field(10.0, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
-    stream_idle_timeout_s: float = Field(3600.0, ge=0)
-    max_request_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    ext_proc_message_timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    stream_idle_timeout_s: float = Field(default=3600.0, ge=0)
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
     @field_validator("epp", "fallback_endpoints")
     @classmethod

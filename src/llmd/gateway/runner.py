@@ -109,8 +109,9 @@ class EnvoyGateway:
         else:
             workdir = self._workdir
             workdir.mkdir(parents=True, exist_ok=True)
-        supervisor = self._supervisor or await self._stack.enter_async_context(
-            Supervisor(self.stop_timeout_s))
+        supervisor = self._supervisor
+        if supervisor is None:
+            supervisor = await self._stack.enter_async_context(Supervisor(self.stop_timeout_s))
         config = workdir / "envoy.json"
         config.write_text(json.dumps(render_bootstrap(self.spec), indent=1))
         admin_file = workdir / "admin-address"

@@ -10,7 +10,7 @@ from llmd.config import LlmdModel
 
 
 class PickerParams(LlmdModel):
-    max_num_of_endpoints: int = Field(1, gt=0, description="targets returned, best first")
+    max_num_of_endpoints: int = Field(default=1, gt=0, description="targets returned, best first")
 
 
 class PickerBase:

@@ -60,9 +60,9 @@ class ApproxPrefixCacheProducer:
     type: ClassVar[str] = "approx-prefix-cache-producer"
 
     class Params(LlmdModel):
-        block_size_tokens: int = Field(16, gt=0, description="tokens per block (× 4 characters)")
-        max_prefix_blocks_to_match: int = Field(256, gt=0)
-        lru_capacity_per_server: int = Field(31250, gt=0, description="blocks per endpoint")
+        block_size_tokens: int = Field(default=16, gt=0, description="tokens per block (× 4 chars)")
+        max_prefix_blocks_to_match: int = Field(default=256, gt=0)
+        lru_capacity_per_server: int = Field(default=31250, gt=0, description="blocks per endpoint")
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params

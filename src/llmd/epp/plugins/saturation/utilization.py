@@ -38,14 +38,14 @@ class UtilizationDetector:
     type: ClassVar[str] = "utilization-detector"
 
     class Params(LlmdModel):
-        queue_depth_threshold: int = Field(5, gt=0)
-        kv_cache_util_threshold: float = Field(0.8, gt=0, le=1)
+        queue_depth_threshold: int = Field(default=5, gt=0)
+        kv_cache_util_threshold: float = Field(default=0.8, gt=0, le=1)
         # llm-d's default is 200ms; llmd uses the 2 s so a busy 2-core host does not
         # mark a healthy pool saturated between two 50 ms scrapes.
         metrics_staleness_threshold: float = Field(
-            2.0, description="seconds, or a duration string like llm-d's `200ms`"
+            default=2.0, description="seconds, or a duration string like llm-d's `200ms`"
         )
-        headroom: float = Field(0.0, ge=0)
+        headroom: float = Field(default=0.0, ge=0)
 
         @field_validator("metrics_staleness_threshold", mode="before")
         @classmethod

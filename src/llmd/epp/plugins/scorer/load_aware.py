@@ -18,7 +18,7 @@ class LoadAwareScorer:
     type: ClassVar[str] = "load-aware-scorer"
 
     class Params(LlmdModel):
-        threshold: int = Field(128, gt=0, description="waiting requests that score 0")
+        threshold: int = Field(default=128, gt=0, description="waiting requests that score 0")
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params

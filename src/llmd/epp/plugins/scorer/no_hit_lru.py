@@ -28,7 +28,7 @@ class NoHitLruScorer:
     requires: ClassVar[tuple[str, ...]] = (ApproxPrefixCacheProducer.type,)
 
     class Params(LlmdModel):
-        lru_size: int = Field(1024, gt=0, description="endpoints remembered")
+        lru_size: int = Field(default=1024, gt=0, description="endpoints remembered")
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params
