@@ -221,3 +221,5 @@ async def test_epp_health_and_decision_metrics(
     assert routed == 3
     assert 'llmd_epp_decisions_total{endpoint="",outcome="bad_request"} 1.0' in text
     assert "llmd_epp_decision_duration_seconds_count 4.0" in text
+    for plugin in ("approx-prefix-cache-producer", "queue-scorer", "max-score-picker"):
+        assert f'llmd_epp_plugin_duration_seconds_count{{plugin="{plugin}"}} 3.0' in text

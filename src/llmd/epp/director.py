@@ -49,6 +49,8 @@ class Director:
         self.store, self.config, self.metrics = store, config, metrics
         self.objectives = dict(config.objectives) | dict(objectives or {})
         self.rng = rng or random.Random()
+        if metrics is not None:
+            config.scheduler.timer = metrics.observe_plugin
 
     def decide(
         self, request_id: str, path: str, headers: Mapping[str, str], body: bytes | None

@@ -30,7 +30,19 @@ class EppMetrics:
         self.endpoints = Gauge(
             "llmd_epp_pool_endpoints", "Endpoints in the pool", registry=registry,
         )
+        self.plugin_seconds = Histogram(
+            "llmd_epp_plugin_duration_seconds", "Time spent in each configured plugin per call",
+            ["plugin"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self._plugin_children: dict[str, Histogram] = {}
         self.saturation = Gauge(
             "llmd_epp_pool_saturation_ratio", "Pool saturation at the last decision",
             registry=registry,
         )
+
+    def observe_plugin(self, plugin: str, seconds: float) -> None:
+        """A `PluginTimer`: plugin names come from the config, so the label set is bounded."""
+        child = self._plugin_children.get(plugin)
+        if child is None:
+            child = self._plugin_children[plugin] = self.plugin_seconds.labels(plugin)
+        child.observe(seconds)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 
 from llmd.epp.datastore import PoolSnapshot
 from llmd.epp.plugins.base import (
@@ -19,9 +20,16 @@ from llmd.epp.plugins.base import (
 )
 from llmd.epp.request import InferenceRequest
 
-__all__ = ["Scheduler", "SchedulerProfile", "WeightedScorer"]
+__all__ = ["PluginTimer", "Scheduler", "SchedulerProfile", "WeightedScorer"]
 
 log = logging.getLogger(__name__)
+
+PluginTimer = Callable[[str, float], None]
+"""Receives (plugin name, seconds) for every plugin call the framework makes."""
+
+
+def _ignore(name: str, seconds: float) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +47,13 @@ class SchedulerProfile:
     scorers: tuple[WeightedScorer, ...]
     picker: Picker
 
-    def run(self, request: InferenceRequest, pool: PoolSnapshot) -> ProfileResult | None:
-        """Filter, score and pick; None when no candidate is left."""
+    def run(self, request: InferenceRequest, pool: PoolSnapshot,
+            timer: PluginTimer = _ignore) -> ProfileResult | None:
+        """Filter, score and pick, timing each plugin; None when no candidate is left."""
         for f in self.filters:
+            t0 = perf_counter()
             kept = f.filter(request, pool)
+            timer(f.name, perf_counter() - t0)
             if not kept:
                 log.debug("%s: filter %s left no candidate", request.request_id, f.name)
                 return None
@@ -50,14 +61,18 @@ class SchedulerProfile:
         candidates = pool.candidates
         totals = dict.fromkeys((ep.id for ep in candidates), 0.0)
         for ws in self.scorers:
+            t0 = perf_counter()
             scores = ws.scorer.score(request, pool)
+            timer(ws.scorer.name, perf_counter() - t0)
             weight = ws.weight
             for ep_id, value in scores.items():
                 if ep_id in totals:
                     clamped = 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
                     totals[ep_id] += weight * clamped
         scored = [(ep, totals[ep.id]) for ep in candidates]
+        t0 = perf_counter()
         targets = self.picker.pick(request, scored)
+        timer(self.picker.name, perf_counter() - t0)
         return ProfileResult(targets) if targets else None
 
 
@@ -75,18 +90,22 @@ class Scheduler:
         self.profiles = dict(profiles)
         self.producers = tuple(producers)
         self.hooks = tuple(hooks)
+        self.timer: PluginTimer = _ignore
 
     def schedule(self, request: InferenceRequest, pool: PoolSnapshot) -> SchedulingResult | None:
         """The decision for `request`; None when no endpoint can serve it."""
+        timer = self.timer
         for producer in self.producers:
+            t0 = perf_counter()
             request.data[producer.type] = producer.produce(request, pool)
+            timer(producer.name, perf_counter() - t0)
         results: dict[str, ProfileResult | None] = {}
         for _ in range(len(self.profiles) + 1):  # a handler never needs more rounds
             todo = self.handler.pick(request, self.profiles, results)
             if not todo:
                 break
             for name, profile in todo.items():
-                results[name] = profile.run(request, pool)
+                results[name] = profile.run(request, pool, timer)
         return self.handler.process_results(request, results)
 
     def after_decision(
