@@ -5,6 +5,8 @@ from __future__ import annotations
 import xxhash
 from _pool import ep, pool, req
 
+from llmd.engines import EndpointMetrics
+from llmd.epp import Endpoint
 from llmd.epp.plugins import (
     ApproxPrefixCacheProducer,
     NoHitLruScorer,
@@ -100,3 +102,24 @@ def test_no_hit_lru_spreads_cold_requests_and_is_neutral_when_warm() -> None:
     warm = req(prompt="cold-one")
     warm.data[producer.type] = producer.produce(warm, p)
     assert lru.score(warm, p) == {A.id: 0.5, B.id: 0.5}
+
+
+def test_auto_tune_uses_each_endpoints_block_size_and_capacity() -> None:
+    def tuned(port: int, block_size: int, total_blocks: int) -> Endpoint:
+        base = ep(port)
+        return Endpoint(base.id, base.spec, EndpointMetrics(block_size=block_size,
+                                                            total_blocks=total_blocks),
+                        base.metrics_at)
+
+    small, large = tuned(8001, 1, 2), tuned(8002, 2, 100)  # 4- and 8-character blocks
+    producer = _producer(block_size_tokens=16, auto_tune=True)
+    p = pool(small, large)
+    r = req(prompt="aaaabbbbcccc")
+    match = r.data[producer.type] = producer.produce(r, p)
+    assert len(match.hashes_for(small.id)) == 3 and len(match.hashes_for(large.id)) == 2
+    assert len(match.hashes) == 1  # the configured 64-character block
+    producer.pre_request(r, _chosen(small, prefill=large), p)
+    again = producer.produce(req(prompt="aaaabbbbcccc"), p)
+    # small's LRU holds only its 2 newest blocks (total_blocks=2): the first was evicted.
+    assert again.matched == {small.id: 0, large.id: 2}
+    assert again.ratio(large.id) == 1.0

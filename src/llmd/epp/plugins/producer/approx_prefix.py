@@ -7,19 +7,24 @@ hashes its bytes followed by the previous hash as 8 little-endian bytes. Each en
 LRU of block hashes (capacity `lruCapacityPerServer`); a request matches an endpoint greedily,
 up to the first block it lacks. The LRU is updated after the decision, for the endpoints that
 were actually chosen (primary and `prefill` profile), never while scoring.
+
+With `autoTune`, an endpoint that reports its KV block size (vLLM `block_size`, SGLang
+`page_size`) and block count is matched with blocks of that many tokens × 4 characters and an
+LRU of that many blocks, as llm-d does; others keep the configured values.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import xxhash
 from pydantic import Field
 
 from llmd.config import LlmdModel
-from llmd.epp.datastore import EndpointId, PoolSnapshot
+from llmd.epp.datastore import Endpoint, EndpointId, PoolSnapshot
 from llmd.epp.plugins.base import SchedulingResult
 from llmd.epp.request import InferenceRequest
 
@@ -30,13 +35,21 @@ PREFILL_PROFILE = "prefill"
 
 @dataclass(frozen=True, slots=True)
 class PrefixMatch:
-    """The request's block hashes and, per candidate, how many leading blocks it holds."""
+    """The request's block hashes and, per candidate, how many leading blocks it holds.
+
+    `chains` holds the endpoints whose (auto-tuned) block size differs from the configured one.
+    """
 
     hashes: tuple[int, ...]
     matched: dict[EndpointId, int]
+    chains: Mapping[EndpointId, tuple[int, ...]] = field(default_factory=dict)
+
+    def hashes_for(self, ep_id: EndpointId) -> tuple[int, ...]:
+        return self.chains.get(ep_id, self.hashes)
 
     def ratio(self, ep_id: EndpointId) -> float:
-        return self.matched.get(ep_id, 0) / len(self.hashes) if self.hashes else 0.0
+        hashes = self.hashes_for(ep_id)
+        return self.matched.get(ep_id, 0) / len(hashes) if hashes else 0.0
 
     @property
     def any_hit(self) -> bool:
@@ -63,6 +76,8 @@ class ApproxPrefixCacheProducer:
         block_size_tokens: int = Field(default=16, gt=0, description="tokens per block (× 4 chars)")
         max_prefix_blocks_to_match: int = Field(default=256, gt=0)
         lru_capacity_per_server: int = Field(default=31250, gt=0, description="blocks per endpoint")
+        auto_tune: bool = Field(default=False, description="use each endpoint's reported "
+                                "KV block size and block count")
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params
@@ -71,19 +86,39 @@ class ApproxPrefixCacheProducer:
         self._generation = -1
 
     def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> PrefixMatch:
-        hashes = block_hashes(request.prompt, request.model, self._block_chars,
-                              self.params.max_prefix_blocks_to_match, request.cache_salt)
+        by_size: dict[int, tuple[int, ...]] = {}
+
+        def chain(block_chars: int) -> tuple[int, ...]:
+            if block_chars not in by_size:
+                by_size[block_chars] = block_hashes(
+                    request.prompt, request.model, block_chars,
+                    self.params.max_prefix_blocks_to_match, request.cache_salt)
+            return by_size[block_chars]
+
+        hashes = chain(self._block_chars)
         matched: dict[EndpointId, int] = {}
+        chains: dict[EndpointId, tuple[int, ...]] = {}
         for ep in pool.candidates:
+            own = hashes
+            if self.params.auto_tune and (size := self._block_chars_of(ep)) != self._block_chars:
+                own = chains[ep.id] = chain(size)
             lru = self._index.get(ep.id)
             n = 0
             if lru:
-                for h in hashes:
+                for h in own:
                     if h not in lru:
                         break
                     n += 1
             matched[ep.id] = n
-        return PrefixMatch(hashes, matched)
+        return PrefixMatch(hashes, matched, chains)
+
+    def _block_chars_of(self, ep: Endpoint) -> int:
+        size = ep.metrics.block_size
+        return size * 4 if size else self._block_chars
+
+    def _capacity_of(self, ep: Endpoint) -> int:
+        blocks = ep.metrics.total_blocks if self.params.auto_tune else None
+        return blocks or self.params.lru_capacity_per_server
 
     def pre_request(
         self, request: InferenceRequest, result: SchedulingResult, pool: PoolSnapshot
@@ -93,20 +128,21 @@ class ApproxPrefixCacheProducer:
             return
         if pool.generation != self._generation:
             self._prune(pool)
-        chosen = [result.destination.id]
+        chosen = [result.destination]
         prefill = result.results.get(PREFILL_PROFILE)
         if prefill is not None and prefill.targets and result.primary != PREFILL_PROFILE:
-            chosen.append(prefill.targets[0].id)
-        for ep_id in chosen:
-            self.record(ep_id, match.hashes)
+            chosen.append(prefill.targets[0])
+        for ep in chosen:
+            self.record(ep.id, match.hashes_for(ep.id), self._capacity_of(ep))
 
-    def record(self, ep_id: EndpointId, hashes: tuple[int, ...]) -> None:
+    def record(self, ep_id: EndpointId, hashes: tuple[int, ...], capacity: int | None = None
+               ) -> None:
         """Mark `hashes` as cached on `ep_id` (most recent last), evicting the oldest blocks."""
         lru = self._index.setdefault(ep_id, OrderedDict())
         for h in hashes:
             lru[h] = None
             lru.move_to_end(h)
-        cap = self.params.lru_capacity_per_server
+        cap = capacity or self.params.lru_capacity_per_server
         while len(lru) > cap:
             lru.popitem(last=False)
 
