@@ -80,12 +80,12 @@ CASES = [
     pytest.param({"routing": {"proxy": {"secure": True}}},
                  "routing.proxy.secure: `llmd sidecar` has no --secure-proxy",
                  id="secure-proxy"),
-    pytest.param({"accelerator": {"dra": True}},
-                 "accelerator.dra: Dynamic Resource Allocation is not rendered by llmd yet",
-                 id="dra"),
     pytest.param({"dra": {"enabled": True, "type": "nvidia"}},
-                 "dra.enabled: Dynamic Resource Allocation is not rendered by llmd yet",
-                 id="v0.3.8-dra"),
+                 "dra.enabled: v0.3.8's top-level `dra` block was replaced in chart v0.4.0; "
+                 "set accelerator.dra: true", id="v0.3.8-dra"),
+    pytest.param({"requester": {"enable": True}},
+                 "requester.enable: the fast-model-actuation requester is not rendered",
+                 id="requester"),
 ]
 
 

@@ -83,3 +83,20 @@ def test_parallelism_follows_the_fields_set(engine: str, tmp_path: Path) -> None
     args = c["args"] if "args" in c else c["command"]
     assert args[args.index("--tensor-parallel-size") + 1] == "2"
     assert args[args.index("--data-parallel-size") + 1] == "4"
+
+
+def test_user_maps_extend_the_chart_defaults(tmp_path: Path) -> None:
+    """As with Helm, a values file's labels add to `llm-d.ai/inference-serving: "true"`."""
+    path = _write(tmp_path / "v.yaml", {
+        "modelArtifacts": {"labels": {"llm-d.ai/model": "m"}},
+        "accelerator": {"resources": {"amd": "amd.com/gpu2"}},
+        "decode": {"containers": [{"image": "img", "modelCommand": "vllmServe"}]}})
+    objects = render_files([path], ["accelerator.type=amd"]).objects
+    pod = objects[1]["spec"]["template"]
+    assert pod["metadata"]["labels"]["llm-d.ai/inference-serving"] == "true"
+    assert pod["metadata"]["labels"]["llm-d.ai/model"] == "m"
+    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"amd.com/gpu2": "1"}
+    path = _write(tmp_path / "w.yaml",
+                  {"modelArtifacts": {"labels": {"llm-d.ai/inference-serving": None, "x": "y"}}})
+    labels = render_files([path]).objects[1]["spec"]["template"]["metadata"]["labels"]
+    assert "llm-d.ai/inference-serving" not in labels and labels["x"] == "y"

@@ -19,7 +19,7 @@ from llmd.deploy import render_files
 
 from ._cases import COMPAT, COMPAT_CASES, EXAMPLES, GOLDEN_CASES, NAMESPACE
 
-K8S_VERSION = "1.33"
+K8S_VERSION = "1.34"  # resource.k8s.io/v1 (DRA) is GA from 1.34
 CRDS = {
     ("inference.networking.k8s.io/v1", "InferencePool"):
         "inference.networking.k8s.io_inferencepools.yaml",
@@ -27,7 +27,8 @@ CRDS = {
     ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"):
         "leaderworkerset.x-k8s.io_leaderworkersets.yaml",
 }
-CORE = {"ServiceAccount", "Deployment", "Service", "ConfigMap", "Role", "RoleBinding"}
+CORE = {"ServiceAccount", "Deployment", "Service", "ConfigMap", "Role", "RoleBinding",
+        "ResourceClaimTemplate"}
 
 
 @functools.cache
@@ -71,6 +72,10 @@ def _renders() -> list[Any]:
              for name, (_, files, sets) in sorted(GOLDEN_CASES.items())]
     cases += [pytest.param([COMPAT / f"values-{name}.yaml"], (), id=f"compat-{name}")
               for name in sorted(COMPAT_CASES)]
+    cases.append(pytest.param([EXAMPLES / "values-sglang-pd.yaml"],
+                              ("accelerator.dra=true", "prefill.accelerator.type=amd"), id="dra"))
+    cases.append(pytest.param([COMPAT / "values.default.yaml"], ("tracing.enabled=true",),
+                              id="chart-defaults"))
     return cases
 
 

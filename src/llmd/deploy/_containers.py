@@ -6,6 +6,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from llmd.deploy._dra import RoleClaim
 from llmd.deploy._model import VOLUME, ModelSource
 from llmd.deploy._plan import RolePlan
 from llmd.deploy._sources import deep_merge
@@ -35,6 +36,8 @@ class ContainerContext:
     """`tpl(obj, where)`: Helm's tpl over strings inside `obj`."""
     worker: bool = False
     """A non-leader pod of a multinode group: no probes (it serves no HTTP)."""
+    claim: RoleClaim | None = None
+    """The role's DRA accelerator claim (then no device-plugin counts)."""
 
 
 def engine_container(ctx: ContainerContext, index: int) -> dict[str, Any]:
@@ -190,11 +193,14 @@ def _resources(ctx: ContainerContext, c: Container,
     gpus = ctx.plan.parallel.gpus_per_pod
     # Only containers that run an engine get accelerators (the chart gives them to every
     # container, so helper containers needed an explicit "0").
-    if resource and gpus >= 1 and engine is not None:
+    if resource and gpus >= 1 and engine is not None and ctx.claim is None:
         limits.setdefault(resource, str(gpus))
         requests.setdefault(resource, str(gpus))
     out: dict[str, Any] = {"limits": limits, "requests": requests}
-    if claims := c.resources.get("claims"):
+    claims = list(c.resources.get("claims") or [])
+    if ctx.claim is not None and engine is not None:
+        claims.insert(0, {"name": ctx.claim.claim_name})
+    if claims:
         out["claims"] = claims
     return out
 
@@ -208,7 +214,7 @@ def accelerator_warning(ctx: ContainerContext) -> str:
     resource = _accelerator_resource(ctx, c)
     gpus = ctx.plan.parallel.gpus_per_pod
     given = (c.resources.get("limits") or {}).get(resource)
-    if not resource or given is None or int(given) == gpus:
+    if ctx.claim is not None or not resource or given is None or int(given) == gpus:
         return ""
     return (f"Accelerator mismatch: {resource} is set to {int(given)} but parallelism "
             f"calculates {gpus}. Using {int(given)}.")

@@ -110,7 +110,8 @@ def _lws(ctx: ContainerContext, names: Names, name: str, service_account: str,
 
 
 def _worker(ctx: ContainerContext) -> ContainerContext:
-    return ContainerContext(ctx.values, ctx.plan, ctx.source, ctx.tpl, worker=True)
+    return ContainerContext(ctx.values, ctx.plan, ctx.source, ctx.tpl, worker=True,
+                            claim=ctx.claim)
 
 
 def _template(ctx: ContainerContext, service_account: str, labels: dict[str, str],
@@ -161,10 +162,13 @@ def _pod_spec(ctx: ContainerContext, service_account: str, *, leader: bool) -> d
     if any(c.mount_model_volume for c in role.containers):
         volumes.append(ctx.source.volume)
     spec["volumes"] = volumes
-    if role.resource_claims:
-        spec["resourceClaims"] = [{"name": c["name"],
-                                   "resourceClaimTemplateName": c["resourceClaimTemplateName"]}
-                                  for c in role.resource_claims]
+    claims = [{"name": c["name"], "resourceClaimTemplateName": c["resourceClaimTemplateName"]}
+              for c in role.resource_claims]
+    if ctx.claim is not None:
+        claims.insert(0, {"name": ctx.claim.claim_name,
+                          "resourceClaimTemplateName": ctx.claim.template_name})
+    if claims:
+        spec["resourceClaims"] = claims
     spec["containers"] = [engine_container(ctx, i) for i in range(len(role.containers))]
     if role.tolerations:
         spec["tolerations"] = role.tolerations

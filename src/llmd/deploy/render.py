@@ -19,12 +19,13 @@ from pydantic import BaseModel, ValidationError
 
 from llmd.config import config_error, did_you_mean, format_loc
 from llmd.deploy._containers import ContainerContext
+from llmd.deploy._dra import role_claim
 from llmd.deploy._model import model_source
 from llmd.deploy._plan import plan_roles
-from llmd.deploy._sources import load_values_sources, render_tpl
+from llmd.deploy._sources import deep_merge, load_values_sources, render_tpl
 from llmd.deploy._stack import routing_objects
 from llmd.deploy._workloads import Names, role_objects
-from llmd.deploy.values import Values
+from llmd.deploy.values import Values, chart_map_defaults
 from llmd.errors import ConfigError
 
 __all__ = ["Rendered", "dump_yaml", "render_files", "render_values", "unknown_keys",
@@ -49,6 +50,7 @@ def render_files(files: Sequence[Path | str], sets: Sequence[str] = (), *,
 
 def render_values(tree: dict[str, Any], *, release: str = "llmd", namespace: str | None = None,
                   source: str = "values") -> Rendered:
+    tree = _merge_chart_maps(tree)
     try:
         values = Values.model_validate(tree)
     except ValidationError as exc:
@@ -59,6 +61,20 @@ def render_values(tree: dict[str, Any], *, release: str = "llmd", namespace: str
     except ConfigError as exc:
         raise ConfigError([f"{source}: {p}" for p in exc.problems]) from None
     return Rendered(objects, warnings)
+
+
+def _merge_chart_maps(tree: dict[str, Any]) -> dict[str, Any]:
+    """Helm merges a values file's maps into the chart's defaults: `modelArtifacts.labels:
+    {llm-d.ai/model: x}` keeps `llm-d.ai/inference-serving: "true"`; a `null` removes a key."""
+    merged = deep_merge(chart_map_defaults(), tree)
+    for path in (("modelArtifacts", "labels"), ("accelerator", "resources"),
+                 ("accelerator", "env"), ("accelerator", "resourceClaimTemplates")):
+        node: Any = merged
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(path[-1]), dict):
+            node[path[-1]] = {k: v for k, v in node[path[-1]].items() if v is not None}
+    return merged
 
 
 def _values_error(exc: ValidationError, source: str) -> ConfigError:
@@ -112,7 +128,12 @@ def _render(values: Values, release: str, namespace: str | None,
         objects.append({"apiVersion": "v1", "kind": "ServiceAccount",
                         "metadata": names.meta(fullname)})
     for plan in plans:
-        ctx = ContainerContext(values, plan, source, tpl)
+        claim = role_claim(values, plan, fullname)
+        if claim is not None:
+            objects.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                            "metadata": names.meta(claim.template_name),
+                            "spec": claim.template})
+        ctx = ContainerContext(values, plan, source, tpl, claim=claim)
         objects += role_objects(ctx, names, account)
     pd = any(p.pd for p in plans)
     objects += routing_objects(values, names, pd)
@@ -125,14 +146,10 @@ def _unsupported(values: Values) -> None:
     if values.requester.enable:
         problems.append("requester.enable: the fast-model-actuation requester is not rendered "
                         "by llmd (use the chart for it)")
-    dra = [p for p, on in (("accelerator.dra", values.accelerator.dra),
-                           ("decode.accelerator.dra", bool(values.decode.accelerator
-                                                           and values.decode.accelerator.dra)),
-                           ("prefill.accelerator.dra", bool(values.prefill.accelerator
-                                                            and values.prefill.accelerator.dra)),
-                           ("dra.enabled", bool(values.dra and values.dra.enabled))) if on]
-    problems += [f"{p}: Dynamic Resource Allocation is not rendered by llmd yet; request "
-                 "accelerators through containers[].resources" for p in dra]
+    if values.dra and values.dra.enabled:
+        problems.append("dra.enabled: v0.3.8's top-level `dra` block was replaced in chart "
+                        "v0.4.0; set accelerator.dra: true and "
+                        "accelerator.resourceClaimTemplates instead")
     if problems:
         raise ConfigError(problems)
 

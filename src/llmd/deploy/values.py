@@ -44,6 +44,12 @@ ACCELERATOR_RESOURCES = {
     "google": "google.com/tpu",
     "rebellions-atom": "rebellions.ai/ATOM",
 }
+DRA_TEMPLATES = (  # chart v0.4.12 defaults: (type, claim name stem, device class)
+    ("nvidia", "nvidia", "gpu.nvidia.com"), ("intel", "intel", "gpu.intel.com"),
+    ("intel-i915", "intel", "gpu.intel.com"), ("intel-xe", "intel", "gpu.intel.com"),
+    ("intel-gaudi", "intel-gaudi", "gaudi.intel.com"), ("amd", "amd", "gpu.amd.com"),
+    ("google", "google", "tpu.google.com"),
+)
 ACCELERATOR_ENV: dict[str, list[Json]] = {
     "intel-i915": [
         {"name": "VLLM_USE_V1", "value": "1"},
@@ -52,6 +58,21 @@ ACCELERATOR_ENV: dict[str, list[Json]] = {
     ],
     "intel-xe": [{"name": "VLLM_WORKER_MULTIPROC_METHOD", "value": "spawn"}],
 }
+
+
+def chart_map_defaults() -> dict[str, Any]:
+    """The chart's default maps that values files extend key by key (Helm merges user maps
+    into them): the pod labels, accelerator resources/env and DRA claim templates."""
+    return {
+        "modelArtifacts": {"labels": {"llm-d.ai/inference-serving": "true"}},
+        "accelerator": {
+            "resources": dict(ACCELERATOR_RESOURCES),
+            "env": {k: list(v) for k, v in ACCELERATOR_ENV.items()},
+            "resourceClaimTemplates": {
+                k: {"name": f"{n}-claim-template", "class": c, "match": "exactly",
+                    "selectors": []} for k, n, c in DRA_TEMPLATES},
+        },
+    }
 
 
 class _Values(LlmdModel):
@@ -200,7 +221,8 @@ class Accelerator(_Values):
     dra: bool = False
     resources: dict[str, str] = Field(default_factory=lambda: dict(ACCELERATOR_RESOURCES))
     env: dict[str, list[Json]] = Field(default_factory=lambda: dict(ACCELERATOR_ENV))
-    resource_claim_templates: Json = {}
+    resource_claim_templates: Json = Field(
+        default_factory=lambda: chart_map_defaults()["accelerator"]["resourceClaimTemplates"])
 
 
 class Proxy(_Values):
@@ -312,6 +334,8 @@ class LegacyDra(_Values):
     """v0.3.8's top-level `dra` block (replaced by `accelerator.dra` in v0.4.0)."""
 
     enabled: bool = False
+    type: str | None = None
+    claim_templates: list[Json] = []
 
 
 class Values(_Values):
