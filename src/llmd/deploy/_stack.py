@@ -1,8 +1,9 @@
 """Beyond the chart: the InferencePool, the EPP that picks its endpoints, an HTTPRoute to it.
 
-The EPP runs `llmd epp --kubernetes` on the pool named by `--pool-name`/`--pool-namespace`
-(its pods come from watching the InferencePool, `llmd.epp.discovery_k8s`); the other flags are `llmd epp`'s, named as llm-d's EPP names
-them (`--config-file`, `--grpc-port`, `--grpc-health-port`, `--metrics-port`).
+The EPP runs `llmd epp --kubernetes` on the pool named by `--pool-name`/`--pool-namespace`: its
+pods come from watching the InferencePool (`llmd.epp.discovery_k8s`). The other flags are
+`llmd epp`'s, named as llm-d's EPP names them (`--config-file`, `--grpc-port`,
+`--grpc-health-port`, `--metrics-port`).
 """
 
 from __future__ import annotations
