@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from llmd.engines import EndpointMetrics, get_adapter
 from llmd.epp import Datastore, EndpointSpec, Scraper, ScrapeSettings
@@ -94,3 +94,43 @@ def test_datastore_keeps_metrics_of_staying_endpoints_and_drops_leavers() -> Non
     assert snap.candidates[0].metrics.waiting == 3 and snap.candidates[0].age_s(snap.now) == 10.0
     store.update_metrics(b.id, EndpointMetrics(waiting=9))  # left meanwhile: ignored
     assert store.get(b.id) is None
+
+
+@pytest.mark.parametrize("page", [
+    pytest.param(b"\xff\xfe\x00 not utf-8", id="binary"),
+    pytest.param(b"vllm:num_requests_waiting {{{ broken", id="unparseable"),
+])
+async def test_bad_pages_are_errors_not_crashes(page: bytes) -> None:
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.create_server(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    spec = EndpointSpec("127.0.0.1", int(sock.getsockname()[1]))
+    store = Datastore()
+    store.set_endpoints([spec])
+    metrics = EppMetrics(CollectorRegistry())
+    stop = asyncio.Event()
+    try:
+        async with aiohttp.ClientSession() as session:
+            scraper = Scraper(store, session, ScrapeSettings(interval_s=0.01), metrics)
+            task = asyncio.create_task(scraper.run(stop))
+            async with asyncio.timeout(5):
+                while scraper.errors.get(spec.id, 0) < 3:  # noqa: ASYNC110 (polling a condition)
+                    await asyncio.sleep(0.01)
+            assert not task.done()
+            store.set_endpoints([])  # the endpoint leaves: its series go with it
+            async with asyncio.timeout(5):
+                while spec.id in scraper.errors:  # noqa: ASYNC110 (polling a condition)
+                    await asyncio.sleep(0.01)
+            assert "127.0.0.1" not in generate_latest(metrics.registry).decode()
+            stop.set()
+            async with asyncio.timeout(5):
+                await task
+    finally:
+        stop.set()
+        await runner.cleanup()

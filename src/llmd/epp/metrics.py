@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["EppMetrics"]
+__all__ = ["OUTCOMES", "EppMetrics"]
+
+OUTCOMES = ("routed", "shed", "no_endpoint", "bad_request", "error")
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
@@ -46,3 +50,11 @@ class EppMetrics:
         if child is None:
             child = self._plugin_children[plugin] = self.plugin_seconds.labels(plugin)
         child.observe(seconds)
+
+    def forget_endpoint(self, endpoint: str) -> None:
+        """Drop the series of an endpoint that left the pool (label sets stay bounded)."""
+        for outcome in OUTCOMES:
+            with contextlib.suppress(KeyError):
+                self.decisions.remove(endpoint, outcome)
+        with contextlib.suppress(KeyError):
+            self.scrape_errors.remove(endpoint)

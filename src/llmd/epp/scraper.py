@@ -69,6 +69,8 @@ class Scraper:
                     for ep_id in [k for k in loops if k not in live]:
                         loops.pop(ep_id).cancel()
                         self.errors.pop(ep_id, None)
+                        if self.metrics is not None:
+                            self.metrics.forget_endpoint(ep_id)
                     for ep_id in live - loops.keys():
                         loops[ep_id] = tg.create_task(self._loop(ep_id, stop),
                                                       name=f"scrape {ep_id}")
@@ -87,7 +89,9 @@ class Scraper:
                 return
             try:
                 metrics = await self.scrape_once(ep.spec)
-            except (aiohttp.ClientError, TimeoutError, EngineError) as exc:
+            except (aiohttp.ClientError, TimeoutError, EngineError, ValueError) as exc:
+                # ValueError: a page that is not text (UnicodeDecodeError); one bad endpoint
+                # must never end the scraper, which is a root task of the EPP.
                 self.errors[ep_id] = self.errors.get(ep_id, 0) + 1
                 if self.metrics is not None:
                     self.metrics.scrape_errors.labels(ep_id).inc()
