@@ -1,7 +1,7 @@
 """Parse every engine argv llmd renders with the engine's own argument parser (`make test-engines`).
 
-Sources: every golden file in tests/deploy/golden/ and the renders of the chart's examples in
-../shared/compat/modelservice-v0.4.12/. For each engine container of each pod template, the argv
+Sources: every golden file in tests/deploy/golden/, the renders of the chart's examples in
+../shared/compat/modelservice-v0.4.12/ and of the values files in tests/deploy/fixtures/. For each engine container of each pod template, the argv
 is rebuilt as the container would run it: Kubernetes `$(VAR)` references substituted (LWS
 variables with sample values, the container's own env), `$$` unescaped, and a `sh -c` script
 split and its `$((...))` arithmetic evaluated as the shell would. The argv after the serve
@@ -29,6 +29,7 @@ from llmd.engines import ENGINE_TYPE_LABEL, ENGINES, engine_for_command, get_ada
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "deploy" / "golden"
+FIXTURES = ROOT / "tests" / "deploy" / "fixtures"
 COMPAT = ROOT.parent / "shared" / "compat" / "modelservice-v0.4.12"
 PARSER = Path(__file__).resolve().parent / "_parse_argv_in_engine.py"
 LWS_SAMPLE = {"LWS_LEADER_ADDRESS": "demo-0.demo.llm", "LWS_GROUP_SIZE": "2",
@@ -77,6 +78,8 @@ def _sources() -> list[tuple[str, list[dict[str, Any]]]]:
         out.append((f"golden/{path.name}", [o for o in yaml.safe_load_all(path.read_text()) if o]))
     for values in sorted(COMPAT.glob("values-*.yaml")):
         out.append((f"compat/{values.name}", render_files([values], release="compat").objects))
+    for values in sorted(FIXTURES.glob("values-*.yaml")):
+        out.append((f"fixtures/{values.name}", render_files([values], release="fx").objects))
     return out
 
 

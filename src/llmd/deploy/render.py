@@ -32,6 +32,7 @@ __all__ = ["Rendered", "dump_yaml", "render_files", "render_values", "unknown_ke
            "write_output_dir"]
 
 CHART = "llm-d-modelservice"
+LEGACY_SERVING_LABEL = "llm-d.ai/inferenceServing"  # renamed llm-d.ai/inference-serving in v0.4.5
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llmd", "app.kubernetes.io/part-of": "llmd"}
 
 
@@ -66,7 +67,13 @@ def render_values(tree: dict[str, Any], *, release: str = "llmd", namespace: str
 def _merge_chart_maps(tree: dict[str, Any]) -> dict[str, Any]:
     """Helm merges a values file's maps into the chart's defaults: `modelArtifacts.labels:
     {llm-d.ai/model: x}` keeps `llm-d.ai/inference-serving: "true"`; a `null` removes a key."""
-    merged = deep_merge(chart_map_defaults(), tree)
+    defaults = chart_map_defaults()
+    labels = (tree.get("modelArtifacts") or {}).get("labels") or {}
+    if LEGACY_SERVING_LABEL in labels:
+        # A v0.3-era file: its pods were selected by the old name only; keep it that way so a
+        # Deployment's (immutable) selector does not change.
+        defaults["modelArtifacts"]["labels"] = {}
+    merged = deep_merge(defaults, tree)
     for path in (("modelArtifacts", "labels"), ("accelerator", "resources"),
                  ("accelerator", "env"), ("accelerator", "resourceClaimTemplates")):
         node: Any = merged
