@@ -1,15 +1,14 @@
 """Parse every engine argv llmd renders with the engine's own argument parser (`make test-engines`).
 
 Sources: every golden file in tests/deploy/golden/, the renders of the chart's examples in
-../shared/compat/modelservice-v0.4.12/ and of the values files in tests/deploy/fixtures/. For each engine container of each pod template, the argv
-is rebuilt as the container would run it: Kubernetes `$(VAR)` references substituted (LWS
-variables with sample values, the container's own env), `$$` unescaped, and a `sh -c` script
-split and its `$((...))` arithmetic evaluated as the shell would. The argv after the serve
-command then goes to `tools/_parse_argv_in_engine.py`, run by the engine's venv python; no server
-starts.
+../shared/compat/modelservice-v0.4.12/ and of the values files in tests/deploy/fixtures/. For
+each engine container of each pod template, the argv is rebuilt as the container would run it:
+Kubernetes `$(VAR)` references substituted (LWS variables with sample values, the container's
+own env), `$$` unescaped, and a `sh -c` script split and its `$((...))` arithmetic evaluated as
+the shell would. The argv after the serve command then goes to `tools/_parse_argv_in_engine.py`,
+run by the engine's venv python; no server starts.
 
-Exit 0 when every argv parses, 1 otherwise (each failure printed with its source and error).
-"""
+Exit 0 when every argv parses, 1 otherwise (each failure printed with its source and error)."""
 
 from __future__ import annotations
 
