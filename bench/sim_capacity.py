@@ -188,6 +188,10 @@ async def run(args: argparse.Namespace) -> list[Row]:
                 await closed_loop(http, url, "llmd-sim",
                                   _requests(200, args.prompt_tokens, args.max_tokens, 0), 50)
                 for c in args.concurrency:
+                    # Open the stage's connections first: measure streams, not a burst of
+                    # hundreds of TCP handshakes into a saturated machine (see READING).
+                    await closed_loop(http, url, "llmd-sim",
+                                      _requests(c, args.prompt_tokens, args.max_tokens, -c), c)
                     reqs = _requests(c * args.rounds, args.prompt_tokens, args.max_tokens, c)
                     row = await _stage(http, url, proc.pid, engine, "zero latency", c, reqs,
                                        sample=False)
@@ -251,6 +255,10 @@ while the client takes the other core. The loop lag in those stages is what a sa
 shows (each turn serves hundreds of requests); client-side TTFT includes the client's own loop
 on the same two cores. That is six times the EPP's target of 500 requests/s, so one simulator
 per endpoint is never the bottleneck of a routing benchmark.
+
+Each stage first opens its connections with one untimed request per stream: without that, the
+first wave's new connections (400 opened at once into a saturated machine) showed a 1.5-3 s
+TTFT tail (loopback TCP retransmits), which is connection setup, not the simulator.
 
 Fixed on the way: writing every token of a zero-latency stream as its own socket write cost a
 quarter of the simulator's CPU; chunks are now still separate SSE events but share one write
