@@ -92,9 +92,13 @@ def test_deprecated_api_version_loads_with_warning(
         id="unknown-type-lists-allowed"),
     pytest.param(
         "plugins:\n- type: load-aware-scorer\n  parameters: {treshold: 3}\n",
-        ["epp.yaml: plugins[0].parameters.treshold: unknown field "
-         "(parameters of load-aware-scorer: threshold)"],
-        id="unknown-parameter"),
+        ["epp.yaml: plugins[0].parameters.treshold: unknown field (did you mean 'threshold'?)"],
+        id="unknown-parameter-did-you-mean"),
+    pytest.param(
+        "plugins:\n- type: queue-scorer\n  parameters: {threshold: 3}\n",
+        ["epp.yaml: plugins[0].parameters.threshold: unknown field "
+         "(parameters of queue-scorer: none)"],
+        id="parameter-on-parameterless-plugin"),
     pytest.param(
         "plugins:\n- type: load-aware-scorer\n  parameters: {threshold: 0}\n",
         ["epp.yaml: plugins[0].parameters.threshold: Input should be greater than 0 (got 0)"],

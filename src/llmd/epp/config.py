@@ -189,11 +189,14 @@ class _Builder:
         try:
             params = cls.Params.model_validate(ps.parameters or {})
         except ValidationError as exc:
-            err = config_error(exc, self.source, ("plugins", i, "parameters"))
+            lines = config_error(exc, self.source, ("plugins", i, "parameters")).problems
             fields = sorted(f.alias or n for n, f in cls.Params.model_fields.items())
-            allowed = f" (parameters of {ps.type}: {', '.join(fields) or 'none'})"
-            self.problems += [line + allowed if line.endswith("unknown field") else line
-                              for line in err.problems]
+            for line, detail in zip(lines, exc.errors(include_url=False), strict=True):
+                if detail["type"] == "extra_forbidden":
+                    key = str(detail["loc"][-1])
+                    line += did_you_mean(key, fields) or (
+                        f" (parameters of {ps.type}: {', '.join(fields) or 'none'})")
+                self.problems.append(line)
             return
         self.plugins[ps.ref] = cls(ps.ref, params)
 
