@@ -42,4 +42,8 @@ async def scrape(http: aiohttp.ClientSession, url: str, engine: str) -> Endpoint
     async with http.get(url + "/metrics") as resp:
         assert resp.status == 200
         text = await resp.text()
-    return get_adapter(engine).endpoint_metrics(MetricsPage.parse(text))
+    adapter = get_adapter(engine)
+    full = adapter.endpoint_metrics(MetricsPage.parse(text))
+    # The EPP's scraper parses only the families the adapter reads: both must agree.
+    assert adapter.endpoint_metrics(MetricsPage.parse(text, adapter.scraped_families)) == full
+    return full

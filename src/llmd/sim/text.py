@@ -7,6 +7,7 @@ pre-tokenized once per tokenizer, so generation never tokenizes or decodes on th
 from __future__ import annotations
 
 import random
+from array import array
 from dataclasses import dataclass
 
 import xxhash
@@ -87,7 +88,7 @@ class Choice:
         if seed is not None:
             base = seed
         else:
-            base = xxhash.xxh64_intdigest(repr(prompt_ids[-64:]).encode(), seed=server_seed)
+            base = xxhash.xxh64_intdigest(array("Q", prompt_ids).tobytes(), seed=server_seed)
         return base * 1_000_003 + index
 
     def step(self) -> tuple[int, str]:
