@@ -276,5 +276,39 @@ def up(
                 log_level=log_level)
 
 
+@app.command()
+def gateway(
+    epp: Annotated[str | None, typer.Option(
+        help="EPP ext_proc host:port (omit for plain round robin over --fallback)")] = None,
+    fallback: Annotated[list[str] | None, typer.Option(
+        help="ip:port used when the EPP is down with FailOpen, or always without --epp "
+             "(repeatable)")] = None,
+    failure_mode: Annotated[str, typer.Option(help="FailOpen or FailClose")] = "FailClose",
+    ext_proc_mode: Annotated[str, typer.Option(help="buffered or full-duplex")] = "buffered",
+    host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="listen port (0 picks a free one)")] = 8080,
+    admin_port: Annotated[int, typer.Option(help="Envoy admin port (0 picks a free one)")] = 0,
+    concurrency: Annotated[int, typer.Option(help="Envoy worker threads")] = 1,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run Envoy in front of the pool: ext_proc to the EPP, ORIGINAL_DST to its choice."""
+    from pydantic import ValidationError
+
+    from llmd.config import config_error
+    from llmd.gateway import GatewaySpec, serve_gateway
+
+    try:
+        spec = GatewaySpec(
+            host=host, port=port, admin_port=admin_port, epp=epp,
+            fallback_endpoints=tuple(fallback or ()), failure_mode=failure_mode,  # type: ignore[arg-type]
+            ext_proc_mode=ext_proc_mode,  # type: ignore[arg-type]
+        )
+    except ValidationError as exc:
+        typer.echo(str(config_error(exc, "llmd gateway")), err=True)
+        raise typer.Exit(2) from None
+    run_service(lambda stop: serve_gateway(spec, stop, listening, concurrency=concurrency),
+                log_level=log_level)
+
+
 def main() -> None:
     app()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -62,3 +67,26 @@ async def test_port_taken_is_a_gateway_error_with_envoys_message() -> None:
         with pytest.raises(GatewayError, match="(?s)envoy exited.*Address already in use"):
             async with EnvoyGateway(GatewaySpec(port=port, fallback_endpoints=("127.0.0.1:1",))):
                 pass
+
+
+async def test_llmd_gateway_command_prints_listening_and_stops_envoy() -> None:
+    llmd = str(Path(sys.executable).parent / "llmd")
+    proc = await asyncio.create_subprocess_exec(
+        llmd, "gateway", "--port", "0", "--fallback", "127.0.0.1:1", "--log-level", "info",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        async with asyncio.timeout(20):
+            line = (await proc.stdout.readline()).decode()
+        assert line.startswith("listening on 127.0.0.1:")
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+        err = (await proc.stderr.read()).decode()
+        envoy_pid = int(err.split("envoy pid ")[1].split(",")[0])
+        with pytest.raises(ProcessLookupError):
+            os.kill(envoy_pid, 0)  # no orphan left behind
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec, render_bootstrap
-from llmd.gateway.runner import EnvoyGateway, GatewayError, find_envoy
+from llmd.gateway.runner import EnvoyGateway, GatewayError, find_envoy, serve_gateway
 
 __all__ = [
     "EnvoyGateway",
@@ -13,4 +13,5 @@ __all__ = [
     "GatewaySpec",
     "find_envoy",
     "render_bootstrap",
+    "serve_gateway",
 ]

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -25,7 +26,7 @@ from llmd._proc import Child, ChildSpec, Supervisor
 from llmd.errors import LlmdError
 from llmd.gateway.envoy import GatewaySpec, render_bootstrap
 
-__all__ = ["EnvoyGateway", "GatewayError", "find_envoy"]
+__all__ = ["EnvoyGateway", "GatewayError", "find_envoy", "serve_gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +174,25 @@ async def _terminate(child: Child, timeout_s: float) -> None:
         log.warning("envoy pid %d did not stop in %gs; killing it", proc.pid, timeout_s)
         proc.kill()
         await proc.wait()
+
+
+async def serve_gateway(
+    spec: GatewaySpec,
+    stop: asyncio.Event,
+    on_listening: Callable[[str, int], None] | None = None,
+    *,
+    concurrency: int = 1,
+    log_level: str = "warning",
+) -> None:
+    """Run Envoy for `spec` until `stop` (`llmd gateway`); GatewayError if Envoy dies first."""
+    async with Supervisor() as supervisor, EnvoyGateway(
+        spec, supervisor=supervisor, concurrency=concurrency, log_level=log_level
+    ) as gateway:
+        log.info("gateway %s (admin %s), ext_proc %s, %s", gateway.url, gateway.admin_url,
+                 spec.epp or "none (round robin)", spec.failure_mode)
+        if on_listening is not None:
+            on_listening(spec.host, gateway.port)
+        try:
+            await supervisor.wait_any_exit(stop)
+        except LlmdError as exc:
+            raise GatewayError(str(exc)) from exc
