@@ -23,7 +23,6 @@ import os
 import platform
 import random
 import re
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 
+from llmd._proc import stop_process
 from llmd.bench.loadgen import RequestResult, closed_loop
 from llmd.bench.stats import percentile
 from llmd.bench.workload import BenchRequest
@@ -89,14 +89,7 @@ async def _start_sim(engine: str, extra: list[str]) -> tuple[asyncio.subprocess.
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(10):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+    await stop_process(proc, timeout_s=10)
 
 
 def _cpu_s(pid: int) -> float:

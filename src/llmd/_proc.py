@@ -30,7 +30,7 @@ import aiohttp
 
 from llmd.errors import LlmdError
 
-__all__ = ["Child", "ChildError", "ChildSpec", "Supervisor"]
+__all__ = ["Child", "ChildError", "ChildSpec", "Supervisor", "stop_process"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,18 @@ class Child:
     def describe_exit(self) -> str:
         tail = "\n".join(f"    {line}" for line in self.tail) or "    (no output)"
         return f"{self.spec.name} exited with code {self.proc.returncode}; last output:\n{tail}"
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 10.0) -> int:
+    """SIGTERM `proc`, wait up to `timeout_s`, then SIGKILL; returns its exit code."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await proc.wait()
+        except TimeoutError:
+            proc.kill()
+    return await proc.wait()
 
 
 def _die_with_parent() -> None:

@@ -15,6 +15,7 @@ import aiohttp
 import openai
 import pytest
 
+from llmd._proc import stop_process
 from llmd.engines import get_adapter
 
 LLMD = [sys.executable, "-c", "from llmd.cli import main; main()"]
@@ -27,14 +28,7 @@ async def _process(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, timeout_s=10)
 
 
 async def _read_until(proc: asyncio.subprocess.Process, pattern: str, timeout_s: float = 30
