@@ -22,7 +22,7 @@ from types import TracebackType
 
 import aiohttp
 
-from llmd._proc import Child, ChildSpec, Supervisor
+from llmd._proc import Child, ChildSpec, Supervisor, stop_process
 from llmd.errors import LlmdError
 from llmd.gateway.envoy import GatewaySpec, render_bootstrap
 
@@ -157,23 +157,10 @@ class EnvoyGateway:
         child, self.child = self.child, None
         try:
             if child is not None and self._supervisor is not None:
-                await _terminate(child, self.stop_timeout_s)  # the shared supervisor lives on
+                await stop_process(child.proc, self.stop_timeout_s)  # the shared one lives on
         finally:
             await self._stack.aclose()  # a private supervisor stops Envoy here
 
-
-async def _terminate(child: Child, timeout_s: float) -> None:
-    proc = child.proc
-    if proc.returncode is not None:
-        return
-    proc.terminate()
-    try:
-        async with asyncio.timeout(timeout_s):
-            await proc.wait()
-    except TimeoutError:
-        log.warning("envoy pid %d did not stop in %gs; killing it", proc.pid, timeout_s)
-        proc.kill()
-        await proc.wait()
 
 
 async def serve_gateway(
