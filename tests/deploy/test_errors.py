@@ -83,6 +83,12 @@ CASES = [
     pytest.param({"dra": {"enabled": True, "type": "nvidia"}},
                  "dra.enabled: v0.3.8's top-level `dra` block was replaced in chart v0.4.0; "
                  "set accelerator.dra: true", id="v0.3.8-dra"),
+    pytest.param({"decode": {"resourceClaims": [{"name": "imex"}]}},
+                 "decode.resourceClaims[0].resourceClaimTemplateName: field required",
+                 id="claim-without-template"),
+    pytest.param({"decode": {"containers": [_container(resources={"limits": ["1"]})]}},
+                 "decode.containers[0].resources.limits: Input should be a valid dictionary",
+                 id="limits-not-a-map"),
     pytest.param({"requester": {"enable": True}},
                  "requester.enable: the fast-model-actuation requester is not rendered",
                  id="requester"),

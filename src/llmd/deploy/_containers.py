@@ -187,8 +187,8 @@ def _accelerator_resource(ctx: ContainerContext, c: Container) -> str:
 
 def _resources(ctx: ContainerContext, c: Container,
                engine: EngineName | None) -> dict[str, Any]:
-    limits = dict(c.resources.get("limits") or {})
-    requests = dict(c.resources.get("requests") or {})
+    limits: dict[str, Any] = dict(c.resources.limits)
+    requests: dict[str, Any] = dict(c.resources.requests)
     resource = _accelerator_resource(ctx, c)
     gpus = ctx.plan.parallel.gpus_per_pod
     # Only containers that run an engine get accelerators (the chart gives them to every
@@ -197,7 +197,7 @@ def _resources(ctx: ContainerContext, c: Container,
         limits.setdefault(resource, str(gpus))
         requests.setdefault(resource, str(gpus))
     out: dict[str, Any] = {"limits": limits, "requests": requests}
-    claims = list(c.resources.get("claims") or [])
+    claims = [dict(claim) for claim in c.resources.claims]
     if ctx.claim is not None and engine is not None:
         claims.insert(0, {"name": ctx.claim.claim_name})
     if claims:
@@ -213,11 +213,11 @@ def accelerator_warning(ctx: ContainerContext) -> str:
     c = ctx.plan.values.containers[0]
     resource = _accelerator_resource(ctx, c)
     gpus = ctx.plan.parallel.gpus_per_pod
-    given = (c.resources.get("limits") or {}).get(resource)
-    if ctx.claim is not None or not resource or given is None or int(given) == gpus:
+    given = c.resources.limits.get(resource)
+    if ctx.claim is not None or not resource or given is None or str(given) == str(gpus):
         return ""
-    return (f"Accelerator mismatch: {resource} is set to {int(given)} but parallelism "
-            f"calculates {gpus}. Using {int(given)}.")
+    return (f"Accelerator mismatch: {resource} is set to {given} but parallelism "
+            f"calculates {gpus}. Using {given}.")
 
 
 def _add_engine_probes(out: dict[str, Any], c: Container, engine: EngineName,

@@ -162,7 +162,7 @@ def _pod_spec(ctx: ContainerContext, service_account: str, *, leader: bool) -> d
     if any(c.mount_model_volume for c in role.containers):
         volumes.append(ctx.source.volume)
     spec["volumes"] = volumes
-    claims = [{"name": c["name"], "resourceClaimTemplateName": c["resourceClaimTemplateName"]}
+    claims = [{"name": c.name, "resourceClaimTemplateName": c.resource_claim_template_name}
               for c in role.resource_claims]
     if ctx.claim is not None:
         claims.insert(0, {"name": ctx.claim.claim_name,

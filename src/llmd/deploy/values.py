@@ -100,6 +100,17 @@ class Parallelism(_Values):
     workers: Annotated[int | None, Field(ge=1)] = None
 
 
+class Resources(_Values):
+    limits: dict[str, str | int | float] = {}
+    requests: dict[str, str | int | float] = {}
+    claims: list[dict[str, str]] = []
+
+
+class ResourceClaimRef(_Values):
+    name: str
+    resource_claim_template_name: str
+
+
 class Container(_Values):
     name: str = "vllm"
     image: str | None = None
@@ -112,7 +123,7 @@ class Container(_Values):
     env: list[Json] = []
     image_pull_policy: str = ""
     ports: list[Json] = []
-    resources: Json = {}
+    resources: Resources = Field(default_factory=Resources)
     mount_model_volume: bool = False
     volume_mounts: list[Json] = []
     extra_config: Json = {}
@@ -176,7 +187,7 @@ class RoleValues(_Values):
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     parallelism: Parallelism = Field(default_factory=Parallelism)
     accelerator: RoleAccelerator | None = None
-    resource_claims: list[Json] = []
+    resource_claims: list[ResourceClaimRef] = []
     containers: list[Container] = Field(default_factory=lambda: [_default_container()])
     volumes: list[Json] = Field(
         default_factory=lambda: [{"name": "metrics-volume", "emptyDir": {}}])
