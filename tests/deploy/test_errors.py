@@ -178,3 +178,33 @@ def test_cli_prints_a_yaml_stream_and_writes_a_directory(tmp_path: Path) -> None
     proc = _cli("-f", str(EXAMPLES / "values-sglang-pd.yaml"), "--output-dir", str(out))
     assert proc.returncode == 0, proc.stderr
     assert len(list(out.glob("*.yaml"))) == len(docs)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += _paths(value, (*prefix, i))
+    return out
+
+
+@pytest.mark.parametrize("junk", [None, -1, "x", [], {"a": 1}, "{{ .Values.nope }}"])
+def test_any_wrong_value_is_a_config_error(junk: Any) -> None:
+    """Every key of a full values file replaced by a wrong value: a ConfigError, or a render;
+    never another exception (which the CLI would show as a traceback)."""
+    from llmd.deploy import load_values_sources, render_values
+
+    tree = load_values_sources([EXAMPLES / "values-sglang-pd.yaml"])
+    for path in _paths(tree):
+        broken = yaml.safe_load(yaml.safe_dump(tree))
+        node = broken
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = junk
+        try:
+            render_values(broken)
+        except ConfigError:
+            pass

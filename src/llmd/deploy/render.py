@@ -68,8 +68,9 @@ def _merge_chart_maps(tree: dict[str, Any]) -> dict[str, Any]:
     """Helm merges a values file's maps into the chart's defaults: `modelArtifacts.labels:
     {llm-d.ai/model: x}` keeps `llm-d.ai/inference-serving: "true"`; a `null` removes a key."""
     defaults = chart_map_defaults()
-    labels = (tree.get("modelArtifacts") or {}).get("labels") or {}
-    if LEGACY_SERVING_LABEL in labels:
+    artifacts = tree.get("modelArtifacts")
+    labels = artifacts.get("labels") if isinstance(artifacts, dict) else None
+    if isinstance(labels, dict) and LEGACY_SERVING_LABEL in labels:
         # A v0.3-era file: its pods were selected by the old name only; keep it that way so a
         # Deployment's (immutable) selector does not change.
         defaults["modelArtifacts"]["labels"] = {}
