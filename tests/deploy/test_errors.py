@@ -55,6 +55,11 @@ CASES = [
                  id="vllm-tp-across-nodes"),
     pytest.param({"routing": {"servicePort": 8200}},
                  "routing.proxy.targetPort: 8200 is also routing.servicePort", id="port-clash"),
+    pytest.param({"routing": {"servicePort": 8998}, "prefill": {"replicas": 1, "containers": [
+                      _container(modelCommand="sglangServe")]},
+                  "decode": {"containers": [_container(modelCommand="sglangServe")]}},
+                 "routing.servicePort: 8998 is also a port sglang binds for prefill",
+                 id="bootstrap-port-clash"),
     pytest.param({"routing": {"proxy": {"enabled": False}}, "prefill": {"replicas": 2}},
                  "routing.proxy.enabled: false, but prefill.replicas is 2: P/D needs the "
                  "routing sidecar", id="pd-without-proxy"),

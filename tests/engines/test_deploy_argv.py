@@ -60,3 +60,9 @@ def test_vllm_worker_rank_without_arithmetic() -> None:
 ])
 def test_engine_for_command(argv: list[str], expected: str | None) -> None:
     assert engine_for_command(argv) == expected
+
+
+@pytest.mark.parametrize("role", ["both", "prefill", "decode"])
+def test_side_ports(engine: str, role: str) -> None:
+    ports = get_adapter(engine).side_ports(ServeSpec(model="m", role=role))  # type: ignore[arg-type]
+    assert ports == ((8998,) if (engine, role) == ("sglang", "prefill") else ())

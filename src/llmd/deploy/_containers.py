@@ -108,6 +108,10 @@ def _command(ctx: ContainerContext, c: Container, engine: EngineName | None,
         tracing=_tracing(ctx.values),
         extra_args=tuple(c.args),
     )
+    if plan.engine_port in adapter.side_ports(spec):
+        key = "routing.servicePort" if plan.name == "prefill" else "routing.proxy.targetPort"
+        raise ConfigError(f"{key}: {plan.engine_port} is also a port {engine} binds for "
+                          f"{plan.name} ({where}): choose another")
     if command == "imageDefault":
         args = adapter.serve_args(spec, model_as_flag=True)
         if _needs_shell(args):

@@ -184,6 +184,10 @@ class EngineAdapter(Protocol):
         """`serve_command() + serve_args(spec)`."""
         ...
 
+    def side_ports(self, spec: ServeSpec) -> tuple[int, ...]:
+        """Ports the server binds besides `spec.port` (e.g. SGLang's prefill bootstrap)."""
+        ...
+
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         """Map one scraped /metrics page to engine-neutral fields."""
         ...

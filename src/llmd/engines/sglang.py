@@ -107,5 +107,10 @@ class SGLangAdapter:
     def serve_argv(self, spec: ServeSpec) -> list[str]:
         return self.serve_command() + self.serve_args(spec)
 
+    def side_ports(self, spec: ServeSpec) -> tuple[int, ...]:
+        if spec.role != "prefill" or has_flag(spec.extra_args, "--disaggregation-bootstrap-port"):
+            return ()
+        return (spec.bootstrap_port,)
+
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         return metrics_from_page(page, self.metric_names)

@@ -103,6 +103,10 @@ class VllmAdapter:
     def serve_argv(self, spec: ServeSpec) -> list[str]:
         return self.serve_command() + self.serve_args(spec)
 
+    def side_ports(self, spec: ServeSpec) -> tuple[int, ...]:
+        # NIXL's side channel port comes from VLLM_NIXL_SIDE_CHANNEL_PORT, set by the user.
+        return ()
+
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         return metrics_from_page(page, self.metric_names)
 
