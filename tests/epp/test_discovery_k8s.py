@@ -174,3 +174,56 @@ def test_epp_cli_kubernetes_outside_a_pod_exits_2() -> None:
         capture_output=True, text=True, timeout=60, env=env, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "KUBERNETES_SERVICE_HOST is not set" in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def _pool_endpoints_gauge(url: str) -> float | None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(
+            url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+        for line in (await resp.text()).splitlines():
+            if line.startswith("llmd_epp_pool_endpoints "):
+                return float(line.split()[1])
+    return None
+
+
+async def _wait_for_gauge(url: str, value: float) -> None:
+    for _ in range(250):  # up to ~5 s
+        if await _pool_endpoints_gauge(url) == value:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"llmd_epp_pool_endpoints never became {value}")
+
+
+async def test_epp_serves_the_pool_it_discovers(kmock: Any, engine: str) -> None:
+    """The EPP wired to Kubernetes discovery keeps its pool in step with the pods."""
+    from llmd.epp import EppSettings, Listening, serve
+
+    await _create(kmock, POOLS, _pool([8000]))
+    # kmock answers 404 for a resource it has never stored (a real API server lists it empty):
+    # a pod elsewhere makes `pods` known.
+    other = _pod("elsewhere", "10.9.9.9")
+    other["metadata"]["namespace"] = "other"
+    await _create(kmock, "/api/v1/namespaces/other/pods", other)
+    settings = EppSettings(grpc_port=0, health_port=0, metrics_port=0, pool_name="qwen",
+                           pool_namespace=NS)
+    stop = asyncio.Event()
+    ports: list[Listening] = []
+    async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+        tg.create_task(serve(settings, stop, discovery=_discovery(kmock),
+                             on_listening=ports.append), name="epp")
+        try:
+            for _ in range(250):
+                if ports:
+                    break
+                await asyncio.sleep(0.02)
+            metrics = f"http://127.0.0.1:{ports[0].metrics_port}/metrics"
+            await _wait_for_gauge(metrics, 0)
+            labels = {**SELECTOR, ENGINE_TYPE_LABEL: engine}
+            await _create(kmock, PODS, _pod("a", "127.0.0.1", labels=labels))
+            await _wait_for_gauge(metrics, 1)
+            async with kmock.delete(f"{PODS}/a") as resp:
+                assert resp.status == 200
+            await _wait_for_gauge(metrics, 0)
+        finally:
+            stop.set()
