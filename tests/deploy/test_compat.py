@@ -118,8 +118,7 @@ def test_upstream_example_renders_like_the_chart(name: str, release: str) -> Non
         assert mine == theirs, f"{mine['kind']} {mine['name']}"
 
 
-@pytest.mark.parametrize("name", sorted(COMPAT_CASES))
-def test_allowed_differences_are_documented(name: str) -> None:
+def test_allowed_differences_are_documented() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
     for key in ALLOWED:
         assert f"`{key}`" in doc, f"docs/deploy.md does not list the difference {key!r}"
