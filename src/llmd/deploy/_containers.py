@@ -147,7 +147,7 @@ def otel_env(values: Values, service: str) -> list[dict[str, Any]]:
 
 
 def _serve_command_name(engine: EngineName) -> str:
-    return {"vllm": "vllmServe", "sglang": "sglangServe"}[engine]
+    return get_adapter(engine).serve_model_command
 
 
 def _needs_shell(argv: list[str]) -> bool:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from llmd.deploy.values import Container, RoleValues, Values
 from llmd.engines import (
+    ADAPTERS,
     DEFAULT_ENGINE,
     ENGINES,
     EngineName,
@@ -22,7 +23,9 @@ from llmd.errors import ConfigError
 __all__ = ["Parallel", "RolePlan", "plan_roles"]
 
 RoleName = Literal["decode", "prefill"]
-_COMMAND_ENGINE: dict[str, EngineName] = {"vllmServe": "vllm", "sglangServe": "sglang"}
+_COMMAND_ENGINE: dict[str, EngineName] = {
+    a.serve_model_command: a.name for a in ADAPTERS.values()
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,6 +156,8 @@ class EngineAdapter(Protocol):
     engine_type_label: ClassVar[str]
     """Value of the `llm-d.ai/engine-type` pod label."""
     sidecar_connector: ClassVar[str]
+    serve_model_command: ClassVar[str]
+    """ModelService `modelCommand` that runs this engine's server (`vllmServe`, `sglangServe`)."""
     """`llmd sidecar --kv-connector` value for this engine's P/D protocol."""
     metric_names: ClassVar[MetricNames]
     probes: ClassVar[Probes]

@@ -27,6 +27,7 @@ class VllmAdapter:
     name: ClassVar[EngineName] = "vllm"
     engine_type_label: ClassVar[str] = "vllm"
     sidecar_connector: ClassVar[str] = "nixlv2"
+    serve_model_command: ClassVar[str] = "vllmServe"
     default_port: ClassVar[int] = 8000
     listen_host: ClassVar[str | None] = None  # vLLM binds every interface by default
     tp_spans_nodes: ClassVar[bool] = False  # only with Ray, which llmd does not deploy
