@@ -76,6 +76,28 @@ class MetricNames:
 
 
 @dataclass(frozen=True, slots=True)
+class PdProtocol:
+    """How an engine's prefill and decode instances hand the prompt's KV over.
+
+    `handoff` is "kv-transfer-params" (vLLM NIXL: serial legs; the prefill answer carries
+    `kv_transfer_params` naming the held blocks, the decode leg pulls them and prefills locally
+    when they are invalid or gone) or "bootstrap-room" (SGLang: both legs carry
+    `request_fields` at once; the decode side meets the prefill at the prefill server's
+    bootstrap port and fails when the room never arrives).
+    `decode_cached_includes_transfer`: the decode leg counts transferred tokens as cached in
+    `usage` (vLLM reports external tokens as computed). The queue gauges are the engine's own
+    names for prefill requests waiting for their decode peer and decode requests waiting for KV
+    (None: the engine reports no such gauge).
+    """
+
+    handoff: Literal["kv-transfer-params", "bootstrap-room"]
+    request_fields: tuple[str, ...]
+    decode_cached_includes_transfer: bool
+    prefill_queue: str | None = None
+    transfer_queue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Probe:
     """An HTTP GET probe, as a Kubernetes container probe renders it."""
 
@@ -160,6 +182,8 @@ class EngineAdapter(Protocol):
     """ModelService `modelCommand` that runs this engine's server (`vllmServe`, `sglangServe`)."""
     """`llmd sidecar --kv-connector` value for this engine's P/D protocol."""
     metric_names: ClassVar[MetricNames]
+    pd: ClassVar[PdProtocol]
+    """The engine's P/D handshake (what the legs carry, how the decode side gets the KV)."""
     probes: ClassVar[Probes]
     default_port: ClassVar[int]
     listen_host: ClassVar[str | None]

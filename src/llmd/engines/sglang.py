@@ -10,6 +10,7 @@ from llmd.engines.base import (
     EndpointMetrics,
     EngineName,
     MetricNames,
+    PdProtocol,
     Probe,
     Probes,
     ServeSpec,
@@ -54,6 +55,13 @@ class SGLangAdapter:
         e2e="sglang:e2e_request_latency_seconds",
         queue_time="sglang:queue_time_seconds",
         pd_transfer_misses="sglang:num_transfer_failed_reqs",
+    )
+    pd: ClassVar[PdProtocol] = PdProtocol(
+        handoff="bootstrap-room",
+        request_fields=("bootstrap_host", "bootstrap_port", "bootstrap_room"),
+        decode_cached_includes_transfer=False,
+        prefill_queue="sglang:num_prefill_bootstrap_queue_reqs",
+        transfer_queue="sglang:num_decode_transfer_queue_reqs",
     )
     # /health_generate runs one decode step: the pod is started only once the model generates.
     probes: ClassVar[Probes] = Probes(

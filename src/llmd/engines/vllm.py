@@ -10,6 +10,7 @@ from llmd.engines.base import (
     EndpointMetrics,
     EngineName,
     MetricNames,
+    PdProtocol,
     Probe,
     Probes,
     ServeSpec,
@@ -52,6 +53,11 @@ class VllmAdapter:
         e2e="vllm:e2e_request_latency_seconds",
         queue_time="vllm:request_queue_time_seconds",
         pd_transfer_misses="vllm:nixl_num_failed_transfers",
+    )
+    pd: ClassVar[PdProtocol] = PdProtocol(
+        handoff="kv-transfer-params",
+        request_fields=("kv_transfer_params",),
+        decode_cached_includes_transfer=True,  # num_cached_tokens counts the connector's tokens
     )
     # The llm-d guides' probes: the OpenAI model list answers only once the engine is up.
     probes: ClassVar[Probes] = Probes(
