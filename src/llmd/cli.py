@@ -310,5 +310,77 @@ def gateway(
                 log_level=log_level)
 
 
+bench_app = typer.Typer(help="Benchmarks: load any OpenAI endpoint; compare llmd with peer routers.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _floats(text: str | None) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()] if text else []
+
+
+def _run_bench_command(coro: Awaitable[object]) -> None:
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except (LlmdError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@bench_app.command("run")
+def bench_run(
+    target: Annotated[str, typer.Option(help="base URL of an OpenAI-compatible server")],
+    model: Annotated[str, typer.Option(help="model name sent in every request")],
+    workload: Annotated[str, typer.Option(help="shared-prefix, multi-turn or random")] = "shared-prefix",
+    workload_file: Annotated[str | None, typer.Option(help="replay a saved workload.jsonl instead")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json (or dir) that counts lengths")] = None,
+    num_groups: Annotated[int | None, typer.Option(help="shared-prefix: groups")] = None,
+    num_prompts_per_group: Annotated[int | None, typer.Option(help="shared-prefix: prompts per group")] = None,
+    system_prompt_len: Annotated[int | None, typer.Option(help="shared-prefix/multi-turn: system prompt tokens")] = None,
+    question_len: Annotated[int | None, typer.Option(help="shared-prefix: question tokens")] = None,
+    output_len: Annotated[int | None, typer.Option(help="output tokens (ignore_eos)")] = None,
+    num_sessions: Annotated[int | None, typer.Option(help="multi-turn: sessions")] = None,
+    turns: Annotated[int | None, typer.Option(help="multi-turn: turns per session")] = None,
+    user_len: Annotated[int | None, typer.Option(help="multi-turn: user message tokens")] = None,
+    num_prompts: Annotated[int | None, typer.Option(help="random: prompts")] = None,
+    input_len: Annotated[int | None, typer.Option(help="random: prompt tokens")] = None,
+    api: Annotated[str | None, typer.Option(help="shared-prefix: completion or chat")] = None,
+    seed: Annotated[int, typer.Option(help="workload and arrival seed")] = 0,
+    rates: Annotated[str | None, typer.Option(help="Poisson ladder, req/s, e.g. 1,2,4")] = None,
+    concurrency: Annotated[str | None, typer.Option(help="closed-loop concurrencies, e.g. 1,64")] = None,
+    stage_duration_s: Annotated[float, typer.Option(help="target length of each rate stage")] = 15.0,
+    requests_per_stage: Annotated[int | None, typer.Option(help="fixed requests per stage")] = None,
+    system: Annotated[str, typer.Option(help="label of the system in tables and plots")] = "target",
+    output_dir: Annotated[str, typer.Option(help="where results.json/.md/.png go")] = "bench/results/run",
+) -> None:
+    """Drive an OpenAI-compatible endpoint with a saved, seeded workload; write JSON, MD, PNG."""
+    from pathlib import Path
+
+    from llmd.bench.output import load_or_build, run_bench
+
+    if not rates and not concurrency:
+        rates = "1,2,4"
+    params = {"num_groups": num_groups, "num_prompts_per_group": num_prompts_per_group,
+              "system_prompt_len": system_prompt_len, "question_len": question_len,
+              "output_len": output_len, "num_sessions": num_sessions, "turns": turns,
+              "user_len": user_len, "num_prompts": num_prompts, "input_len": input_len,
+              "api": api, "seed": seed}
+    try:
+        wl = load_or_build(workload_file, workload, tokenizer, params)
+    except LlmdError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    out = Path(output_dir)
+    _run_bench_command(run_bench(
+        target=target, model=model, workload=wl, rates=_floats(rates),
+        concurrency=[int(c) for c in _floats(concurrency)], output_dir=out, system=system,
+        stage_duration_s=stage_duration_s, requests_per_stage=requests_per_stage, seed=seed))
+    typer.echo(f"wrote {out}/results.json, results.md, requests.jsonl, workload.jsonl"
+               + (", ttft_throughput.png" if (out / "ttft_throughput.png").exists() else ""))
+
+
 def main() -> None:
     app()

@@ -8,10 +8,11 @@ systems get the same schedule as well as the same requests.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -21,6 +22,12 @@ from llmd.bench.workload import BenchRequest
 __all__ = ["RequestResult", "closed_loop", "open_loop", "send_one"]
 
 Progress = Callable[[], None]
+Targets = str | Sequence[str]
+"""One base URL, or several that requests go to in turn (the client-side "direct" baseline)."""
+
+
+def _rotation(targets: Targets) -> Iterator[str]:
+    return itertools.cycle([targets] if isinstance(targets, str) else list(targets))
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +111,7 @@ def _failed(req: BenchRequest, start: float, error: str, served_by: str | None) 
                          req.prompt_tokens, 0, 0, error, served_by)
 
 
-async def open_loop(session: aiohttp.ClientSession, base_url: str, model: str,
+async def open_loop(session: aiohttp.ClientSession, base_url: Targets, model: str,
                     requests: Sequence[BenchRequest], rate: float, seed: int = 0,
                     progress: Progress | None = None,
                     timeout_s: float = 600.0) -> list[RequestResult]:
@@ -112,9 +119,10 @@ async def open_loop(session: aiohttp.ClientSession, base_url: str, model: str,
     how many are still running (open loop), so a slow system builds a queue, as in production."""
     rng = random.Random(seed)
     results: list[RequestResult] = []
+    urls = _rotation(base_url)
 
-    async def fire(req: BenchRequest) -> None:
-        results.append(await send_one(session, base_url, model, req, timeout_s))
+    async def fire(req: BenchRequest, url: str) -> None:
+        results.append(await send_one(session, url, model, req, timeout_s))
         if progress:
             progress()
 
@@ -125,22 +133,23 @@ async def open_loop(session: aiohttp.ClientSession, base_url: str, model: str,
             delay = start + due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tg.create_task(fire(req), name=f"bench-req-{req.id}")
+            tg.create_task(fire(req, next(urls)), name=f"bench-req-{req.id}")
             due += rng.expovariate(rate)
     return sorted(results, key=lambda r: r.id)
 
 
-async def closed_loop(session: aiohttp.ClientSession, base_url: str, model: str,
+async def closed_loop(session: aiohttp.ClientSession, base_url: Targets, model: str,
                       requests: Sequence[BenchRequest], concurrency: int,
                       progress: Progress | None = None,
                       timeout_s: float = 600.0) -> list[RequestResult]:
     """`concurrency` workers, each sending its next request as soon as the last one ends."""
     queue = list(reversed(requests))
     results: list[RequestResult] = []
+    urls = _rotation(base_url)
 
     async def worker() -> None:
         while queue:
-            results.append(await send_one(session, base_url, model, queue.pop(), timeout_s))
+            results.append(await send_one(session, next(urls), model, queue.pop(), timeout_s))
             if progress:
                 progress()
 

@@ -163,7 +163,7 @@ def multi_turn(params: MultiTurnParams, count: CountTokens) -> Workload:
             reply = _text(rng, params.output_len, count)
             history = [*history, {"role": "assistant", "content": reply}]
         sessions.append((s, turns))
-    requests = []
+    requests: list[BenchRequest] = []
     # Round-robin over sessions: turn t of every session, then turn t + 1.
     for t in range(params.turns):
         for s, turns in sessions:
