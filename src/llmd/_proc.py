@@ -47,7 +47,9 @@ class ChildSpec:
     """One child: `argv`, extra `env`, and how long it may take to print `listening on`.
 
     `prints_listening=False` is for children that print no such line (Envoy): `start()` returns
-    once the process is spawned and the caller checks readiness its own way.
+    once the process is spawned and the caller checks readiness its own way. A child that
+    listens on several ports (the EPP: ext_proc, health, metrics) sets `listening_lines`;
+    `start()` then waits for that many lines and `Child.addresses` holds them in order.
     """
 
     name: str
@@ -55,6 +57,7 @@ class ChildSpec:
     env: dict[str, str] = field(default_factory=dict)
     start_timeout_s: float = 30.0
     prints_listening: bool = True
+    listening_lines: int = 1
 
 
 class Child:
@@ -65,6 +68,7 @@ class Child:
         self.proc = proc
         self.host = ""
         self.port = 0
+        self.addresses: list[tuple[str, int]] = []
         self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self.listening: asyncio.Future[tuple[str, int]] = (
             asyncio.get_running_loop().create_future())
@@ -141,7 +145,9 @@ class Supervisor:
             if not child.listening.done():
                 m = _LISTENING.search(line)
                 if m:
-                    child.listening.set_result((m.group(1).decode(), int(m.group(2))))
+                    child.addresses.append((m.group(1).decode(), int(m.group(2))))
+                    if len(child.addresses) >= child.spec.listening_lines:
+                        child.listening.set_result(child.addresses[0])
             log.debug("[%s] %s", child.spec.name, line.decode(errors="replace"))
         await child.proc.wait()
         if child.spec.prints_listening and not child.listening.done():

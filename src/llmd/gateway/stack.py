@@ -1,0 +1,233 @@
+"""The local stack behind `llmd up`: a simulator fleet, the llmd EPP and Envoy, as child processes.
+
+    async with LocalStack(StackSpec(gateway_port=0, base_port=0)) as stack:
+        print(stack.url)                       # the gateway: send OpenAI requests here
+        await stack.wait(stop)                 # until `stop`; ChildError if a child dies
+
+Start order: the simulators (in parallel, each until its engine's health probe answers), then
+`llmd epp` with static discovery of exactly that fleet (each endpoint labelled with its engine
+type), then Envoy with ext_proc to the EPP. With `epp=False` Envoy is plain round-robin over the
+fleet (the baseline of `bench/epp_overhead.py`). Every child runs under one `llmd._proc`
+`Supervisor`: leaving the block, an error, a child dying at start or Ctrl-C stops all of them
+(SIGTERM, bounded wait, SIGKILL; children also die with this process).
+
+Ports: `base_port + i` for the i-th simulator, then the EPP's ext_proc, gRPC health and metrics
+ports; `base_port=0` makes every one of them ephemeral. `gateway_port=0` likewise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from pydantic import Field, model_validator
+
+from llmd._proc import Child, ChildSpec, Supervisor
+from llmd.config import LlmdModel
+from llmd.engines import ENGINES, EngineName, get_adapter
+from llmd.errors import ConfigError
+from llmd.gateway.envoy import FailureMode, GatewaySpec
+from llmd.gateway.runner import EnvoyGateway
+from llmd.sim.fleet import FleetEndpoint, FleetSpec, Progress, start_fleet
+
+__all__ = ["EppProcess", "LocalStack", "StackSpec"]
+
+EPP_PORTS = ("ext_proc", "grpc health", "metrics")
+
+
+class StackSpec(LlmdModel):
+    """What `LocalStack` starts. Defaults are `llmd up`'s except the ports (ephemeral here)."""
+
+    engines: tuple[EngineName, ...] = Field(
+        ("vllm", "vllm", "sglang", "sglang"), min_length=1,
+        description="one simulator per entry, in this order")
+    model: str = "llmd-sim"
+    host: str = "127.0.0.1"
+    gateway_port: int = Field(0, ge=0, lt=65536, description="Envoy's listener; 0 = ephemeral")
+    base_port: int = Field(0, ge=0, lt=65536,
+                           description="simulators, then the EPP's 3 ports; 0 = ephemeral")
+    time_scale: float = Field(1.0, ge=0, description="simulators' latency factor; 0 = none")
+    sim_args: tuple[str, ...] = Field((), description="extra `llmd sim` flags for every sim")
+    epp: bool = Field(True, description="False: Envoy round-robin over the fleet, no EPP")
+    epp_config_file: Path | None = None
+    epp_config_text: str | None = None
+    epp_args: tuple[str, ...] = Field((), description="extra `llmd epp` flags")
+    failure_mode: FailureMode = "FailClose"
+    envoy_concurrency: int = Field(1, ge=1, description="Envoy worker threads")
+    start_timeout_s: float = Field(60.0, gt=0, description="per child, to become healthy")
+
+    @model_validator(mode="after")
+    def _checks(self) -> StackSpec:
+        if self.epp_config_file is not None and self.epp_config_text is not None:
+            raise ValueError("give epp_config_file or epp_config_text, not both")
+        if self.base_port and self.base_port + len(self.engines) + len(EPP_PORTS) > 65536:
+            raise ValueError(f"base_port {self.base_port} leaves no room for "
+                             f"{len(self.engines)} simulators and the EPP's 3 ports")
+        return self
+
+    def fleet(self) -> FleetSpec:
+        return FleetSpec(engines=self.engines, model=self.model, host=self.host,
+                         port_base=self.base_port,
+                         sim_args=("--time-scale", repr(self.time_scale), *self.sim_args))
+
+    def fixed_ports(self) -> list[tuple[str, int]]:
+        """`(what, port)` for every non-ephemeral port the stack will bind."""
+        ports = [("gateway", self.gateway_port)] if self.gateway_port else []
+        if self.base_port:
+            ports += [(f"sim-{e}-{i}", self.base_port + i) for i, e in enumerate(self.engines)]
+            if self.epp:
+                first = self.base_port + len(self.engines)
+                ports += [(f"epp {what}", first + i) for i, what in enumerate(EPP_PORTS)]
+        return ports
+
+
+@dataclass(frozen=True, slots=True)
+class EppProcess:
+    """The running `llmd epp`: its pid (for /proc/<pid>/stat) and the ports it bound."""
+
+    pid: int
+    host: str
+    grpc_port: int
+    health_port: int
+    metrics_port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+class LocalStack:
+    """Fleet + EPP + Envoy, started on enter, stopped on exit (also when starting fails).
+
+    After entering: `url` (the gateway), `endpoints` (the fleet, in `spec.engines` order),
+    `epp` (None with `spec.epp=False`), `gateway` (the `EnvoyGateway`, its `admin_url` and
+    `child.proc.pid`). `on_progress(name, state)` is told "starting" and "ready" per child
+    (names: `sim-<engine>-<i>`, `epp`, `envoy`).
+    """
+
+    def __init__(self, spec: StackSpec, *, on_progress: Progress | None = None,
+                 log_level: str = "warning") -> None:
+        self.spec = spec
+        self.log_level = log_level
+        self._progress = on_progress or (lambda name, state: None)
+        self._stack = contextlib.AsyncExitStack()
+        self._sup = Supervisor()
+        self.endpoints: list[FleetEndpoint] = []
+        self.epp: EppProcess | None = None
+        self.gateway: EnvoyGateway | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.gateway is not None, "the stack is not running"
+        return self.gateway.url
+
+    @property
+    def children(self) -> list[Child]:
+        """Every child process (for pids and output tails)."""
+        return list(self._sup.children)
+
+    async def __aenter__(self) -> LocalStack:
+        try:
+            check_ports_free(self.spec.host, self.spec.fixed_ports())
+            await self._stack.enter_async_context(self._sup)
+            self.endpoints = await start_fleet(self._sup, self.spec.fleet(), self._progress)
+            if self.spec.epp:
+                self.epp = await self._start_epp()
+            self._progress("envoy", "starting")
+            self.gateway = await self._stack.enter_async_context(EnvoyGateway(
+                GatewaySpec(host=self.spec.host, port=self.spec.gateway_port,
+                            epp=self.epp.address if self.epp else None,
+                            failure_mode=self.spec.failure_mode,
+                            fallback_endpoints=tuple(e.address for e in self.endpoints)),
+                supervisor=self._sup, concurrency=self.spec.envoy_concurrency,
+                ready_timeout_s=self.spec.start_timeout_s))
+            self._progress("envoy", "ready")
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._stack.aclose()
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; `ChildError` names the child that exited first, if one did."""
+        await self._sup.wait_any_exit(stop)
+
+    def epp_argv(self) -> list[str]:
+        """The `llmd epp` command line for this fleet (static discovery, engine labels)."""
+        spec = self.spec
+        first = spec.base_port + len(spec.engines) if spec.base_port else 0
+        ports = [first + i if first else 0 for i in range(len(EPP_PORTS))]
+        argv = [sys.executable, "-c", "from llmd.cli import main; main()", "epp",
+                "--host", spec.host, "--grpc-port", str(ports[0]),
+                "--grpc-health-port", str(ports[1]), "--metrics-port", str(ports[2]),
+                "--log-level", self.log_level]
+        for ep in self.endpoints:
+            argv += ["--endpoint", f"{ep.address},engine={ep.engine}"]
+        if spec.epp_config_file is not None:
+            argv += ["--config-file", str(spec.epp_config_file)]
+        if spec.epp_config_text is not None:
+            argv += ["--config-text", spec.epp_config_text]
+        return argv + list(spec.epp_args)
+
+    async def _start_epp(self) -> EppProcess:
+        self._progress("epp", "starting")
+        # `llmd epp` prints its three listening lines once gRPC health reports SERVING.
+        child = await self._sup.start(ChildSpec(
+            "epp", self.epp_argv(), start_timeout_s=self.spec.start_timeout_s,
+            listening_lines=len(EPP_PORTS)))
+        (host, grpc_port), (_, health_port), (_, metrics_port) = child.addresses[:3]
+        self._progress("epp", "ready")
+        return EppProcess(child.proc.pid, host, grpc_port, health_port, metrics_port)
+
+
+def check_ports_free(host: str, ports: list[tuple[str, int]]) -> None:
+    """Raise `ConfigError` naming the first fixed port something else already listens on."""
+    seen: dict[int, str] = {}
+    for what, port in ports:
+        if port in seen:
+            raise ConfigError(f"port {port} is asked for twice ({seen[port]} and {what})")
+        seen[port] = what
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                reason = ("already in use" if exc.errno == errno.EADDRINUSE
+                          else exc.strerror or str(exc))
+                raise ConfigError(f"{what}: cannot listen on {host}:{port} ({reason}); free "
+                                  "it or pick other ports (--gateway-port, --base-port)"
+                                  ) from None
+
+
+
+def engines_from_flag(text: str, per_engine: int = 2) -> tuple[EngineName, ...]:
+    """`vllm,sglang` (each `per_engine` times) or `vllm=3,sglang=1` → the fleet's engines."""
+    out: list[EngineName] = []
+    for item in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, count_text = item.partition("=")
+        if name not in ENGINES:
+            raise ConfigError(f"--engines: {name!r} is not an engine (allowed: "
+                              f"{', '.join(ENGINES)})")
+        count = per_engine
+        if sep:
+            if not count_text.isdigit():
+                raise ConfigError(f"--engines: {item!r}: the count must be a whole number")
+            count = int(count_text)
+        out += [get_adapter(name).name] * count
+    if not out:
+        raise ConfigError(f"--engines {text!r}: ask for at least one simulator")
+    return tuple(out)

@@ -1,0 +1,75 @@
+"""`llmd up`: run the local stack until Ctrl-C, with progress, a status table and examples."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from llmd.gateway.stack import LocalStack, StackSpec
+
+__all__ = ["print_stack", "run_up"]
+
+
+async def run_up(spec: StackSpec, stop: asyncio.Event, *, log_level: str = "warning",
+                 console: Console | None = None) -> None:
+    """Start `spec`, show progress until every child is healthy, print how to use it, run
+    until `stop`. A child failing (at start or later) raises `ChildError`; everything started
+    is stopped before this returns or raises."""
+    console = console or Console()
+    names = [f"sim-{e}-{i}" for i, e in enumerate(spec.engines)]
+    names += ["epp", "envoy"] if spec.epp else ["envoy"]
+    async with contextlib.AsyncExitStack() as exits:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            tasks = {name: progress.add_task(f"{name}: waiting", total=1) for name in names}
+
+            def on_progress(name: str, state: str) -> None:
+                if name in tasks:
+                    progress.update(tasks[name], description=f"{name}: {state}",
+                                    completed=1 if state == "ready" else 0)
+
+            stack = await exits.enter_async_context(
+                LocalStack(spec, on_progress=on_progress, log_level=log_level))
+        print_stack(stack, console)
+        await stack.wait(stop)
+
+
+def print_stack(stack: LocalStack, console: Console) -> None:
+    """The gateway URL, a table of every child, and a ready-to-paste curl and openai example."""
+    spec, gw, epp = stack.spec, stack.gateway, stack.epp
+    assert gw is not None and gw.child is not None
+    table = Table(title="llmd up: Envoy → llmd EPP → simulators (loopback)")
+    for column in ("name", "kind", "address", "pid", "status"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "pid" else "left")
+    table.add_row("envoy", "gateway", gw.url, str(gw.child.proc.pid), "ready")
+    if epp is not None:
+        table.add_row("epp", "picker", epp.address, str(epp.pid), "serving")
+    for ep in stack.endpoints:
+        table.add_row(ep.name, ep.engine, ep.url, str(ep.pid), "healthy")
+    console.print(table)
+    if epp is not None:
+        console.print(f"EPP metrics: {epp.metrics_url}   gRPC health: "
+                      f"{epp.host}:{epp.health_port}   Envoy admin: {gw.admin_url}",
+                      soft_wrap=True, highlight=False)
+    routing = "the EPP picks the endpoint" if epp is not None else "round robin, no EPP"
+    console.print(f"\n[bold]gateway[/bold]: {gw.url}  ({routing}; every response names its "
+                  "endpoint in x-llmd-served-by)")
+    body = {"model": spec.model, "messages": [{"role": "user", "content": "Hello"}],
+            "max_tokens": 16, "stream": True}
+    console.print("\n[bold]curl[/bold]:")
+    console.print(f"curl -N {gw.url}/v1/chat/completions -H 'Content-Type: application/json' "
+                  f"-d '{json.dumps(body)}'", soft_wrap=True, markup=False, highlight=False)
+    console.print("\n[bold]openai[/bold] (python):")
+    console.print(
+        "from openai import OpenAI\n"
+        f"client = OpenAI(base_url=\"{gw.url}/v1\", api_key=\"none\")\n"
+        f"for chunk in client.chat.completions.create(model=\"{spec.model}\", stream=True,\n"
+        "        messages=[{\"role\": \"user\", \"content\": \"Hello\"}], max_tokens=16):\n"
+        "    print(chunk.choices[0].delta.content or \"\", end=\"\", flush=True)",
+        soft_wrap=True, markup=False, highlight=False)
+    console.print("\nCtrl-C stops every process.")

@@ -1,0 +1,116 @@
+"""`llmd up` as a real process and `LocalStack` in-process: simulators + EPP + Envoy on loopback,
+started, answering through the gateway, and stopped without orphans (also when a child fails)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+
+import aiohttp
+import openai
+import pytest
+from _cli import llmd_process, read_until
+
+from llmd._proc import ChildError
+from llmd.errors import ConfigError
+from llmd.gateway import LocalStack, StackSpec
+from llmd.gateway.stack import engines_from_flag
+from llmd.sim import SERVED_BY_HEADER
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_llmd_up_serves_openai_through_the_gateway_and_ctrl_c_stops_all() -> None:
+    async with llmd_process("up", "--gateway-port", "0", "--base-port", "0",
+                        "--time-scale", "0") as proc:
+        out = (await read_until(proc, r"Ctrl-C stops every process", 60))[1]
+        rows = re.findall(r"│ (\S+)\s*│ (\w+)\s*│ (\S+)\s*│\s*(\d+) │ (\w+)", out)
+        assert [r[1] for r in rows] == ["gateway", "picker", "vllm", "vllm", "sglang", "sglang"]
+        gateway = rows[0][2]
+        assert f'OpenAI(base_url="{gateway}/v1"' in out and f"curl -N {gateway}/v1/" in out
+        sims = {r[2].removeprefix("http://") for r in rows[2:]}
+        async with openai.AsyncOpenAI(base_url=gateway + "/v1", api_key="none",
+                                      max_retries=0) as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="llmd-sim", messages=[{"role": "user", "content": "Hello"}],
+                max_tokens=4)
+            assert raw.headers[SERVED_BY_HEADER] in sims
+            assert raw.parse().choices[0].message.content
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0
+    assert all(_gone(int(r[3])) for r in rows), "a child outlived llmd up"
+
+
+async def test_llmd_up_port_taken_is_a_clear_error() -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        async with llmd_process("up", "--gateway-port", str(port), "--base-port", "0") as proc:
+            async with asyncio.timeout(30):
+                out = (await proc.communicate())[0].decode()
+    assert proc.returncode == 2, out
+    assert f"gateway: cannot listen on 127.0.0.1:{port} (already in use)" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    pytest.param(["--engines", "tgi"], "'tgi' is not an engine", id="unknown-engine"),
+    pytest.param(["--failure-mode", "Maybe"], "failure_mode", id="bad-failure-mode"),
+])
+async def test_llmd_up_bad_flags_exit_2(flag: list[str], message: str) -> None:
+    async with llmd_process("up", *flag) as proc:
+        async with asyncio.timeout(30):
+            out = (await proc.communicate())[0].decode()
+    assert proc.returncode == 2 and message in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("vllm,sglang", ("vllm", "vllm", "sglang", "sglang"), id="per-engine"),
+    pytest.param("sglang=1,vllm=3", ("sglang", "vllm", "vllm", "vllm"), id="counts"),
+    pytest.param("vllm=0,sglang", ("sglang", "sglang"), id="zero-of-one"),
+])
+def test_engines_flag(text: str, expected: tuple[str, ...]) -> None:
+    assert engines_from_flag(text, 2) == expected
+
+
+def test_engines_flag_errors() -> None:
+    with pytest.raises(ConfigError, match="at least one simulator"):
+        engines_from_flag("vllm=0")
+    with pytest.raises(ConfigError, match="whole number"):
+        engines_from_flag("vllm=two")
+
+
+async def test_round_robin_stack_without_epp_spreads_over_the_fleet(engine: str) -> None:
+    spec = StackSpec(engines=(engine,) * 2, time_scale=0, epp=False)
+    async with LocalStack(spec) as stack, aiohttp.ClientSession() as http:
+        assert stack.epp is None
+        seen = set()
+        for _ in range(4):
+            async with http.post(stack.url + "/v1/completions", json={
+                    "model": spec.model, "prompt": "same prompt", "max_tokens": 2}) as resp:
+                assert resp.status == 200
+                seen.add(resp.headers[SERVED_BY_HEADER])
+    assert seen == {ep.address for ep in stack.endpoints}
+
+
+async def test_a_child_failing_at_start_stops_the_others() -> None:
+    events: list[tuple[str, str]] = []
+    spec = StackSpec(engines=("vllm", "sglang"), time_scale=0,
+                     epp_config_text="apiVersion: llm-d.ai/v1alpha1\nkind: Nope\n")
+    stack = LocalStack(spec, on_progress=lambda name, state: events.append((name, state)))
+    with pytest.raises(ChildError, match="(?s)epp exited with code 2.*Nope"):
+        async with stack:
+            pass
+    assert ("sim-vllm-0", "ready") in events and ("epp", "starting") in events
+    assert stack.children and all(c.proc.returncode is not None for c in stack.children)
