@@ -230,9 +230,15 @@ def sim(
     failure_kinds: Annotated[list[str] | None, typer.Option(
         help="rate_limit, server_error, invalid_api_key, context_length, invalid_request, "
              "model_not_found (repeatable)")] = None,
+    role: Annotated[str, typer.Option(help="P/D role: both, prefill or decode")] = "both",
+    kv_transfer_overhead_ms: Annotated[float, typer.Option(help="decode leg: fixed KV transfer cost")] = 1.0,
+    kv_transfer_per_token_ms: Annotated[float, typer.Option(help="decode leg: cost per transferred token")] = 0.005,
+    kv_hold_s: Annotated[float, typer.Option(help="vLLM prefill: seconds blocks wait for their decode leg")] = 60.0,
+    disaggregation_bootstrap_port: Annotated[int, typer.Option(help="SGLang prefill: bootstrap server port (0 picks one)")] = 8998,
+    bootstrap_timeout_s: Annotated[float, typer.Option(help="SGLang: seconds a leg waits for its peer")] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
 ) -> None:
-    """Run a simulated vLLM or SGLang model server (OpenAI API, engine routes, /metrics)."""
+    """Run a simulated vLLM or SGLang model server (OpenAI API, engine routes, /metrics, P/D roles)."""
     from pydantic import ValidationError
 
     from llmd.config import config_error
@@ -246,34 +252,64 @@ def sim(
             prefill_overhead_ms=prefill_overhead_ms, prefill_per_token_ms=prefill_per_token_ms,
             itl_ms=itl_ms, itl_per_seq_ms=itl_per_seq_ms, time_scale=time_scale,
             eos_min_tokens=eos_min_tokens, eos_max_tokens=eos_max_tokens, seed=seed,
-            failure_rate=failure_rate,
+            failure_rate=failure_rate, role=role,  # type: ignore[arg-type]
+            kv_transfer_overhead_ms=kv_transfer_overhead_ms,
+            kv_transfer_per_token_ms=kv_transfer_per_token_ms, kv_hold_s=kv_hold_s,
+            bootstrap_port=disaggregation_bootstrap_port, bootstrap_timeout_s=bootstrap_timeout_s,
             **({"failure_kinds": tuple(failure_kinds)} if failure_kinds else {}),
         )
     except ValidationError as exc:
         typer.echo(str(config_error(exc, "llmd sim")), err=True)
         raise typer.Exit(2) from None
-    run_service(lambda stop: serve(cfg, stop, listening), log_level=log_level)
+
+    def side_listening(name: str, host: str, port: int) -> None:
+        print(f"{name} listening on {host}:{port}", flush=True)
+
+    run_service(lambda stop: serve(cfg, stop, listening, side_listening), log_level=log_level)
 
 
 @app.command()
 def up(
-    vllm: Annotated[int, typer.Option(help="vLLM-dialect simulators")] = 1,
-    sglang: Annotated[int, typer.Option(help="SGLang-dialect simulators")] = 1,
+    engines: Annotated[str, typer.Option(
+        help="simulator dialects, comma-separated; engine=N sets that engine's count "
+             "(vllm=3,sglang=1)")] = "vllm,sglang",
+    per_engine: Annotated[int, typer.Option(help="simulators per engine without =N")] = 2,
     model: Annotated[str, typer.Option(help="model name every simulator serves")] = "llmd-sim",
-    port_base: Annotated[int, typer.Option(help="first port (then +1 each); 0 = ephemeral")] = 8100,
-    time_scale: Annotated[float, typer.Option(help="simulators' latency factor")] = 1.0,
+    gateway_port: Annotated[int, typer.Option(help="Envoy's port; 0 = ephemeral")] = 8080,
+    base_port: Annotated[int, typer.Option(
+        help="first simulator port (+1 each), then the EPP's ext_proc, health and metrics "
+             "ports; 0 = ephemeral")] = 8100,
+    epp_config_file: Annotated[str | None, typer.Option(
+        help="EndpointPickerConfig YAML for the EPP (default: llm-d's default config)")] = None,
+    epp: Annotated[bool, typer.Option(help="--no-epp: Envoy round-robin, no endpoint picker")] = True,
+    failure_mode: Annotated[str, typer.Option(help="FailOpen or FailClose (EPP down)")] = "FailClose",
+    time_scale: Annotated[float, typer.Option(help="simulators' latency factor; 0 = none")] = 1.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
 ) -> None:
-    """Start local simulators (one vLLM- and one SGLang-dialect by default) until Ctrl-C."""
-    from llmd.sim.fleet import FleetSpec, print_fleet, run_fleet
+    """Start the local stack on loopback until Ctrl-C: simulators (2 vLLM + 2 SGLang dialect by
+    default), the llmd EPP and Envoy in front of them."""
+    from pathlib import Path
 
-    spec = FleetSpec(vllm=vllm, sglang=sglang, model=model, port_base=port_base,
-                     sim_args=("--time-scale", str(time_scale)))
-    if vllm < 0 or sglang < 0 or vllm + sglang == 0:
-        typer.echo("error: ask for at least one simulator (--vllm/--sglang >= 0, sum > 0)", err=True)
-        raise typer.Exit(2)
-    run_service(lambda stop: run_fleet(spec, stop, lambda eps: print_fleet(eps, model)),
-                log_level=log_level)
+    from pydantic import ValidationError
+
+    from llmd.config import config_error
+    from llmd.gateway import StackSpec, run_up
+    from llmd.gateway.stack import engines_from_flag
+
+    try:
+        spec = StackSpec(
+            engines=engines_from_flag(engines, per_engine), model=model,
+            gateway_port=gateway_port, base_port=base_port, epp=epp,
+            epp_config_file=Path(epp_config_file) if epp_config_file else None,
+            failure_mode=failure_mode, time_scale=time_scale,  # type: ignore[arg-type]
+        )
+    except ValidationError as exc:
+        typer.echo(str(config_error(exc, "llmd up")), err=True)
+        raise typer.Exit(2) from None
+    except LlmdError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    run_service(lambda stop: run_up(spec, stop, log_level=log_level), log_level=log_level)
 
 
 @app.command()
