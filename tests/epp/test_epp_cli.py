@@ -8,6 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
+from llmd.epp.plugins import PLUGINS
+
 LLMD = [str(Path(sys.executable).parent / "llmd")]
 
 
@@ -58,5 +60,5 @@ async def test_list_plugins_names_every_type_with_defaults() -> None:
     async with asyncio.timeout(20):
         out, _ = await proc.communicate()
     lines = out.decode().splitlines()
-    assert proc.returncode == 0 and len(lines) == 17
+    assert proc.returncode == 0 and len(lines) == len(PLUGINS)
     assert any(line.split() == ["load-aware-scorer", "threshold=128"] for line in lines)

@@ -15,7 +15,7 @@ from llmd.epp.discovery import (
     load_endpoints_file,
     parse_endpoint_flag,
 )
-from llmd.epp.extproc import DESTINATION_HEADER
+from llmd.epp.headers import DESTINATION_HEADER, PREFILLER_HEADER, ROUTING_HEADERS
 from llmd.epp.plugins import PLUGINS, PluginRegistry
 from llmd.epp.request import InferenceRequest
 from llmd.epp.scheduling import Scheduler, SchedulerProfile
@@ -37,8 +37,10 @@ __all__ = [
     "InferenceRequest",
     "Listening",
     "PLUGINS",
+    "PREFILLER_HEADER",
     "PluginRegistry",
     "PoolSnapshot",
+    "ROUTING_HEADERS",
     "Scheduler",
     "SchedulerProfile",
     "ScrapeSettings",

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
+from llmd.epp.headers import DESTINATION_HEADER, PREFILLER_HEADER
 from llmd.errors import RequestError
 
-DESTINATION_HEADER = "x-gateway-destination-endpoint"
 LB_METADATA_NAMESPACE = "envoy.lb"
 BODY_CHUNK_BYTES = 62_000  # what GIE re-sends per message (pkg/common/envoy/chunking.go)
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_REMOVABLE = (PREFILLER_HEADER,)
 
 
 def header_dict(header_map: base_pb2.HeaderMap) -> dict[str, str]:
@@ -25,13 +26,22 @@ def header_dict(header_map: base_pb2.HeaderMap) -> dict[str, str]:
     return out
 
 
-def routed(phase: str, endpoint: str) -> pb.ProcessingResponse:
-    """The decision, as the answer to `phase` (request_headers or request_body)."""
+def routed(phase: str, endpoint: str, headers: Mapping[str, str] | None = None
+           ) -> pb.ProcessingResponse:
+    """The decision, as the answer to `phase` (request_headers or request_body).
+
+    `headers` are more request headers the decision sets (the prefill endpoint); a routing
+    header the decision does not set is removed, whatever the client sent.
+    """
+    values = {DESTINATION_HEADER: endpoint, **(headers or {})}
     common = pb.CommonResponse(
-        header_mutation=pb.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=DESTINATION_HEADER, raw_value=endpoint.encode()),
-            append_action=_OVERWRITE,
-        )]),
+        header_mutation=pb.HeaderMutation(
+            set_headers=[base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=key, raw_value=value.encode()),
+                append_action=_OVERWRITE,
+            ) for key, value in values.items()],
+            remove_headers=[h for h in _REMOVABLE if h not in values],
+        ),
         clear_route_cache=True,
     )
     metadata = struct_pb2.Struct()

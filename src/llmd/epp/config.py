@@ -10,13 +10,13 @@ each line naming the file, the path, the bad value and what is allowed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from llmd.config import config_error, did_you_mean
 from llmd.epp._config_models import (
@@ -30,11 +30,13 @@ from llmd.epp._config_models import (
 from llmd.epp.plugins import (
     PLUGINS,
     DataProducer,
+    Decider,
     Filter,
     Picker,
     PluginRegistry,
     PreRequest,
     ProfileHandler,
+    ProfileRefs,
     SaturationDetector,
     Scorer,
 )
@@ -82,7 +84,7 @@ class EndpointPickerConfig:
 
     def describe(self) -> str:
         """One line per profile, for the startup log."""
-        lines = []
+        lines = [f"handler {self.scheduler.handler.name}"]
         for p in self.scheduler.profiles.values():
             scorers = ", ".join(f"{w.scorer.name}×{w.weight:g}" for w in p.scorers)
             filters = ", ".join(f.name for f in p.filters) or "-"
@@ -127,7 +129,7 @@ def plugin_catalog(registry: PluginRegistry = PLUGINS) -> list[str]:
     lines = []
     for name in sorted(registry):
         fields = registry[name].Params.model_fields
-        params = ", ".join(f"{f.alias or n}={f.get_default(call_default_factory=True)!r}"
+        params = ", ".join(f"{f.alias or n}={_shown(f.get_default(call_default_factory=True))!r}"
                            for n, f in fields.items())
         lines.append(f"{name:32} {params or '(no parameters)'}")
     return lines
@@ -151,6 +153,7 @@ class _Builder:
         self.spec, self.source, self.registry = spec, source, registry
         self.problems: list[str] = []
         self.plugins: dict[str, Any] = {}
+        self.index: dict[str, int] = {}  # plugin name → its position in plugins[]
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(f"{self.source}: {path}: {message}")
@@ -161,6 +164,8 @@ class _Builder:
         self._add_required_producers()
         handler = self._profile_handler()
         profiles = self._profiles(handler)
+        if isinstance(handler, ProfileRefs):
+            self._check_refs(handler)
         detector = self._detector()
         objectives = {}
         for i, o in enumerate(self.spec.objectives):
@@ -190,15 +195,21 @@ class _Builder:
             params = cls.Params.model_validate(ps.parameters or {})
         except ValidationError as exc:
             lines = config_error(exc, self.source, ("plugins", i, "parameters")).problems
-            fields = sorted(f.alias or n for n, f in cls.Params.model_fields.items())
             for line, detail in zip(lines, exc.errors(include_url=False), strict=True):
                 if detail["type"] == "extra_forbidden":
                     key = str(detail["loc"][-1])
+                    fields = _fields_at(cls.Params, detail["loc"][:-1])
+                    owner = ".".join(str(p) for p in (ps.type, *detail["loc"][:-1]))
                     line += did_you_mean(key, fields) or (
-                        f" (parameters of {ps.type}: {', '.join(fields) or 'none'})")
+                        f" (parameters of {owner}: {', '.join(fields) or 'none'})")
                 self.problems.append(line)
             return
+        replaced_by = getattr(cls, "replaced_by", None)
+        if replaced_by is not None:
+            log.warning("%s: plugins[%d].type: %s is deprecated, use %s", self.source, i,
+                        ps.type, replaced_by)
         self.plugins[ps.ref] = cls(ps.ref, params)
+        self.index[ps.ref] = i
 
     def _add_required_producers(self) -> None:
         have = {type(p).type for p in self.plugins.values()}
@@ -236,6 +247,38 @@ class _Builder:
             self.fail("schedulingProfiles", f"{handler.type} runs exactly {limit} profile, "
                       f"got {len(specs)} ({', '.join(p.name for p in specs)})")
         return profiles
+
+    def _check_refs(self, handler: ProfileRefs) -> None:
+        """The handler's profile and decider names must exist; every profile must be one it runs."""
+        at = f"plugins[{self.index[handler.name]}].parameters"
+        kind = handler.type
+        names = [p.name for p in self.spec.scheduling_profiles]
+        runs = set(handler.profile_refs().values())
+        for path, profile in handler.profile_refs().items():
+            if profile not in names:
+                self.fail(f"{at}.{path}", f"{profile!r} is not a scheduling profile (profiles: "
+                          f"{', '.join(names) or 'none'}){did_you_mean(profile, names)}")
+        for i, name in enumerate(names):
+            if name not in runs:
+                hint = "" if handler.decider_refs() else (
+                    "; without a prefill decider only the decode profile runs")
+                self.fail(f"schedulingProfiles[{i}].name", f"profile {name!r} never runs: "
+                          f"{kind} runs {', '.join(map(repr, sorted(runs)))}{hint}")
+        deciders = {n: p for n, p in self.plugins.items() if isinstance(p, Decider)}
+        types = sorted(t for t, c in self.registry.items() if hasattr(c, "disaggregate"))
+        bound: dict[str, Decider] = {}
+        for path, ref in handler.decider_refs().items():
+            plugin = self.plugins.get(ref)
+            declared = ", ".join(deciders) or "none"
+            if plugin is None:
+                self.fail(f"{at}.{path}", f"{ref!r} is not defined (deciders: {declared}; "
+                          f"decider types: {', '.join(types)}){did_you_mean(ref, deciders)}")
+            elif not isinstance(plugin, Decider):
+                self.fail(f"{at}.{path}", f"{ref!r} is a {_kind(plugin)}, not a decider "
+                          f"(deciders: {declared}; decider types: {', '.join(types)})")
+            else:
+                bound[path] = plugin
+        handler.bind(bound)
 
     def _implicit_profile(self) -> ProfileSpec:
         usable = [n for n, p in self.plugins.items()
@@ -310,6 +353,8 @@ class _Builder:
 def _kind(plugin: object) -> str:
     if isinstance(plugin, ProfileHandler):
         return "profile handler"
+    if isinstance(plugin, Decider):
+        return "decider"
     if isinstance(plugin, Scorer):
         return "scorer"
     if isinstance(plugin, Picker):
@@ -321,3 +366,18 @@ def _kind(plugin: object) -> str:
     if isinstance(plugin, DataProducer):
         return "data producer"
     return "plugin"
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The parameter names of the (nested) model at `loc`, as written in YAML."""
+    for part in loc:
+        inner = next((f.annotation for n, f in model.model_fields.items()
+                      if part in (n, f.alias)), None)
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return []
+        model = inner
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _shown(default: object) -> object:
+    return default.model_dump(by_alias=True) if isinstance(default, BaseModel) else default

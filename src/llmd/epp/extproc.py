@@ -10,8 +10,9 @@ Two request body modes, told apart by the `protocol_config` Envoy sends first:
   body is handed back as streamed chunks; response bodies are echoed chunk by chunk.
 
 The decision is header `x-gateway-destination-endpoint` (overwriting any client value), the same
-value in `envoy.lb` dynamic metadata, and clear_route_cache. Errors become ImmediateResponses
-with an OpenAI-style JSON body.
+value in `envoy.lb` dynamic metadata, and clear_route_cache; with P/D also `x-prefiller-host-port`
+(removed when the request is not disaggregated, so a client-sent value never survives). Errors
+become ImmediateResponses with an OpenAI-style JSON body.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class _Stream:
             self.closed = True
             return immediate(exc)
         self._pending = decision
-        return routed(phase, decision.endpoint)
+        return routed(phase, decision.endpoint, decision.result.headers)
 
 
 def grpc_options(max_body_bytes: int) -> list[tuple[str, int]]:

@@ -2,8 +2,9 @@
 
 The shape follows ../shared/reference/envoy-extproc.md (checked with Envoy 1.40):
 
-- `header_mutation` first strips any client-sent `x-gateway-destination-endpoint`, so only the
-  EPP can choose an endpoint;
+- `header_mutation` first strips any client-sent `x-gateway-destination-endpoint` and
+  `x-prefiller-host-port`, so only the EPP can choose an endpoint or a prefill target (also on
+  the FailOpen route, where the EPP never saw the request);
 - `ext_proc` to the EPP cluster (HTTP/2) with `request_body_mode: BUFFERED`; the response path
   is skipped (`response_header_mode: SKIP`, `response_body_mode: NONE`). `ext_proc_mode:
   full-duplex` uses GIE's `FULL_DUPLEX_STREAMED` both ways instead (what other Gateway API
@@ -26,7 +27,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from llmd.config import LlmdModel
-from llmd.epp import DESTINATION_HEADER
+from llmd.epp import DESTINATION_HEADER, ROUTING_HEADERS
 from llmd.errors import error_body
 
 __all__ = ["ExtProcMode", "FailureMode", "GatewaySpec", "render_bootstrap"]
@@ -121,7 +122,7 @@ def render_bootstrap(spec: GatewaySpec) -> dict[str, Any]:
 def _strip_destination_filter() -> dict[str, Any]:
     return {"name": "envoy.filters.http.header_mutation", "typed_config": {
         "@type": _T + "extensions.filters.http.header_mutation.v3.HeaderMutation",
-        "mutations": {"request_mutations": [{"remove": DESTINATION_HEADER}]},
+        "mutations": {"request_mutations": [{"remove": h} for h in ROUTING_HEADERS]},
     }}
 
 

@@ -12,17 +12,21 @@ from typing import Any
 
 from llmd.epp.plugins.base import (
     DataProducer,
+    Decider,
     Filter,
     NoParams,
     Picker,
     Plugin,
     PreRequest,
     ProfileHandler,
+    ProfileRefs,
     ProfileResult,
     SaturationDetector,
     SchedulingResult,
     Scorer,
 )
+from llmd.epp.plugins.decider.always_disagg import AlwaysDisaggPdDecider
+from llmd.epp.plugins.decider.prefix_based import PrefixBasedPdDecider
 from llmd.epp.plugins.filter.decode import DecodeFilter
 from llmd.epp.plugins.filter.label_selector import LabelSelectorFilter
 from llmd.epp.plugins.filter.prefill import PrefillFilter
@@ -30,6 +34,8 @@ from llmd.epp.plugins.picker.max_score import MaxScorePicker
 from llmd.epp.plugins.picker.random_pick import RandomPicker
 from llmd.epp.plugins.picker.weighted_random import WeightedRandomPicker
 from llmd.epp.plugins.producer.approx_prefix import ApproxPrefixCacheProducer, PrefixMatch
+from llmd.epp.plugins.profile.disagg import DisaggProfileHandler
+from llmd.epp.plugins.profile.pd import PdProfileHandler
 from llmd.epp.plugins.profile.single import SingleProfileHandler
 from llmd.epp.plugins.saturation.utilization import UtilizationDetector
 from llmd.epp.plugins.scorer.kv_cache_utilization import KvCacheUtilizationScorer
@@ -49,6 +55,10 @@ PLUGINS: PluginRegistry = MappingProxyType(
         cls.type: cls
         for cls in (
             SingleProfileHandler,
+            DisaggProfileHandler,
+            PdProfileHandler,
+            PrefixBasedPdDecider,
+            AlwaysDisaggPdDecider,
             DecodeFilter,
             PrefillFilter,
             LabelSelectorFilter,
@@ -70,9 +80,12 @@ PLUGINS: PluginRegistry = MappingProxyType(
 )
 
 __all__ = [
+    "AlwaysDisaggPdDecider",
     "ApproxPrefixCacheProducer",
     "DataProducer",
+    "Decider",
     "DecodeFilter",
+    "DisaggProfileHandler",
     "Filter",
     "KvCacheUtilizationScorer",
     "LabelSelectorFilter",
@@ -82,14 +95,17 @@ __all__ = [
     "NoHitLruScorer",
     "NoParams",
     "PLUGINS",
+    "PdProfileHandler",
     "Picker",
     "Plugin",
     "PluginRegistry",
     "PreRequest",
     "PrefillFilter",
+    "PrefixBasedPdDecider",
     "PrefixCacheScorer",
     "PrefixMatch",
     "ProfileHandler",
+    "ProfileRefs",
     "ProfileResult",
     "QueueScorer",
     "RandomPicker",

@@ -5,6 +5,9 @@ A plugin class has a class-level `type` (llm-d's kebab-case name), a nested pyda
 plays follows from the methods it has; one object may play several (the prefix producer is a
 DataProducer and a PreRequest hook).
 
+Deciders are not run by the framework: a profile handler that references one (by plugin name,
+resolved by the loader) asks it whether to run a stage.
+
 Per request the framework runs: DataProducers → ProfileHandler.pick → per profile: Filters →
 Scorers (clamped to [0, 1], weighted, summed) → Picker → ProfileHandler.process_results →
 (answer sent) → PreRequest hooks.
@@ -13,7 +16,7 @@ Scorers (clamped to [0, 1], weighted, summed) → Picker → ProfileHandler.proc
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from llmd.config import LlmdModel
@@ -25,12 +28,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DataProducer",
+    "Decider",
     "Filter",
     "NoParams",
     "Picker",
     "Plugin",
     "PreRequest",
     "ProfileHandler",
+    "ProfileRefs",
     "ProfileResult",
     "SaturationDetector",
     "SchedulingResult",
@@ -51,10 +56,15 @@ class ProfileResult:
 
 @dataclass(frozen=True, slots=True)
 class SchedulingResult:
-    """Every profile's result and which one is primary (its first target is the destination)."""
+    """Every profile's result and which one is primary (its first target is the destination).
+
+    `headers` are request headers the decision sets besides the destination (the P/D handler's
+    `x-prefiller-host-port`).
+    """
 
     results: Mapping[str, ProfileResult]
     primary: str
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def destination(self) -> Endpoint:
@@ -159,4 +169,37 @@ class SaturationDetector(Protocol):
 
     def saturation(self, pool: PoolSnapshot) -> float:
         """Pool saturation; >= 1.0 means saturated (sheddable requests get 429)."""
+        ...
+
+
+@runtime_checkable
+class Decider(Protocol):
+    type: ClassVar[str]
+    name: str
+
+    def disaggregate(self, request: InferenceRequest, endpoint: Endpoint) -> bool:
+        """Whether to run a disaggregated stage (prefill) for `request`, given the endpoint the
+        primary profile chose (pure, no I/O)."""
+        ...
+
+
+@runtime_checkable
+class ProfileRefs(Protocol):
+    """A profile handler that names profiles and deciders in its parameters; the loader checks
+    the names and hands it the deciders."""
+
+    type: ClassVar[str]
+    name: str
+
+    def profile_refs(self) -> Mapping[str, str]:
+        """Parameter path (`profiles.decode`) → the profile it names; every one must exist,
+        and every profile must be named by one (others would never run)."""
+        ...
+
+    def decider_refs(self) -> Mapping[str, str]:
+        """Parameter path (`deciders.prefill`) → the decider plugin it names."""
+        ...
+
+    def bind(self, deciders: Mapping[str, Decider]) -> None:
+        """Receive the deciders, keyed by the paths of `decider_refs()`."""
         ...

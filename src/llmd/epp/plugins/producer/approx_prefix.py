@@ -37,15 +37,24 @@ PREFILL_PROFILE = "prefill"
 class PrefixMatch:
     """The request's block hashes and, per candidate, how many leading blocks it holds.
 
-    `chains` holds the endpoints whose (auto-tuned) block size differs from the configured one.
+    `chains` holds the endpoints whose (auto-tuned) block size differs from the configured one,
+    `tuned_block_tokens` their block sizes in tokens; `block_tokens` is the configured size.
     """
 
     hashes: tuple[int, ...]
     matched: dict[EndpointId, int]
     chains: Mapping[EndpointId, tuple[int, ...]] = field(default_factory=dict)
+    block_tokens: int = 16
+    tuned_block_tokens: Mapping[EndpointId, int] = field(default_factory=dict)
 
     def hashes_for(self, ep_id: EndpointId) -> tuple[int, ...]:
         return self.chains.get(ep_id, self.hashes)
+
+    def cached_tokens(self, ep_id: EndpointId) -> int:
+        """Matched blocks × block size in tokens (llm-d's hit length; the trailing partial
+        block counts whole, so this can exceed the prompt's estimated length)."""
+        size = self.tuned_block_tokens.get(ep_id, self.block_tokens)
+        return self.matched.get(ep_id, 0) * size
 
     def ratio(self, ep_id: EndpointId) -> float:
         hashes = self.hashes_for(ep_id)
@@ -98,10 +107,12 @@ class ApproxPrefixCacheProducer:
         hashes = chain(self._block_chars)
         matched: dict[EndpointId, int] = {}
         chains: dict[EndpointId, tuple[int, ...]] = {}
+        tuned: dict[EndpointId, int] = {}
         for ep in pool.candidates:
             own = hashes
             if self.params.auto_tune and (size := self._block_chars_of(ep)) != self._block_chars:
                 own = chains[ep.id] = chain(size)
+                tuned[ep.id] = size // 4
             lru = self._index.get(ep.id)
             n = 0
             if lru:
@@ -110,7 +121,7 @@ class ApproxPrefixCacheProducer:
                         break
                     n += 1
             matched[ep.id] = n
-        return PrefixMatch(hashes, matched, chains)
+        return PrefixMatch(hashes, matched, chains, self.params.block_size_tokens, tuned)
 
     def _block_chars_of(self, ep: Endpoint) -> int:
         size = ep.metrics.block_size

@@ -1,0 +1,62 @@
+"""`prefix-based-pd-decider`: disaggregate when the prompt's uncached part on the chosen decode
+endpoint is at least `nonCachedTokens` tokens.
+
+As in llm-d: tokens are estimated as UTF-8 bytes / 4 of the prompt the prefix index hashes (the
+completions text, the compact JSON of chat `messages`); cached tokens are the decode endpoint's
+matched blocks × block size in tokens, from `approx-prefix-cache-producer` (created with its
+defaults when the config does not declare one). `nonCachedTokens: 0` (the default) turns the
+decider off: nothing is disaggregated (llm-d-router's current meaning; the older
+llm-d-inference-scheduler disaggregated everything at 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from pydantic import Field
+
+from llmd.config import LlmdModel
+from llmd.epp.datastore import Endpoint
+from llmd.epp.plugins.producer.approx_prefix import ApproxPrefixCacheProducer, PrefixMatch
+from llmd.epp.request import InferenceRequest
+
+__all__ = ["CHARS_PER_TOKEN", "PrefixBasedPdDecider", "estimated_tokens"]
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4
+"""llm-d's AverageCharactersPerToken: the prompt is not tokenized for this decision."""
+
+
+def estimated_tokens(request: InferenceRequest) -> int:
+    return len(request.prompt.encode()) // CHARS_PER_TOKEN
+
+
+class PrefixBasedPdDecider:
+    type: ClassVar[str] = "prefix-based-pd-decider"
+    requires: ClassVar[tuple[str, ...]] = (ApproxPrefixCacheProducer.type,)
+
+    class Params(LlmdModel):
+        non_cached_tokens: int = Field(
+            default=0, ge=0, description="uncached prompt tokens on the decode endpoint that "
+            "make a request disaggregated; 0 = never")
+
+    def __init__(self, name: str, params: Params) -> None:
+        self.name, self.params = name, params
+
+    def disaggregate(self, request: InferenceRequest, endpoint: Endpoint) -> bool:
+        threshold = self.params.non_cached_tokens
+        if threshold == 0:
+            return False
+        total = estimated_tokens(request)
+        if total < threshold:
+            return False
+        match = request.data.get(ApproxPrefixCacheProducer.type)
+        if not isinstance(match, PrefixMatch):  # llm-d: no match info → decode only
+            log.debug("%s: no prefix match info; not disaggregating", request.request_id)
+            return False
+        uncached = total - match.cached_tokens(endpoint.id)
+        log.debug("%s: %d of ~%d prompt tokens uncached on %s (threshold %d)",
+                  request.request_id, max(uncached, 0), total, endpoint.id, threshold)
+        return uncached >= threshold

@@ -1,0 +1,79 @@
+"""The decode-first P/D logic shared by `disagg-profile-handler` and its deprecated alias."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from llmd.epp.headers import PREFILLER_HEADER
+from llmd.epp.plugins.base import Decider, ProfileResult, SchedulingResult
+from llmd.epp.request import InferenceRequest
+
+if TYPE_CHECKING:
+    from llmd.epp.scheduling import SchedulerProfile
+
+log = logging.getLogger(__name__)
+
+
+class DecodeFirst:
+    """Decode profile first (primary), then the prefill profile when the decider approves.
+
+    Subclasses set the profile names, the decider name and the parameter paths naming them
+    (used in the loader's error messages).
+    """
+
+    name: str
+
+    def __init__(self, decode: str, prefill: str, decider: str | None,
+                 paths: tuple[str, str, str]) -> None:
+        self.decode_profile, self.prefill_profile, self.decider_ref = decode, prefill, decider
+        self._paths = paths
+        self.decider: Decider | None = None
+
+    def profile_refs(self) -> Mapping[str, str]:
+        decode_path, prefill_path, _ = self._paths
+        refs = {decode_path: self.decode_profile}
+        if self.decider_ref is not None:
+            refs[prefill_path] = self.prefill_profile
+        return refs
+
+    def decider_refs(self) -> Mapping[str, str]:
+        return {} if self.decider_ref is None else {self._paths[2]: self.decider_ref}
+
+    def bind(self, deciders: Mapping[str, Decider]) -> None:
+        self.decider = deciders.get(self._paths[2])
+
+    def pick(
+        self,
+        request: InferenceRequest,
+        profiles: Mapping[str, SchedulerProfile],
+        results: Mapping[str, ProfileResult | None],
+    ) -> Mapping[str, SchedulerProfile]:
+        decode, prefill = self.decode_profile, self.prefill_profile
+        if decode not in results:
+            return {decode: profiles[decode]}
+        decoded = results[decode]
+        if (decoded is None or self.decider is None or prefill in results
+                or prefill not in profiles):
+            return {}
+        if self.decider.disaggregate(request, decoded.targets[0]):
+            return {prefill: profiles[prefill]}
+        return {}
+
+    def process_results(
+        self, request: InferenceRequest, results: Mapping[str, ProfileResult | None]
+    ) -> SchedulingResult | None:
+        decoded = results.get(self.decode_profile)
+        if decoded is None:
+            return None
+        chosen = {self.decode_profile: decoded}
+        headers: dict[str, str] = {}
+        prefilled = results.get(self.prefill_profile)
+        if prefilled is not None:
+            chosen[self.prefill_profile] = prefilled
+            headers[PREFILLER_HEADER] = prefilled.targets[0].id  # `[v6]:port` for IPv6
+        elif self.prefill_profile in results:
+            log.debug("%s: no prefill endpoint; decode only on %s", request.request_id,
+                      decoded.targets[0].id)
+        return SchedulingResult(chosen, primary=self.decode_profile, headers=headers)

@@ -1,0 +1,44 @@
+"""`pd-profile-handler`: llm-d's deprecated name for `disagg-profile-handler`, with its old flat
+parameters. Loading it logs a warning naming the replacement.
+
+`deciderPluginName` defaults to `prefix-based-pd-decider`, which must be declared, as in llm-d.
+`prefixPluginType`/`prefixPluginName` are accepted and unused (llm-d never used them either);
+`primaryPort` (the data-parallel port rewrite) is not supported.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+
+from llmd.config import LlmdModel
+from llmd.epp.plugins.profile._disagg import DecodeFirst
+from llmd.epp.plugins.profile.disagg import DisaggProfileHandler
+
+__all__ = ["PdProfileHandler"]
+
+
+class PdProfileHandler(DecodeFirst):
+    type: ClassVar[str] = "pd-profile-handler"
+    replaced_by: ClassVar[str] = DisaggProfileHandler.type
+
+    class Params(LlmdModel):
+        decode_profile: str = Field(default="decode", min_length=1)
+        prefill_profile: str = Field(default="prefill", min_length=1)
+        decider_plugin_name: str = Field(default="prefix-based-pd-decider", min_length=1)
+        prefix_plugin_type: str = Field(default="", description="unused, as in llm-d")
+        prefix_plugin_name: str = Field(default="", description="unused, as in llm-d")
+
+        @model_validator(mode="after")
+        def _distinct(self) -> PdProfileHandler.Params:
+            if self.decode_profile == self.prefill_profile:
+                raise ValueError("decodeProfile and prefillProfile must be different profiles "
+                                 f"(both are {self.decode_profile!r})")
+            return self
+
+    def __init__(self, name: str, params: Params) -> None:
+        self.name, self.params = name, params
+        super().__init__(params.decode_profile, params.prefill_profile,
+                         params.decider_plugin_name,
+                         ("decodeProfile", "prefillProfile", "deciderPluginName"))
