@@ -230,9 +230,15 @@ def sim(
     failure_kinds: Annotated[list[str] | None, typer.Option(
         help="rate_limit, server_error, invalid_api_key, context_length, invalid_request, "
              "model_not_found (repeatable)")] = None,
+    role: Annotated[str, typer.Option(help="P/D role: both, prefill or decode")] = "both",
+    kv_transfer_overhead_ms: Annotated[float, typer.Option(help="decode leg: fixed KV transfer cost")] = 1.0,
+    kv_transfer_per_token_ms: Annotated[float, typer.Option(help="decode leg: cost per transferred token")] = 0.005,
+    kv_hold_s: Annotated[float, typer.Option(help="vLLM prefill: seconds blocks wait for their decode leg")] = 60.0,
+    disaggregation_bootstrap_port: Annotated[int, typer.Option(help="SGLang prefill: bootstrap server port (0 picks one)")] = 8998,
+    bootstrap_timeout_s: Annotated[float, typer.Option(help="SGLang: seconds a leg waits for its peer")] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
 ) -> None:
-    """Run a simulated vLLM or SGLang model server (OpenAI API, engine routes, /metrics)."""
+    """Run a simulated vLLM or SGLang model server (OpenAI API, engine routes, /metrics, P/D roles)."""
     from pydantic import ValidationError
 
     from llmd.config import config_error
@@ -246,13 +252,20 @@ def sim(
             prefill_overhead_ms=prefill_overhead_ms, prefill_per_token_ms=prefill_per_token_ms,
             itl_ms=itl_ms, itl_per_seq_ms=itl_per_seq_ms, time_scale=time_scale,
             eos_min_tokens=eos_min_tokens, eos_max_tokens=eos_max_tokens, seed=seed,
-            failure_rate=failure_rate,
+            failure_rate=failure_rate, role=role,  # type: ignore[arg-type]
+            kv_transfer_overhead_ms=kv_transfer_overhead_ms,
+            kv_transfer_per_token_ms=kv_transfer_per_token_ms, kv_hold_s=kv_hold_s,
+            bootstrap_port=disaggregation_bootstrap_port, bootstrap_timeout_s=bootstrap_timeout_s,
             **({"failure_kinds": tuple(failure_kinds)} if failure_kinds else {}),
         )
     except ValidationError as exc:
         typer.echo(str(config_error(exc, "llmd sim")), err=True)
         raise typer.Exit(2) from None
-    run_service(lambda stop: serve(cfg, stop, listening), log_level=log_level)
+
+    def side_listening(name: str, host: str, port: int) -> None:
+        print(f"{name} listening on {host}:{port}", flush=True)
+
+    run_service(lambda stop: serve(cfg, stop, listening, side_listening), log_level=log_level)
 
 
 @app.command()

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from llmd.engines import EngineAdapter
 from llmd.kvcache import Tokenizer
+from llmd.sim._pd import PdSim
 from llmd.sim.config import SimConfig
 from llmd.sim.engine import Engine
 from llmd.sim.metrics import SimMetrics
@@ -25,6 +26,7 @@ class SimState:
     metrics: SimMetrics
     engine: Engine
     rng: random.Random
+    pd: PdSim
     served_by: str = ""
     """`host:port` this server listens on; set once bound, sent as `x-llmd-served-by`."""
     ready: bool = True

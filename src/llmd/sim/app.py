@@ -1,12 +1,15 @@
 """The simulator's aiohttp application: OpenAI API, the engine's extra routes, /metrics.
 
 Every response carries `x-llmd-served-by: <host>:<port>` (the address the server listens on),
-so tests and benchmarks behind a gateway can see which endpoint served a request.
+so tests and benchmarks behind a gateway can see which endpoint served a request, and every
+generation answer `x-llmd-kv-source: local|transfer` (whether this server computed the prompt
+or received its KV from a P/D prefill server).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,9 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from llmd.errors import RequestError, error_body
 from llmd.kvcache import Tokenizer
 from llmd.sim import _extras
+from llmd.sim._pd import KV_SOURCE_HEADER, Leg
 from llmd.sim._state import STATE, SimState
 from llmd.sim.config import FAILURE_KINDS
-from llmd.sim.engine import GenRequest
+from llmd.sim.engine import GenRequest, Sequence
 from llmd.sim.protocol import (
     ChatBody,
     CompletionBody,
@@ -31,7 +35,14 @@ from llmd.sim.protocol import (
     generate_request,
     parse_body,
 )
-from llmd.sim.responses import ChatFormat, CompletionFormat, Format, GenerateFormat, _dumps
+from llmd.sim.responses import (
+    ChatFormat,
+    CompletionFormat,
+    Format,
+    GenerateFormat,
+    _dumps,
+    sse,
+)
 
 __all__ = ["SERVED_BY_HEADER", "build_app"]
 
@@ -56,6 +67,8 @@ def build_app(state: SimState) -> web.Application:
     r.add_post("/v1/chat/completions", _chat)
     r.add_get("/v1/models", _models)
     r.add_get("/metrics", _metrics)
+    for method, path, handler in state.pd.routes():
+        r.add_route(method, path, handler)
     known = {**_extras.GET_ROUTES, **_extras.POST_ROUTES, "/generate": _generate}
     missing = sorted(set(state.adapter.extra_routes) - set(known))
     if missing:
@@ -104,6 +117,7 @@ async def _failures(request: web.Request,
     rate = st.cfg.failure_rate
     if rate > 0 and request.path in _GENERATION_PATHS and st.rng.random() < rate:
         status, kind, message = FAILURE_KINDS[st.rng.choice(st.cfg.failure_kinds)]
+        st.metrics.injected_failures.inc()
         return _error(status, error_body(status, message, kind))
     return await handler(request)
 
@@ -146,7 +160,7 @@ async def _openai(request: web.Request, wire: type[B],
     opts = body.stream_options
     fmt = fmt_type(st.cfg.served_name, bool(opts and opts.include_usage),
                    bool(opts and opts.continuous_usage_stats))
-    return await _run(request, gen, fmt, body.stream)
+    return await _run(request, gen, fmt, body.stream, body.model_extra or {})
 
 
 async def _generate(request: web.Request) -> web.StreamResponse:
@@ -155,46 +169,68 @@ async def _generate(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     body = parse_body(raw, GenerateBody)
     gen = await _tokenized(len(raw), lambda: generate_request(body, st.tokenizer))
-    return await _run(request, gen, GenerateFormat(body.rid), body.stream)
+    return await _run(request, gen, GenerateFormat(body.rid), body.stream, body.model_extra or {})
 
 
-async def _run(request: web.Request, gen: GenRequest, fmt: Format,
-               stream: bool) -> web.StreamResponse:
-    """Admit, prefill, decode; stream each step's chunk as it is produced.
+async def _run(request: web.Request, gen: GenRequest, fmt: Format, stream: bool,
+               pd_fields: dict[str, Any]) -> web.StreamResponse:
+    """Admit, fill the prompt's KV (prefill, or a P/D transfer), decode; stream each step's
+    chunk as it is produced.
 
     A client that disconnects ends the sequence: the write fails (or aiohttp cancels the
     handler) and leaving `engine.sequence` frees its blocks and its running slot.
     """
+    st = request.app[STATE]
+    engine = st.engine
+    leg = st.pd.leg(pd_fields, stream, request.path)
+    try:
+        if leg.prefill_only:
+            gen = dataclasses.replace(gen, max_tokens=1, ignore_eos=True)
+        async with engine.sequence(gen) as seq:
+            return await _generate_leg(request, seq, leg, fmt, stream)
+    finally:
+        leg.close()
+
+
+async def _generate_leg(request: web.Request, seq: Sequence, leg: Leg, fmt: Format,
+                        stream: bool) -> web.StreamResponse:
     engine = request.app[STATE].engine
-    async with engine.sequence(gen) as seq:
-        await seq.prefill()
-        if not stream:
-            while not seq.finished:
-                await seq.step()
-            return _json(fmt.full(seq))
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
-        await resp.prepare(request)
+    source = {KV_SOURCE_HEADER: await leg.start(seq)}
+    if not stream:
+        while not seq.finished:
+            await seq.step()
+        extra = await leg.finish(seq)
+        body = fmt.full(seq)
+        if extra and isinstance(body, dict):
+            body.update(extra)
+        return _json(body, source)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache", **source})
+    await resp.prepare(request)
+    try:
+        # Each chunk is written as soon as the next token would take time. When it would
+        # not (time scale 0), the chunks are still separate SSE events but share one write:
+        # a write per token would cost the simulator most of its CPU at zero latency.
+        pending = [fmt.head(seq)]
+        size = 0
+        while not seq.finished:
+            data = fmt.chunk(seq, await seq.step())
+            pending.append(data)
+            size += len(data)
+            if size >= _COALESCE_BYTES or (engine.itl_s() > 0 and not seq.finished):
+                await resp.write(b"".join(pending))
+                pending, size = [], 0
         try:
-            # Each chunk is written as soon as the next token would take time. When it would
-            # not (time scale 0), the chunks are still separate SSE events but share one write:
-            # a write per token would cost the simulator most of its CPU at zero latency.
-            pending = [fmt.head(seq)]
-            size = 0
-            while not seq.finished:
-                data = fmt.chunk(seq, await seq.step())
-                pending.append(data)
-                size += len(data)
-                if size >= _COALESCE_BYTES or (engine.itl_s() > 0 and not seq.finished):
-                    await resp.write(b"".join(pending))
-                    pending, size = [], 0
-            pending.append(fmt.tail(seq))
-            await resp.write(b"".join(pending))
-            await resp.write_eof()
-        except ConnectionResetError:
-            log.debug("client went away mid-stream; sequence released")
-        return resp
+            await leg.finish(seq)
+        except RequestError as exc:  # headers are out: the error goes in the stream
+            pending.append(sse(exc.body()))
+        pending.append(fmt.tail(seq))
+        await resp.write(b"".join(pending))
+        await resp.write_eof()
+    except ConnectionResetError:
+        log.debug("client went away mid-stream; sequence released")
+    return resp
 
 
-def _json(body: Any) -> web.Response:
-    return web.Response(text=_dumps(body), content_type="application/json")
+def _json(body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=_dumps(body), content_type="application/json", headers=headers)

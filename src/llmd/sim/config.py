@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from llmd.config import LlmdModel
-from llmd.engines import EngineName
+from llmd.engines import EngineName, Role
 
 __all__ = ["FAILURE_KINDS", "FailureKind", "SimConfig"]
 
@@ -36,6 +36,13 @@ class SimConfig(LlmdModel):
     each later token waits `itl_ms` + `itl_per_seq_ms` x sequences running at that step.
     Without `ignore_eos` a choice ends at a seeded "EOS" length drawn uniformly from
     [`eos_min_tokens`, `eos_max_tokens`] (or earlier at `max_tokens` or a stop string).
+
+    P/D (`role` prefill or decode; "both" ignores P/D fields as an engine without a KV
+    connector does): a decode leg whose KV arrives from the prefill server pays
+    `kv_transfer_overhead_ms` + `kv_transfer_per_token_ms` x transferred tokens instead of the
+    prefill cost. vLLM prefill servers hold a leg's blocks for `kv_hold_s` (real seconds);
+    SGLang prefill servers run the bootstrap server on `bootstrap_port`, and either side gives
+    up on its peer after `bootstrap_timeout_s`.
     """
 
     engine: EngineName = "vllm"
@@ -62,6 +69,17 @@ class SimConfig(LlmdModel):
     failure_kinds: tuple[FailureKind, ...] = ("rate_limit", "server_error")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     drain_timeout_s: float = Field(5.0, ge=0, description="grace for in-flight requests at stop")
+    role: Role = "both"
+    kv_transfer_overhead_ms: float = Field(1.0, ge=0)
+    kv_transfer_per_token_ms: float = Field(0.005, ge=0, description="per transferred token")
+    kv_hold_s: float = Field(
+        60.0, gt=0, description="vLLM prefill: how long blocks wait for their decode leg "
+        "(vLLM's VLLM_NIXL_ABORT_REQUEST_TIMEOUT is 480 s)")
+    bootstrap_port: int = Field(8998, ge=0, lt=65536,
+                                description="SGLang prefill bootstrap port; 0 picks a free one")
+    bootstrap_timeout_s: float = Field(30.0, gt=0,
+                                       description="SGLang: how long a leg waits for its peer")
+    kv_pull_timeout_s: float = Field(5.0, gt=0, description="vLLM decode: one pull's timeout")
 
     @model_validator(mode="after")
     def _consistent(self) -> SimConfig:

@@ -6,8 +6,9 @@ hold its prompt and outputs (the simulator knows each choice's length in advance
 reserves exactly what the sequence will use and never preempts). Then `prefill()` pays for the
 uncached prompt tokens and every `step()` emits one token per unfinished choice.
 
-The phases are separate calls so the P/D roles can reuse them: a prefill-only leg runs
-`prefill()` and holds its blocks; a decode leg with transferred KV replaces `prefill()`'s cost.
+The phases are separate calls so the P/D roles reuse them: a prefill leg runs `prefill()` and
+pins its prompt blocks (`Engine.pin`) past the sequence; a decode leg whose KV arrives from
+elsewhere calls `receive_kv()` instead of `prefill()`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from collections.abc import Sequence as Sequence_
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -162,6 +164,15 @@ class Engine:
             if seq.admitted is not None:
                 seq.admitted.set_result(None)
 
+    def pin(self, keys: Sequence_[int]) -> Allocation:
+        """Keep the resident blocks `keys` (a running sequence's prompt) past that sequence,
+        as a prefill server holds KV for its decode peer. Undo with `unpin`."""
+        return self.pool.allocate(keys, 0)
+
+    def unpin(self, alloc: Allocation) -> None:
+        self.pool.free(alloc)
+        self._pump()
+
     async def _pause(self, seconds: float) -> None:
         if seconds > 0:
             await asyncio.sleep(seconds)
@@ -231,8 +242,31 @@ class Sequence:
         self.cached_tokens = min(self.alloc.cached_blocks, self._matchable) * cfg.block_size
         uncached = self.prompt_tokens - self.cached_tokens
         engine.metrics.on_prefill(self.prompt_tokens, self.cached_tokens)
+        engine.metrics.on_computed(uncached)
         ms = cfg.prefill_overhead_ms + cfg.prefill_per_token_ms * uncached
         await engine._pause(ms * cfg.time_scale / 1000)
+
+    def local_hit_tokens(self) -> int:
+        """Prompt tokens this server has cached already (what a KV transfer can skip)."""
+        assert self.alloc is not None, "asked before admission"
+        return min(self.alloc.cached_blocks, self._matchable) * self.engine.cfg.block_size
+
+    async def receive_kv(self, *, transferred_as_cached: bool) -> int:
+        """Instead of `prefill()`: the prompt's uncached KV arrives from a prefill server.
+
+        Pays the transfer of the tokens not cached here; returns how many were transferred.
+        `usage.cached_tokens` then reports local hits, plus the transferred tokens when the
+        engine counts those as cached (vLLM).
+        """
+        engine, cfg = self.engine, self.engine.cfg
+        local = self.local_hit_tokens()
+        moved = self.prompt_tokens - local
+        self.cached_tokens = local + moved if transferred_as_cached else local
+        engine.metrics.on_prefill(self.prompt_tokens, local)
+        engine.metrics.on_transfer(received=moved)
+        ms = cfg.kv_transfer_overhead_ms + cfg.kv_transfer_per_token_ms * moved
+        await engine._pause(ms * cfg.time_scale / 1000)
+        return moved
 
     async def step(self) -> list[TokenEvent]:
         """One decode step: a token for every unfinished choice. The first step is the prefill's

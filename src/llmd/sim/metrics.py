@@ -2,16 +2,19 @@
 
 Names come from the engine adapter (`adapter.metric_names`), so `adapter.endpoint_metrics`
 reads back exactly what is exported here. Every engine series carries `model_name`, as both
-engines label theirs. `llmd_sim_*` series are the simulator's own (event-loop lag).
+engines label theirs. `llmd_sim_*` series are the simulator's own: event-loop lag, injected
+failures, and the P/D view tests read (prompt tokens computed here vs KV tokens transferred,
+blocks held for a decode peer).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from llmd.engines import MetricNames
+from llmd.engines import MetricNames, PdProtocol
 
 __all__ = ["LoadState", "SimMetrics"]
 
@@ -37,7 +40,7 @@ class SimMetrics:
     """Engine-named metrics for one simulated server. Counters count tokens, as the engines do."""
 
     def __init__(self, registry: CollectorRegistry, names: MetricNames, model: str,
-                 block_size: int, num_blocks: int) -> None:
+                 block_size: int, num_blocks: int, pd: PdProtocol | None = None) -> None:
         self.registry = registry
         label = ("model_name",)
         self._model = model
@@ -73,6 +76,26 @@ class SimMetrics:
         self.itl = histogram(names.itl).labels(model)
         self.e2e = histogram(names.e2e).labels(model)
         self.queue_time = histogram(names.queue_time).labels(model)
+        self._computed = Counter("llmd_sim_prompt_tokens_computed",
+                                 "prompt tokens this server prefilled itself", label,
+                                 registry=registry).labels(model)
+        transfer = Counter("llmd_sim_kv_transfer_tokens",
+                           "prompt tokens whose KV moved between P/D servers",
+                           [*label, "direction"], registry=registry)
+        self._sent = transfer.labels(model, "sent")
+        self._received = transfer.labels(model, "received")
+        self._misses = Counter(names.pd_transfer_misses or "llmd_sim_kv_transfer_failures",
+                               "decode legs whose KV transfer failed (prefilled locally)", label,
+                               registry=registry).labels(model)
+        self.injected_failures = Counter("llmd_sim_injected_failures",
+                                         "requests failed by --failure-rate", registry=registry)
+        self._held = Gauge("llmd_sim_kv_held_blocks", "blocks held for a decode peer",
+                           registry=registry)
+        self._pd_queues = {
+            role: Gauge(name, f"simulated {role} P/D queue", label, registry=registry).labels(model)
+            for role, name in (("prefill", pd and pd.prefill_queue),
+                               ("transfer", pd and pd.transfer_queue)) if name
+        }
         self.loop_lag = Histogram("llmd_sim_event_loop_lag_seconds",
                                   "how late the simulator's event loop ran a 100 ms timer",
                                   buckets=_LAG_BUCKETS, registry=registry)
@@ -89,6 +112,24 @@ class SimMetrics:
         if not self._same_prompt_queries:
             self._queries.inc(prompt_tokens)
         self._hits.inc(cached_tokens)
+
+    def bind_pd(self, held_blocks: Callable[[], int], prefill_queue: Callable[[], int],
+                transfer_queue: Callable[[], int]) -> None:
+        """P/D gauges read the protocol's state at each scrape (engine names where it has them)."""
+        self._held.set_function(held_blocks)
+        for role, fn in (("prefill", prefill_queue), ("transfer", transfer_queue)):
+            if role in self._pd_queues:
+                self._pd_queues[role].set_function(fn)
+
+    def on_computed(self, tokens: int) -> None:
+        self._computed.inc(tokens)
+
+    def on_transfer(self, *, sent: int = 0, received: int = 0) -> None:
+        self._sent.inc(sent)
+        self._received.inc(received)
+
+    def on_transfer_miss(self) -> None:
+        self._misses.inc()
 
     def on_tokens(self, n: int) -> None:
         self._generation.inc(n)

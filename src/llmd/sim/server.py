@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -15,6 +15,9 @@ from prometheus_client import CollectorRegistry
 from llmd._http import listen_socket
 from llmd.engines import get_adapter
 from llmd.kvcache import load_tokenizer
+from llmd.sim._bootstrap import BootstrapSim
+from llmd.sim._nixl import NixlSim
+from llmd.sim._pd import PdSim
 from llmd.sim._state import SimState
 from llmd.sim.app import build_app
 from llmd.sim.config import SimConfig
@@ -26,6 +29,11 @@ __all__ = ["RunningSim", "build_state", "running_sim", "serve"]
 log = logging.getLogger(__name__)
 
 _LAG_PERIOD_S = 0.1
+# Each engine's P/D handshake (`adapter.pd.handoff`) and the simulator that speaks it.
+_PD_SIMS: dict[str, type[NixlSim] | type[BootstrapSim]] = {
+    "kv-transfer-params": NixlSim,
+    "bootstrap-room": BootstrapSim,
+}
 
 
 def build_state(cfg: SimConfig) -> SimState:
@@ -34,16 +42,22 @@ def build_state(cfg: SimConfig) -> SimState:
     tokenizer = load_tokenizer(cfg.tokenizer)
     registry = CollectorRegistry(auto_describe=True)
     metrics = SimMetrics(registry, adapter.metric_names, cfg.served_name, cfg.block_size,
-                         cfg.kv_cache_blocks)
+                         cfg.kv_cache_blocks, adapter.pd)
     engine = Engine(cfg, tokenizer, metrics)
-    return SimState(cfg, adapter, tokenizer, registry, metrics, engine, random.Random(cfg.seed))
+    pd: PdSim = _PD_SIMS[adapter.pd.handoff](cfg, adapter.pd, engine)
+    metrics.bind_pd(pd.held_blocks, pd.prefill_queue, pd.transfer_queue)
+    return SimState(cfg, adapter, tokenizer, registry, metrics, engine, random.Random(cfg.seed),
+                    pd)
 
 
 class RunningSim:
-    """A started simulator: its address, state and base URL."""
+    """A started simulator: its address, state, base URL and side servers' ports by name
+    (`{"bootstrap": port}` for an SGLang prefill server)."""
 
-    def __init__(self, state: SimState, host: str, port: int) -> None:
+    def __init__(self, state: SimState, host: str, port: int,
+                 side_ports: dict[str, int] | None = None) -> None:
         self.state, self.host, self.port = state, host, port
+        self.side_ports = side_ports or {}
 
     @property
     def url(self) -> str:
@@ -69,11 +83,15 @@ async def running_sim(cfg: SimConfig) -> AsyncIterator[RunningSim]:
     await site.start()
     port = sock.getsockname()[1]
     state.served_by = f"{cfg.host}:{port}"
-    try:
-        yield RunningSim(state, cfg.host, port)
-    finally:
-        state.ready = False
-        await runner.cleanup()
+    async with AsyncExitStack() as stack:
+        # Exit order: the server drains first, then the P/D session and side servers close.
+        stack.push_async_callback(runner.cleanup)
+        side_ports = await stack.enter_async_context(state.pd.running(cfg.host, port))
+        stack.push_async_callback(runner.cleanup)
+        try:
+            yield RunningSim(state, cfg.host, port, side_ports)
+        finally:
+            state.ready = False
 
 
 async def _lag_watcher(state: SimState) -> AsyncIterator[None]:
@@ -95,13 +113,22 @@ async def _watch_loop_lag(state: SimState) -> None:
 
 
 async def serve(cfg: SimConfig, stop: asyncio.Event,
-                on_listening: Callable[[str, int], None] | None = None) -> None:
-    """Run one simulator until `stop` is set, then drain for up to `drain_timeout_s`."""
+                on_listening: Callable[[str, int], None] | None = None,
+                on_side_listening: Callable[[str, str, int], None] | None = None) -> None:
+    """Run one simulator until `stop` is set, then drain for up to `drain_timeout_s`.
+
+    `on_listening(host, port)` is called once serving, then `on_side_listening(name, host,
+    port)` for each side server (the SGLang prefill bootstrap server), in that order.
+    """
     async with running_sim(cfg) as sim:
-        log.info("llmd sim: %s dialect, model %s, %d KV blocks x %d tokens, time scale %g",
-                 cfg.engine, cfg.served_name, cfg.kv_cache_blocks, cfg.block_size, cfg.time_scale)
+        log.info("llmd sim: %s dialect, role %s, model %s, %d KV blocks x %d tokens, "
+                 "time scale %g", cfg.engine, cfg.role, cfg.served_name, cfg.kv_cache_blocks,
+                 cfg.block_size, cfg.time_scale)
         if on_listening:
             on_listening(sim.host, sim.port)
+        if on_side_listening:
+            for name, side_port in sim.side_ports.items():
+                on_side_listening(name, sim.host, side_port)
         await stop.wait()
         sim.state.ready = False
         with contextlib.suppress(TimeoutError):
