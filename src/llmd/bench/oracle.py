@@ -23,7 +23,7 @@ from llmd.bench.workload import BenchRequest
 from llmd.kvcache import BlockHasher, Tokenizer, render_chat
 from llmd.sim.blocks import BlockPool
 
-__all__ = ["OracleResult", "oracle_hit_share", "prompt_ids"]
+__all__ = ["OracleReplay", "OracleResult", "oracle_hit_share", "prompt_ids"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,30 +46,48 @@ def prompt_ids(req: BenchRequest, tokenizer: Tokenizer) -> list[int]:
     return tokenizer.encode(req.prompt or "")
 
 
+class OracleReplay:
+    """The fleet's pools, kept across `replay` calls (a ladder's stages run back to back)."""
+
+    def __init__(self, tokenizer: Tokenizer, *, pools: int, blocks_per_pool: int,
+                 block_size: int, model: str) -> None:
+        self.tokenizer = tokenizer
+        self.hasher = BlockHasher.for_model(model, block_size)
+        self.fleet = [BlockPool(blocks_per_pool, block_size) for _ in range(pools)]
+        self.block_size = block_size
+        self.blocks_per_pool = blocks_per_pool
+        self._seen: set[int] = set()
+
+    def replay(self, requests: Sequence[BenchRequest]) -> OracleResult:
+        fleet, bs = self.fleet, self.block_size
+        total = cached = first_seen = 0
+        for req in requests:
+            ids = prompt_ids(req, self.tokenizer)
+            keys = self.hasher.hashes(ids)
+            matchable = (len(ids) - 1) // bs
+            best = max(range(len(fleet)),
+                       key=lambda i: (fleet[i].match(keys), -fleet[i].cached, -i))
+            pool = fleet[best]
+            hit = min(pool.match(keys), matchable)
+            private = -(-(len(ids) + req.max_tokens) // bs) - len(keys)
+            if pool.can_allocate(keys, private):
+                pool.free(pool.allocate(keys, private))
+            total += len(ids)
+            cached += hit * bs
+            known = 0
+            for k in keys:
+                if k not in self._seen:
+                    break
+                known += 1
+            first_seen += min(known, matchable) * bs
+            self._seen.update(keys)
+        return OracleResult(cached / total if total else 0.0,
+                            first_seen / total if total else 0.0, total, len(fleet),
+                            self.blocks_per_pool, bs)
+
+
 def oracle_hit_share(requests: Sequence[BenchRequest], tokenizer: Tokenizer, *, pools: int,
                      blocks_per_pool: int, block_size: int, model: str) -> OracleResult:
-    hasher = BlockHasher.for_model(model, block_size)
-    fleet = [BlockPool(blocks_per_pool, block_size) for _ in range(pools)]
-    seen: set[int] = set()
-    total = cached = first_seen = 0
-    for req in requests:
-        ids = prompt_ids(req, tokenizer)
-        keys = hasher.hashes(ids)
-        matchable = (len(ids) - 1) // block_size
-        best = max(range(pools), key=lambda i: (fleet[i].match(keys), -fleet[i].cached, -i))
-        pool = fleet[best]
-        hit = min(pool.match(keys), matchable)
-        private = -(-(len(ids) + req.max_tokens) // block_size) - len(keys)
-        if pool.can_allocate(keys, private):
-            pool.free(pool.allocate(keys, private))
-        total += len(ids)
-        cached += hit * block_size
-        known = 0
-        for k in keys:
-            if k not in seen:
-                break
-            known += 1
-        first_seen += min(known, matchable) * block_size
-        seen.update(keys)
-    return OracleResult(cached / total if total else 0.0, first_seen / total if total else 0.0,
-                        total, pools, blocks_per_pool, block_size)
+    """One replay of `requests` from empty caches (see the module docstring)."""
+    return OracleReplay(tokenizer, pools=pools, blocks_per_pool=blocks_per_pool,
+                        block_size=block_size, model=model).replay(requests)
