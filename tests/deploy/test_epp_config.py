@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import yaml
 
 from llmd.deploy import default_epp_config, render_files
 from llmd.epp.config import load_config
-from llmd.epp.plugins import PLUGINS
 
 from ._cases import EXAMPLES
 
@@ -18,9 +16,17 @@ def test_aggregated_config_loads() -> None:
 
 
 def test_pd_config_loads() -> None:
-    if "disagg-profile-handler" not in PLUGINS:
-        pytest.skip("llmd's EPP has no disagg-profile-handler yet (P/D scheduling, issue 5)")
-    load_config(text=yaml.safe_dump(default_epp_config(pd=True)))
+    config = load_config(text=yaml.safe_dump(default_epp_config(pd=True)))
+    assert config.scheduler.handler.type == "disagg-profile-handler"
+    assert set(config.scheduler.profiles) == {"decode", "prefill"}
+    assert config.plugins["prefix-based-pd-decider"].params.non_cached_tokens == 16
+
+
+def test_pd_configmap_loads() -> None:
+    objects = render_files([EXAMPLES / "values-vllm-pd.yaml"], release="r").objects
+    config_map = next(o for o in objects if o["kind"] == "ConfigMap")
+    (text,) = config_map["data"].values()
+    assert load_config(text=text).scheduler.handler.type == "disagg-profile-handler"
 
 
 def test_configmap_holds_the_config_the_deployment_reads() -> None:

@@ -154,6 +154,7 @@ class _Builder:
         self.problems: list[str] = []
         self.plugins: dict[str, Any] = {}
         self.index: dict[str, int] = {}  # plugin name → its position in plugins[]
+        self.broken: set[str] = set()  # declared plugins that failed to build (reported)
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(f"{self.source}: {path}: {message}")
@@ -194,6 +195,7 @@ class _Builder:
         try:
             params = cls.Params.model_validate(ps.parameters or {})
         except ValidationError as exc:
+            self.broken.add(ps.ref)
             lines = config_error(exc, self.source, ("plugins", i, "parameters")).problems
             for line, detail in zip(lines, exc.errors(include_url=False), strict=True):
                 if detail["type"] == "extra_forbidden":
@@ -228,6 +230,8 @@ class _Builder:
             return None
         if handlers:
             return handlers[0]
+        if any(hasattr(self.registry.get(ps.type), "process_results") for ps in self.spec.plugins):
+            return None  # the declared handler failed to build (already reported)
         handler = SingleProfileHandler(SingleProfileHandler.type, SingleProfileHandler.Params())
         self.plugins.setdefault(handler.name, handler)
         return handler
@@ -254,12 +258,13 @@ class _Builder:
         kind = handler.type
         names = [p.name for p in self.spec.scheduling_profiles]
         runs = set(handler.profile_refs().values())
+        missing = runs - set(names)
         for path, profile in handler.profile_refs().items():
-            if profile not in names:
+            if profile in missing:
                 self.fail(f"{at}.{path}", f"{profile!r} is not a scheduling profile (profiles: "
                           f"{', '.join(names) or 'none'}){did_you_mean(profile, names)}")
         for i, name in enumerate(names):
-            if name not in runs:
+            if name not in runs and not missing:  # a misnamed ref is the one problem to report
                 hint = "" if handler.decider_refs() else (
                     "; without a prefill decider only the decode profile runs")
                 self.fail(f"schedulingProfiles[{i}].name", f"profile {name!r} never runs: "
@@ -270,6 +275,8 @@ class _Builder:
         for path, ref in handler.decider_refs().items():
             plugin = self.plugins.get(ref)
             declared = ", ".join(deciders) or "none"
+            if ref in self.broken:
+                continue
             if plugin is None:
                 self.fail(f"{at}.{path}", f"{ref!r} is not defined (deciders: {declared}; "
                           f"decider types: {', '.join(types)}){did_you_mean(ref, deciders)}")

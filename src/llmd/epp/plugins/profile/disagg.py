@@ -10,7 +10,7 @@ llm-d-inference-scheduler did (llm-d-router fails such requests since its PR #25
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -20,9 +20,17 @@ from llmd.epp.plugins.profile._disagg import DecodeFirst
 __all__ = ["DisaggProfileHandler"]
 
 
+def _no_encode(data: Any) -> Any:
+    if isinstance(data, dict) and "encode" in data:
+        raise ValueError("llmd schedules no encode stage (E/P/D); give decode and prefill")
+    return data
+
+
 class _Profiles(LlmdModel):
     decode: str = Field(default="decode", min_length=1)
     prefill: str = Field(default="prefill", min_length=1)
+
+    _encode = model_validator(mode="before")(_no_encode)
 
     @model_validator(mode="after")
     def _distinct(self) -> _Profiles:
@@ -35,6 +43,8 @@ class _Profiles(LlmdModel):
 class _Deciders(LlmdModel):
     prefill: str | None = Field(default=None, min_length=1,
                                 description="decider plugin name; unset = decode only")
+
+    _encode = model_validator(mode="before")(_no_encode)
 
 
 class DisaggProfileHandler(DecodeFirst):
