@@ -1,4 +1,4 @@
-"""The sidecar's HTTP client side: one pooled session, pass-through, prefill calls, decode streams."""
+"""The sidecar's HTTP client side: one pooled session; pass-through, prefill legs, decode."""
 
 from __future__ import annotations
 

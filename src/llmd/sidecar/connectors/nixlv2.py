@@ -1,4 +1,4 @@
-"""vLLM NIXL v2: serial legs. Prefill (max_tokens 1) returns `kv_transfer_params`; decode uses them."""
+"""vLLM NIXL v2, serial: prefill (max_tokens 1) returns `kv_transfer_params`; decode uses them."""
 
 from __future__ import annotations
 

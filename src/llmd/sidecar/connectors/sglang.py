@@ -56,10 +56,16 @@ class SGLangConnector:
             name=f"sglang-prefill-{room}")
         decode_resp: list[aiohttp.ClientResponse] = []
 
+        decode: asyncio.Task[web.StreamResponse] | None = None
+
         def close_decode_on_failure(task: asyncio.Task[LegResult]) -> None:
             if task.cancelled() or task.exception() is not None or not task.result().ok:
                 for resp in decode_resp:
                     resp.close()  # unblocks the relay; `failure()` then reports the prefill error
+                if not decode_resp and decode is not None:
+                    # The decode server has not answered yet (it may wait for a room that will
+                    # never arrive): stop waiting for it, nothing has been sent to the client.
+                    decode.cancel()
 
         def failure() -> web.Response | None:
             if not prefill.done():
@@ -83,14 +89,24 @@ class SGLangConnector:
                 return None
             return cached_tokens_of(result.payload) if result.ok else None
 
+        decode = asyncio.create_task(
+            req.upstream.stream_decode(
+                req.http, "POST", req.path, req.headers, json.dumps(legs).encode(),
+                cached_tokens=cached_tokens, failure=failure, on_open=on_open),
+            name=f"sglang-decode-{room}")
         prefill.add_done_callback(close_decode_on_failure)
         try:
-            return await req.upstream.stream_decode(
-                req.http, "POST", req.path, req.headers, json.dumps(legs).encode(),
-                cached_tokens=cached_tokens, failure=failure, on_open=on_open)
+            await asyncio.wait({decode})
         finally:
-            if not prefill.done():
-                # The decode side is finished (or gone): the prefill's answer is no longer needed.
-                prefill.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await prefill
+            for task in (decode, prefill):
+                if not task.done():
+                    # The client is gone, or decode is finished and the prefill's answer is no
+                    # longer needed.
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if decode.cancelled():
+            return failure() or web.json_response(
+                {"error": {"message": "decode leg cancelled", "type": "UpstreamError",
+                           "param": None, "code": 502}}, status=502)
+        return decode.result()
