@@ -26,7 +26,7 @@ from llmd._http import listen_socket
 from llmd._proc import stop_process
 from llmd.engines import get_adapter
 from llmd.sidecar import PREFILLER_HEADER, SidecarConfig, build_app
-from llmd.sim import RunningSim
+from llmd.sim import RunningSim, SimConfig, running_sim
 
 LLMD = [sys.executable, "-c", "from llmd.cli import main; main()"]
 
@@ -44,12 +44,14 @@ async def running_sidecar(cfg: SidecarConfig) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def pd_stack(engine: str, prefill: dict[str, Any] | None = None,
+async def pd_stack(engine: str, prefill: dict[str, Any] | None = None, host: str = "127.0.0.1",
                    **sidecar: Any) -> AsyncIterator[tuple[RunningSim, RunningSim, str]]:
     """Prefill sim, decode sim and a sidecar in front of the decode sim, for `engine`."""
-    async with pd_pair(engine, prefill=prefill) as (p, d):
+    async with pd_pair(engine, prefill={"host": host, **(prefill or {})},
+                       decode={"host": host}) as (p, d):
         fields: dict[str, Any] = {
             "host": "127.0.0.1", "port": 0, "model_server_port": d.port,
+            "model_server_host": host,
             "kv_connector": get_adapter(engine).sidecar_connector,
             "sglang_bootstrap_port": p.side_ports.get("bootstrap", 8998), **sidecar}
         async with running_sidecar(SidecarConfig(**fields)) as url:
@@ -63,7 +65,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def _client(url: str, prefill: RunningSim | str) -> openai.AsyncOpenAI:
-    target = prefill if isinstance(prefill, str) else f"{prefill.host}:{prefill.port}"
+    target = prefill if isinstance(prefill, str) else prefill.url.removeprefix("http://")
     return openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0,
                               default_headers={PREFILLER_HEADER: target})
 
@@ -115,6 +117,31 @@ async def test_streaming_and_prefill_cached_tokens(engine: str,
         # The final SSE chunk carries the prefill side's cached tokens, whatever the decode
         # side counted (vLLM's decode would report the whole transferred prompt).
         assert warm.prompt_tokens_details.cached_tokens == after - before >= 192
+
+
+async def test_ipv6_hosts(engine: str) -> None:
+    async with pd_stack(engine, host="::1") as (p, _, url), _client(url, p) as client:
+        assert p.url.startswith("http://[::1]:")
+        raw = await client.completions.with_raw_response.create(
+            model=MODEL, prompt=prompt_of(40, 3), max_tokens=3)
+        assert raw.headers["x-llmd-kv-source"] == "transfer"
+
+
+async def test_concurrent_requests_never_cross(engine: str) -> None:
+    cfg = SimConfig(engine=engine, port=0, time_scale=0.0)  # type: ignore[arg-type]
+    async with pd_stack(engine, prefill={"time_scale": 0.2}) as (p, _, url), \
+            _client(url, p) as client, running_sim(cfg) as reference, \
+            openai.AsyncOpenAI(base_url=reference.url + "/v1", api_key="x") as plain:
+        prompts = [prompt_of(30 + i, 200 + i) for i in range(16)]
+
+        async def both(prompt: str) -> tuple[str, str]:
+            pd, alone = await asyncio.gather(
+                client.completions.create(model=MODEL, prompt=prompt, max_tokens=5),
+                plain.completions.create(model=MODEL, prompt=prompt, max_tokens=5))
+            return pd.choices[0].text, alone.choices[0].text
+
+        for got, want in await asyncio.gather(*(both(p) for p in prompts)):
+            assert got == want
 
 
 async def test_prefill_down_is_a_clear_error(engine: str) -> None:
@@ -234,3 +261,12 @@ async def test_processes_disaggregate_and_stream(engine: str) -> None:
             text = "".join([c.choices[0].delta.content or "" async for c in raw.parse()
                             if c.choices])
             assert text.strip()
+
+
+async def test_sim_rejects_an_unknown_role() -> None:
+    proc = await asyncio.create_subprocess_exec(*LLMD, "sim", "--role", "prefil",
+                                                stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    async with asyncio.timeout(30):
+        out = (await proc.communicate())[0].decode()
+    assert proc.returncode == 2 and "role" in out and "'prefill'" in out

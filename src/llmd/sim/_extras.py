@@ -101,7 +101,8 @@ def _server_args(st: SimState) -> dict[str, Any]:
         "context_length": cfg.max_model_len,
         "random_seed": cfg.seed,
         "enable_metrics": True,
-        "disaggregation_mode": "null",
+        "disaggregation_mode": "null" if cfg.role == "both" else cfg.role,
+        "disaggregation_bootstrap_port": cfg.bootstrap_port,
         "tp_size": 1,
         "dp_size": 1,
     }
