@@ -250,3 +250,25 @@ async def test_sglang_prefill_role_reports_its_queues(http: aiohttp.ClientSessio
         async with http.get(d.url + "/metrics") as resp:
             assert f'{names.transfer_queue}{{model_name="{MODEL}"}} 0.0' in await resp.text()
 
+
+
+async def test_sglang_native_generate_legs(http: aiohttp.ClientSession) -> None:
+    async with pd_pair("sglang") as (p, d):
+        body = {"text": prompt_of(50, 8), "sampling_params": {"max_new_tokens": 4},
+                **room_fields(p)}
+        first, second = await asyncio.gather(post(http, p.url, body, "/generate"),
+                                             post(http, d.url, body, "/generate"))
+        assert first.status == second.status == 200, (first.body, second.body)
+        assert second.kv_source == "transfer"
+        assert first.body["meta_info"]["completion_tokens"] == 1
+        assert second.body["meta_info"]["completion_tokens"] == 4
+
+
+async def test_sglang_streaming_prefill_leg_reports_a_missing_peer_in_the_stream(
+        http: aiohttp.ClientSession) -> None:
+    async with pd_pair("sglang", prefill={"bootstrap_timeout_s": 0.2}) as (p, _):
+        body = {"model": MODEL, "prompt": "hello", "stream": True, **room_fields(p, room=77)}
+        async with http.post(p.url + "/v1/completions", json=body) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        assert "bootstrap_room 77" in text and text.endswith("data: [DONE]\n\n")
