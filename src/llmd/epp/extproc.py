@@ -27,7 +27,6 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from llmd.epp._extproc_msgs import (
-    DESTINATION_HEADER,
     LB_METADATA_NAMESPACE,
     header_dict,
     immediate,
@@ -35,6 +34,7 @@ from llmd.epp._extproc_msgs import (
     streamed_body,
 )
 from llmd.epp.director import Decision, Director
+from llmd.epp.headers import DESTINATION_HEADER
 from llmd.errors import PayloadTooLargeError, RequestError
 
 __all__ = ["DESTINATION_HEADER", "ExtProcServicer", "LB_METADATA_NAMESPACE", "grpc_options"]
