@@ -175,3 +175,42 @@ def test_deprecated_pd_profile_handler_works_and_warns(caplog: pytest.LogCapture
         in caplog.text
     result = _schedule(cfg, LONG, _pool(DECODE | PREFILL))
     assert result is not None and PREFILLER_HEADER in result.headers
+
+
+def test_missing_prefill_pool_is_logged_once_and_its_return_too(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = _config("always-disagg-pd-decider", "")
+    with caplog.at_level(logging.INFO, logger="llmd.epp.plugins.profile._disagg"):
+        for _ in range(3):
+            _schedule(cfg, SHORT, _pool(DECODE))
+        _schedule(cfg, SHORT, _pool(DECODE | PREFILL))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "disagg-profile-handler: profile 'prefill' finds no prefill endpoint; "
+                    "disaggregated requests run decode only"),
+        ("INFO", "disagg-profile-handler: profile 'prefill' finds prefill endpoints again")]
+
+
+def test_renamed_prefill_profile_is_indexed_too() -> None:
+    cfg = load_config(text=_CONFIG_RENAMED)
+    snapshot = _pool(DECODE | PREFILL)
+    result = _schedule(cfg, LONG, snapshot)
+    assert result is not None and set(result.results) == {"d", "p"}
+    match = cfg.plugins[ApproxPrefixCacheProducer.type].produce(req(prompt=LONG), snapshot)
+    assert match.matched[result.results["p"].targets[0].id] == len(match.hashes)
+
+
+_CONFIG_RENAMED = """\
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: disagg-profile-handler
+  parameters: {profiles: {decode: d, prefill: p}, deciders: {prefill: always-disagg-pd-decider}}
+- type: always-disagg-pd-decider
+- type: decode-filter
+- type: prefill-filter
+- type: prefix-cache-scorer
+schedulingProfiles:
+- {name: d, plugins: [{pluginRef: decode-filter}, {pluginRef: prefix-cache-scorer}]}
+- {name: p, plugins: [{pluginRef: prefill-filter}, {pluginRef: prefix-cache-scorer}]}
+"""

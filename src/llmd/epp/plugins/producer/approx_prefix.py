@@ -6,7 +6,10 @@ included. Block hashes are chained xxhash64: the seed is xxh64(model + cache_sal
 hashes its bytes followed by the previous hash as 8 little-endian bytes. Each endpoint has an
 LRU of block hashes (capacity `lruCapacityPerServer`); a request matches an endpoint greedily,
 up to the first block it lacks. The LRU is updated after the decision, for the endpoints that
-were actually chosen (primary and `prefill` profile), never while scoring.
+were actually chosen (the primary profile's endpoint and, with P/D, the prefill profile's:
+llm-d indexes the profile named `prefill`; llmd indexes every non-primary profile's endpoint,
+which is the same thing for the profiles llmd's handlers run, and still right when the prefill
+profile is renamed), never while scoring.
 
 With `autoTune`, an endpoint that reports its KV block size (vLLM `block_size`, SGLang
 `page_size`) and block count is matched with blocks of that many tokens × 4 characters and an
@@ -29,8 +32,6 @@ from llmd.epp.plugins.base import SchedulingResult
 from llmd.epp.request import InferenceRequest
 
 __all__ = ["ApproxPrefixCacheProducer", "PrefixMatch", "block_hashes"]
-
-PREFILL_PROFILE = "prefill"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +141,8 @@ class ApproxPrefixCacheProducer:
         if pool.generation != self._generation:
             self._prune(pool)
         chosen = [result.destination]
-        prefill = result.results.get(PREFILL_PROFILE)
-        if prefill is not None and prefill.targets and result.primary != PREFILL_PROFILE:
-            chosen.append(prefill.targets[0])
+        chosen += [r.targets[0] for name, r in result.results.items()
+                   if name != result.primary and r.targets]
         for ep in chosen:
             self.record(ep.id, match.hashes_for(ep.id), self._capacity_of(ep))
 

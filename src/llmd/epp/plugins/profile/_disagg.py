@@ -30,6 +30,7 @@ class DecodeFirst:
         self.decode_profile, self.prefill_profile, self.decider_ref = decode, prefill, decider
         self._paths = paths
         self.decider: Decider | None = None
+        self._prefill_missing = False  # log the change of state, not every request
 
     def profile_refs(self) -> Mapping[str, str]:
         decode_path, prefill_path, _ = self._paths
@@ -73,7 +74,18 @@ class DecodeFirst:
         if prefilled is not None:
             chosen[self.prefill_profile] = prefilled
             headers[PREFILLER_HEADER] = prefilled.targets[0].id  # `[v6]:port` for IPv6
-        elif self.prefill_profile in results:
-            log.debug("%s: no prefill endpoint; decode only on %s", request.request_id,
-                      decoded.targets[0].id)
+        if self.prefill_profile in results:
+            self._note_prefill(request, found=prefilled is not None)
         return SchedulingResult(chosen, primary=self.decode_profile, headers=headers)
+
+    def _note_prefill(self, request: InferenceRequest, *, found: bool) -> None:
+        if not found:
+            log.debug("%s: no prefill endpoint; decode only", request.request_id)
+        if found == self._prefill_missing:
+            self._prefill_missing = not found
+            if found:
+                log.info("%s: profile %r finds prefill endpoints again", self.name,
+                         self.prefill_profile)
+            else:
+                log.warning("%s: profile %r finds no prefill endpoint; disaggregated requests "
+                            "run decode only", self.name, self.prefill_profile)
