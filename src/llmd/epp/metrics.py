@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["OUTCOMES", "EppMetrics"]
+from llmd.epp.datastore import Datastore
+
+__all__ = ["OUTCOMES", "EppMetrics", "PoolCollector"]
 
 OUTCOMES = ("routed", "shed", "no_endpoint", "bad_request", "error")
 
@@ -58,3 +64,31 @@ class EppMetrics:
                 self.decisions.remove(endpoint, outcome)
         with contextlib.suppress(KeyError):
             self.scrape_errors.remove(endpoint)
+
+
+class PoolCollector(Collector):
+    """Per-endpoint gauges of what the scraper last saw, read from the datastore when /metrics
+    is scraped (nothing on the request path): `llmd_epp_endpoint_waiting_requests`,
+    `..._running_requests`, `..._kv_usage_ratio` and `..._metrics_age_seconds` (+Inf before the
+    first good scrape), labelled by endpoint. Like GIE's `inference_pool_per_pod_queue_size`."""
+
+    def __init__(self, store: Datastore, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.clock = store, clock
+
+    def collect(self) -> Iterator[Metric]:
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"llmd_epp_endpoint_{name}", doc, labels=["endpoint"])
+
+        families = {
+            "waiting": gauge("waiting_requests", "Waiting requests at the last scrape"),
+            "running": gauge("running_requests", "Running requests at the last scrape"),
+            "kv": gauge("kv_usage_ratio", "KV-cache usage (0-1) at the last scrape"),
+            "age": gauge("metrics_age_seconds", "Seconds since the last good scrape"),
+        }
+        now = self.clock()
+        for ep in self.store.endpoints():
+            families["waiting"].add_metric([ep.id], ep.metrics.waiting)
+            families["running"].add_metric([ep.id], ep.metrics.running)
+            families["kv"].add_metric([ep.id], ep.metrics.kv_usage)
+            families["age"].add_metric([ep.id], ep.age_s(now))
+        yield from families.values()

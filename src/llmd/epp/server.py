@@ -26,7 +26,7 @@ from llmd.epp.datastore import Datastore, EndpointSpec
 from llmd.epp.director import Director
 from llmd.epp.discovery import Discovery, StaticDiscovery, load_endpoints_file
 from llmd.epp.extproc import ExtProcServicer, grpc_options
-from llmd.epp.metrics import EppMetrics
+from llmd.epp.metrics import EppMetrics, PoolCollector
 from llmd.epp.plugins import PLUGINS, PluginRegistry
 from llmd.epp.scraper import Scraper, ScrapeSettings
 from llmd.errors import ConfigError
@@ -103,6 +103,7 @@ async def serve(
     registry_ = CollectorRegistry()
     metrics = EppMetrics(registry_)
     store = Datastore(max_endpoints=settings.max_endpoints)
+    registry_.register(PoolCollector(store))
     director = Director(store, config, metrics, objectives)
     scrape = ScrapeSettings(interval_s=settings.refresh_metrics_interval_s,
                             timeout_s=settings.scrape_timeout_s)
