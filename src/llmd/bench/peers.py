@@ -97,7 +97,7 @@ def _run(argv: Sequence[str], what: str) -> None:
 
 
 def _ensure_venv_sync(pkg: PeerPackage, root: Path) -> Path:
-    venv = root / ".venv-peers" / pkg.name
+    venv = root.resolve() / ".venv-peers" / pkg.name
     bin_dir = venv / "bin"
     marker = venv / ".llmd-installed"
     if marker.exists() and marker.read_text().strip() == pkg.requirement:
