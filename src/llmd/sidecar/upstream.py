@@ -175,7 +175,7 @@ class Upstream:
         rewriter = SseUsageRewriter() if cached_tokens is not None else None
         try:
             async for chunk in up.content.iter_any():
-                if rewriter is None:
+                if rewriter is None or cached_tokens is None:
                     await out.write(chunk)
                     continue
                 value = await cached_tokens() if rewriter.needs_usage(chunk) else None

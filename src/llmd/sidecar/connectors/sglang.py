@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -98,13 +97,13 @@ class SGLangConnector:
         try:
             await asyncio.wait({decode})
         finally:
-            for task in (decode, prefill):
-                if not task.done():
-                    # The client is gone, or decode is finished and the prefill's answer is no
-                    # longer needed.
-                    task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # The client is gone, or decode is finished and the prefill's answer is no longer
+            # needed. `wait` (unlike awaiting the tasks) lets our own cancellation through.
+            pending = [task for task in (decode, prefill) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         if decode.cancelled():
             return failure() or web.json_response(
                 {"error": {"message": "decode leg cancelled", "type": "UpstreamError",
