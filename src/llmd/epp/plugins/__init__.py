@@ -28,6 +28,7 @@ from llmd.epp.plugins.base import (
 from llmd.epp.plugins.decider.always_disagg import AlwaysDisaggPdDecider
 from llmd.epp.plugins.decider.prefix_based import PrefixBasedPdDecider
 from llmd.epp.plugins.filter.decode import DecodeFilter
+from llmd.epp.plugins.filter.decode_engine import DecodeEngineFilter
 from llmd.epp.plugins.filter.label_selector import LabelSelectorFilter
 from llmd.epp.plugins.filter.prefill import PrefillFilter
 from llmd.epp.plugins.picker.max_score import MaxScorePicker
@@ -60,6 +61,7 @@ PLUGINS: PluginRegistry = MappingProxyType(
             PrefixBasedPdDecider,
             AlwaysDisaggPdDecider,
             DecodeFilter,
+            DecodeEngineFilter,
             PrefillFilter,
             LabelSelectorFilter,
             QueueScorer,
@@ -84,6 +86,7 @@ __all__ = [
     "ApproxPrefixCacheProducer",
     "DataProducer",
     "Decider",
+    "DecodeEngineFilter",
     "DecodeFilter",
     "DisaggProfileHandler",
     "Filter",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from llmd.epp.headers import PREFILLER_HEADER
 from llmd.epp.plugins.base import Decider, ProfileResult, SchedulingResult
+from llmd.epp.plugins.filter.decode_engine import DECODE_PICK_KEY
 from llmd.epp.request import InferenceRequest
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class DecodeFirst:
                 or prefill not in profiles):
             return {}
         if self.decider.disaggregate(request, decoded.targets[0]):
+            # For `decode-engine-filter`: a mixed-engine pool pairs like with like.
+            request.data[DECODE_PICK_KEY] = decoded.targets[0]
             return {prefill: profiles[prefill]}
         return {}
 
