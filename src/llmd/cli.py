@@ -418,5 +418,95 @@ def bench_run(
                + (", ttft_throughput.png" if (out / "ttft_throughput.png").exists() else ""))
 
 
+@bench_app.command("compare")
+def bench_compare(
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json (or dir) for the sims and lengths")] = None,
+    systems: Annotated[str | None, typer.Option(help="comma list (default: all eight)")] = None,
+    rates: Annotated[str, typer.Option(help="Poisson ladder, req/s")] = "4,8,16,24,32",
+    stage_duration_s: Annotated[float, typer.Option(help="length of each rate stage")] = 12.0,
+    num_groups: Annotated[int, typer.Option(help="shared-prefix groups")] = 24,
+    num_prompts_per_group: Annotated[int, typer.Option(help="prompts per group")] = 48,
+    system_prompt_len: Annotated[int, typer.Option(help="shared prefix tokens")] = 1024,
+    question_len: Annotated[int, typer.Option(help="question tokens")] = 64,
+    output_len: Annotated[int, typer.Option(help="output tokens (ignore_eos)")] = 32,
+    vllm: Annotated[int, typer.Option(help="vLLM-dialect simulators")] = 2,
+    sglang: Annotated[int, typer.Option(help="SGLang-dialect simulators")] = 2,
+    kv_cache_blocks: Annotated[int, typer.Option(help="KV blocks per simulator")] = 512,
+    block_size: Annotated[int, typer.Option(help="tokens per KV block")] = 16,
+    time_scale: Annotated[float, typer.Option(help="simulators' latency factor")] = 1.0,
+    seed: Annotated[int, typer.Option(help="workload and arrival seed")] = 0,
+    output_dir: Annotated[str, typer.Option(help="results directory")] = "bench/results/compare",
+) -> None:
+    """Same fleet, workload and arrivals through llmd (4 configs), Envoy RR, sglang/vllm routers."""
+    from pathlib import Path
+
+    from llmd.bench.commands import compare_main
+    from llmd.bench.compare import DEFAULT_SYSTEMS, CompareConfig
+
+    cfg = CompareConfig(
+        systems=tuple(systems.split(",")) if systems else DEFAULT_SYSTEMS,
+        rates=tuple(_floats(rates)), stage_duration_s=stage_duration_s, num_groups=num_groups,
+        num_prompts_per_group=num_prompts_per_group, system_prompt_len=system_prompt_len,
+        question_len=question_len, output_len=output_len, vllm=vllm, sglang=sglang,
+        kv_cache_blocks=kv_cache_blocks, block_size=block_size, time_scale=time_scale, seed=seed,
+        tokenizer=tokenizer, output_dir=Path(output_dir))
+    _run_bench_command(compare_main(cfg))
+
+
+@bench_app.command("overhead")
+def bench_overhead(
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json (or dir)")] = None,
+    systems: Annotated[str | None, typer.Option(help="comma list (direct first)")] = None,
+    concurrency: Annotated[str, typer.Option(help="closed-loop concurrencies")] = "1,64",
+    repeats: Annotated[int, typer.Option(help="repeats per cell")] = 3,
+    output_dir: Annotated[str, typer.Option(help="results directory")] = "bench/results/overhead",
+) -> None:
+    """Router overhead on zero-latency sims: added latency, req/s, router CPU and peak memory."""
+    from pathlib import Path
+
+    from llmd.bench.commands import overhead_main
+    from llmd.bench.overhead import DEFAULT_SYSTEMS, OverheadConfig
+
+    cfg = OverheadConfig(systems=tuple(systems.split(",")) if systems else DEFAULT_SYSTEMS,
+                         concurrency=tuple(int(c) for c in _floats(concurrency)),
+                         repeats=repeats, tokenizer=tokenizer, output_dir=Path(output_dir))
+    _run_bench_command(overhead_main(cfg))
+
+
+@bench_app.command("crosscheck")
+def bench_crosscheck(
+    tokenizer: Annotated[str, typer.Option(help="local tokenizer dir (inference-perf needs one)")],
+    rate: Annotated[float, typer.Option(help="Poisson rate, req/s")] = 8.0,
+    duration_s: Annotated[int, typer.Option(help="stage length")] = 30,
+    output_dir: Annotated[str, typer.Option(help="results directory")] = "bench/results/crosscheck",
+) -> None:
+    """inference-perf (shared_prefix) and llmd bench against the same llmd stack."""
+    from pathlib import Path
+
+    from llmd.bench.commands import crosscheck_main
+    from llmd.bench.compare import CompareConfig
+    from llmd.bench.crosscheck import CrossCheckConfig
+
+    fleet = CompareConfig(tokenizer=tokenizer).fleet()
+    cfg = CrossCheckConfig(tokenizer=tokenizer, rate=rate, duration_s=duration_s, fleet=fleet,
+                           output_dir=Path(output_dir))
+    _run_bench_command(crosscheck_main(cfg))
+
+
+@bench_app.command("report")
+def bench_report(
+    results: Annotated[str, typer.Option(help="directory with compare/, overhead/, crosscheck/")] = "bench/results",
+    docs: Annotated[str, typer.Option(help="Markdown file whose sections are replaced")] = "docs/benchmarks.md",
+    img_dir: Annotated[str, typer.Option(help="where the plot is copied")] = "docs/img",
+) -> None:
+    """Write the Router comparison / overhead / inference-perf sections of docs/benchmarks.md."""
+    from pathlib import Path
+
+    from llmd.bench.commands import report_main
+
+    for heading in report_main(Path(results), Path(docs), Path(img_dir)):
+        typer.echo(f"wrote {docs}: {heading}")
+
+
 def main() -> None:
     app()

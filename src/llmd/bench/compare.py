@@ -90,11 +90,15 @@ class CompareResult:
 
 
 def sustained_rate(stages: Sequence[StageSummary], fraction: float) -> float | None:
-    """The highest offered rate of the ladder (checked bottom up) with zero errors and at least
-    `fraction` of the offered rate completed; None when even the lowest stage fails."""
+    """The highest offered rate of the ladder (checked bottom up) with zero errors and completions
+    keeping up with arrivals: requests/s at least `fraction` of the stage's real arrival rate
+    (a system that falls behind builds a queue and its last requests end long after the last
+    arrival). None when even the lowest stage fails."""
     best = None
     for s in sorted(stages, key=lambda s: s.offered or 0):
-        if s.errors or s.offered is None or s.requests_per_s < fraction * s.offered:
+        arrivals = s.arrival_rate or s.offered
+        if s.errors or s.offered is None or not arrivals or (
+                s.requests_per_s < fraction * arrivals):
             break
         best = s.offered
     return best

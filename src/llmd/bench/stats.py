@@ -44,6 +44,8 @@ class StageSummary:
     e2e_p90_s: float | None
     e2e_p99_s: float | None
     e2e_mean_s: float | None
+    arrival_rate: float | None = None
+    """Requests sent / (last start - first start): the rate the stage really offered."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,4 +76,13 @@ def summarize(system: str, stage: str, offered: float | None,
         itl_p99_s=percentile(itl, 99),
         e2e_p50_s=percentile(e2e, 50), e2e_p90_s=percentile(e2e, 90),
         e2e_p99_s=percentile(e2e, 99), e2e_mean_s=sum(e2e) / len(e2e) if e2e else None,
+        arrival_rate=_arrival_rate(results),
     )
+
+
+def _arrival_rate(results: Sequence[RequestResult]) -> float | None:
+    if len(results) < 2:
+        return None
+    starts = [r.start_s for r in results]
+    span = max(starts) - min(starts)
+    return (len(results) - 1) / span if span > 0 else None

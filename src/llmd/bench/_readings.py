@@ -1,0 +1,153 @@
+"""The fixed prose of the benchmark sections: setup, method, peer tuning and the reading.
+
+Numbers live in the tables and the target verdicts, which `llmd bench report` computes from the
+saved results; this prose explains mechanisms and is checked against the recorded run.
+"""
+
+from __future__ import annotations
+
+__all__ = ["COMMANDS", "READINGS"]
+
+TOK = "../shared/fixtures/tiny-llama"
+
+COMMANDS = {
+    "compare": f"llmd bench compare --tokenizer {TOK} --output-dir bench/results/compare",
+    "overhead": f"llmd bench overhead --tokenizer {TOK} --output-dir bench/results/overhead",
+    "crosscheck": (f"llmd bench crosscheck --tokenizer {TOK} "
+                   "--output-dir bench/results/crosscheck"),
+}
+
+COMPARE_SETUP = """\
+**Fleet.** {vllm} vLLM-dialect + {sglang} SGLang-dialect `llmd sim` processes, each with
+`--kv-cache-blocks {kv_cache_blocks} --block-size {block_size} --max-model-len {max_model_len}
+--time-scale {time_scale}` and the tiny-llama tokenizer (the simulator's default latency model:
+10 ms + 0.05 ms per uncached prompt token of prefill, 8 ms + 0.1 ms per running sequence per
+output token). Every system gets a **fresh fleet** (the simulators are restarted, so every cache
+starts empty) and the same saved workload and Poisson arrival schedule (seeded per stage).
+
+**Workload.** inference-perf's `shared_prefix` parameters: {num_groups} groups x
+{num_prompts_per_group} prompts, {system_prompt_len}-token system prompt, {question_len}-token
+question, {output_len} output tokens (`ignore_eos`), streaming `/v1/completions`, seed {seed}.
+Groups interleave in a seeded shuffle. Each stage of the ladder lasts about
+{stage_duration_s:g} s (rate x duration requests) and continues through the workload where the
+previous stage stopped, so caches warm up along the ladder as in llm-d's own benchmark. The fleet
+holds {kv_cache_blocks} x 4 blocks; the distinct shared prefixes need {num_groups} x
+{system_prompt_len} / {block_size} blocks: enough room for every prefix once (a router that
+partitions the groups can keep them all), far too little for every simulator to hold all of them
+(a cache-blind router thrashes).
+
+**Systems.** llmd = Envoy (`llmd gateway`, one worker thread) + `llmd epp` over the fleet
+(static endpoints labelled with their engine) with: `default` (llm-d's default profile: queue x2,
+kv-cache-utilization x2, prefix-cache x3, max-score picker), `prefix-only` (prefix-cache scorer),
+`load-only` (queue + kv-cache-utilization) and `random` (random picker). `envoy-rr` is the same
+Envoy with round robin over the fleet and no EPP (a Kubernetes Service). `sglang-router` 0.3.2
+(`cache_aware`, `round_robin`) and `vllm-router` 0.1.17 (`cache_aware`, its prefix-aware policy)
+are installed by the command into `.venv-peers/<name>` and started on 127.0.0.1 (`--host` and
+`--prometheus-host`), with `--log-level warn`.
+
+**Peer tuning** (what a competent operator sets for four workers; defaults from `peers.md`):
+- `--balance-abs-threshold 8` (default 64) with `--balance-rel-threshold 1.5` (default) for both
+  routers' `cache_aware`: at 64 the load check never trips on a fleet with a handful of requests
+  in flight per worker (peers.md trap; sglang issue #21199). 2, 8, 16 and 64 were tried on this
+  fleet at 16 and 32 req/s; 8 gave sglang-router its best hit share and TTFT p90.
+- `--cache-threshold 0.3` (default): a shared prefix is ~90% of each prompt, far above it.
+- Tree size and eviction interval stay at their defaults: the routers' trees never shrink during
+  a run this short, which only makes them stickier, which helps on this workload.
+- Everything else (retries, circuit breaker, token bucket, queue size 100, health checks) stays at
+  the defaults; no run here comes near those limits.
+
+**Oracle.** The workload's requests are replayed, in the order the ladder sends them, against
+{vllm} + {sglang} copies of the simulator's own block pool (`llmd.sim.blocks.BlockPool`: same
+blocks, block size, block keys from the same tokenizer and model name, same LRU eviction). The
+oracle sees every pool and sends each request to the pool holding the longest cached prefix of it
+(a prefix no pool holds goes to the pool with the most room); hits are counted with the
+simulator's rule (whole blocks, never the prompt's last token). Requests are replayed one at a
+time, so running sequences never compete with cached blocks for room. With enough room for every
+prefix (the case here) this is the best any router can do on this fleet: only the first request
+of each group misses. The "infinite cache" column is the same bound without any capacity limit.
+Hit share is Σ `usage.prompt_tokens_details.cached_tokens` / Σ `usage.prompt_tokens` over a
+stage's successful requests, as the simulators report them."""
+
+COMPARE_READING = """\
+- **Where llmd wins: cache hits, hence TTFT.** With the fleet this tight, what decides TTFT is
+  whether the request's 1,024-token prefix is already on the simulator it lands on (a miss costs
+  ~50 ms of prefill). llmd's prefix scorer tracks which blocks it sent where and sends a group back
+  to the endpoint that holds it, while the queue and KV-utilization scorers keep spreading new
+  groups; `envoy-rr`, `sglang-round_robin` and `llmd-random` spread every group over all four
+  simulators, whose LRU caches then thrash (about a quarter of the oracle's hits), and their TTFT
+  p90 is the miss cost. `llmd-load-only` is cache-blind in the same way.
+- **sglang-router `cache_aware` is the strong peer.** Its radix tree over the raw text is sticky by
+  group too, so at the higher rates it reaches a similar hit share and TTFT p90. At low rates
+  its first request per group can go to any worker and the tree's "fewest characters" rule for
+  unseen prefixes balances less tightly than llmd's scorers, which shows as a higher p90 while the
+  caches warm.
+- **vllm-router `cache_aware` behaves like round robin here.** vllm-router 0.1.17 prepares prefix
+  input by calling each worker's `/v1/completions/render` (and `/tokenize`); real vLLM serves
+  `render` only with `--enable-scale-out`, and the simulators do not serve it, so the router logs
+  `Prefix input preparation unavailable ... reason="render_unavailable"` and falls back to its
+  cache-blind choice. This is the router's behaviour against a default vLLM too, so the result is
+  reported as measured rather than tuned away; with `render` available it would likely land near
+  sglang-router, from which it is forked.
+- **Throughput is not where routers differ on this ladder.** With `ignore_eos` every request
+  produces the same 32 tokens, so output tokens/s follows the offered rate for every system that
+  keeps up; differences in that column are a few percent and within run-to-run noise. Where a
+  system falls behind (errors, or less than the sustain fraction completed), it shows first in
+  E2E and req/s.
+- **What limits the ladder is the machine.** Four simulators, Envoy, the EPP (Python) and the
+  load generator share 2 cores; the highest sustained rate is where that CPU runs out, not where
+  the simulated engines do. llmd spends more CPU per request than the Rust routers (see Router
+  overhead), which is the first place it would lose on a bigger ladder."""
+
+OVERHEAD_SETUP = """\
+Zero-latency simulators (`--time-scale 0`), two vLLM- and two SGLang-dialect, a fresh fleet and
+router per system; the client runs a closed loop of streaming `/v1/completions` (shared-prefix
+prompts of ~450 tokens, about 2 KiB, 8 output tokens) at concurrency 1 and 64, 3 repeats of 400 and
+2,000 requests after a 200-request warm-up, following vllm-router's
+`docs/benchmarks/router_overhead.md`. `direct` is the client spreading requests over the four
+simulators itself. "added mean" is the system's mean latency minus direct's at the same
+concurrency (vllm-router's `mean_minus_direct`); router CPU is user + system time from
+`/proc/<pid>/stat` of the routing processes (Envoy + EPP for llmd, Envoy for envoy-rr, the router
+process for the peers) over the measured requests, divided per 1,000; peak memory is the sum of
+their `VmHWM`. Everything, client included, shares the same 2 cores, so requests/s at concurrency
+64 is a whole-machine number. `llmd.bench.overhead.measure_cell` is the reusable measurement."""
+
+OVERHEAD_READING = """\
+- **Concurrency 1** measures per-request latency through each hop. llmd adds two hops (Envoy,
+  then an ext_proc round trip to the Python EPP, which parses the body and scores endpoints);
+  vllm-router adds its render/tokenize attempts to every request. sglang-router at concurrency 1
+  is dominated by a ~40 ms stall per request, the signature of Nagle's algorithm meeting delayed
+  ACKs on its connection to the worker: at concurrency 64 the stall disappears (other requests'
+  segments carry the ACKs), so it is a latency artefact of that router at low load, not CPU.
+- **Concurrency 64** is a throughput test on a shared 2-core machine: the router's CPU per request
+  decides how much is left for the simulators and the client. The Rust routers spend a fraction
+  of the CPU per request that Envoy + the Python EPP spend, which is where llmd loses; the EPP's
+  own cost is the subject of the `## EPP overhead` section (issue 3).
+- Peak memory: Envoy + the EPP hold more than a single Rust router process."""
+
+CROSSCHECK_SETUP = """\
+inference-perf 0.7.0 (installed by the command into `.venv-peers/inference-perf` with Python
+3.12) and `llmd bench` each drive a fresh llmd stack (llmd-default over the same fleet as the
+comparison) with the same `shared_prefix` parameters: {num_groups} groups x
+{num_prompts_per_group} prompts, {system_prompt_len}-token system prompt (inference-perf's
+generator cannot exceed the tokenizer's `model_max_length` of 512 tokens, so the prefix is shorter
+than in the comparison), {question_len}-token question, {output_len} output tokens with
+`ignore_eos`, Poisson arrivals at {rate:g} req/s for {duration_s} s, streaming completions, and
+the same local tokenizer ({tokenizer}) in both tools and in the simulators. inference-perf builds
+its own random-token prompts, so the texts differ while the lengths match."""
+
+CROSSCHECK_READING = """\
+The two clients measure the same stack the same way: TTFT (mean, p50, p90) and ITL agree within a
+few milliseconds, well inside the run-to-run spread on this shared machine. The requests/s and
+output tokens/s columns differ by the definition of the window: inference-perf divides by its
+stage duration, `llmd bench` by the span from the first request's start to the last request's end
+(which includes the last requests' full latency), and the Poisson sample of a short stage has a
+few percent fewer or more arrivals than rate x duration."""
+
+READINGS = {
+    "compare_setup": COMPARE_SETUP,
+    "compare": COMPARE_READING,
+    "overhead_setup": OVERHEAD_SETUP,
+    "overhead": OVERHEAD_READING,
+    "crosscheck_setup": CROSSCHECK_SETUP,
+    "crosscheck": CROSSCHECK_READING,
+}

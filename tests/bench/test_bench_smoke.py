@@ -1,0 +1,136 @@
+"""Smoke tests of the benchmark harness (never the benchmark itself): `llmd bench run` against a
+real simulator, the compare orchestration on llmd + Envoy round robin with a tiny workload, the
+report writer, the oracle, /proc accounting and the peer plumbing that needs no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmd._proc import Supervisor
+from llmd.bench import cpu_seconds, oracle_hit_share, peak_rss_kib
+from llmd.bench.compare import CompareConfig, run_compare, sustained_rate
+from llmd.bench.crosscheck import CrossCheckConfig, inference_perf_config
+from llmd.bench.docs import SECTIONS, write_report
+from llmd.bench.output import build_workload
+from llmd.bench.peers import PEERS, ensure_venv, router_argv
+from llmd.bench.stats import summarize
+from llmd.kvcache import BuiltinTokenizer
+from llmd.sim.fleet import FleetSpec, start_fleet
+
+TINY = {"num_groups": 2, "num_prompts_per_group": 3, "system_prompt_len": 48,
+        "question_len": 8, "output_len": 4}
+
+
+async def test_bench_run_against_a_real_simulator(engine: str, tmp_path: Path) -> None:
+    async with Supervisor() as sup:
+        [sim] = await start_fleet(sup, FleetSpec(engines=(engine,), port_base=0,  # type: ignore[arg-type]
+                                                 sim_args=("--time-scale", "0")))
+        out = tmp_path / "run"
+        proc = await _run_cli(
+            "bench", "run", "--target", sim.url, "--model", "llmd-sim", "--rates", "20",
+            "--requests-per-stage", "6", "--num-groups", "2", "--num-prompts-per-group", "3",
+            "--system-prompt-len", "48", "--question-len", "8", "--output-len", "4",
+            "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "results.json").read_text())
+    [stage] = data["stages"]
+    assert stage["requests"] == 6 and stage["errors"] == 0
+    assert stage["output_tokens_per_s"] > 0 and stage["ttft_p90_s"] is not None
+    assert stage["cache_hit_share"] > 0  # the second prompt of a group reuses its prefix
+    assert (out / "workload.jsonl").exists() and (out / "results.md").exists()
+    assert len((out / "requests.jsonl").read_text().splitlines()) == 6
+
+
+async def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    import asyncio
+
+    argv = [sys.executable, "-c", "from llmd.cli import main; main()", *args]
+    return await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True,
+                                   timeout=90, check=False)
+
+
+async def test_compare_drives_llmd_and_envoy_round_robin(tmp_path: Path) -> None:
+    cfg = CompareConfig(systems=("llmd-default", "envoy-rr"), rates=(20.0,),
+                        stage_duration_s=0.3, kv_cache_blocks=64, max_model_len=512,
+                        time_scale=0.0, root=tmp_path, output_dir=tmp_path / "compare", **TINY)
+    result = await run_compare(cfg)
+    assert {s.system for s in result.summaries} == {"llmd-default", "envoy-rr"}
+    assert all(s.errors == 0 and s.requests == 20 for s in result.summaries)  # min per stage
+    assert 0 < result.oracle["rate=20"].share <= result.oracle["rate=20"].first_seen_share
+    saved = json.loads((tmp_path / "compare" / "results.json").read_text())
+    assert len(saved["stages"]) == 2 and "rate=20" in saved["meta"]["oracle"]
+    assert not (tmp_path / ".venv-peers").exists()  # no peer asked for, nothing installed
+
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\n## Simulator capacity\n\nkept\n\n"
+                    "## Router comparison\n\nold\n")
+    from llmd.bench._readings import COMMANDS, READINGS
+
+    written = write_report(tmp_path, docs, tmp_path / "img", COMMANDS, READINGS)
+    text = docs.read_text()
+    assert written == [SECTIONS[0]]
+    assert "## Simulator capacity\n\nkept" in text and "\nold\n" not in text
+    assert "llmd-default" in text and "### Targets" in text
+
+
+def test_oracle_reaches_the_infinite_cache_bound_when_prefixes_fit() -> None:
+    tok = BuiltinTokenizer()
+    wl = build_workload("shared-prefix", None, {**TINY, "num_prompts_per_group": 5})
+    roomy = oracle_hit_share(wl.requests, tok, pools=2, blocks_per_pool=64, block_size=16,
+                             model="llmd-sim")
+    tight = oracle_hit_share(wl.requests, tok, pools=1, blocks_per_pool=4, block_size=16,
+                             model="llmd-sim")
+    assert roomy.share == pytest.approx(roomy.first_seen_share) and roomy.share > 0.5
+    assert tight.share < roomy.share
+
+
+def test_sustained_rate_stops_at_the_first_failing_stage() -> None:
+    from llmd.bench.loadgen import RequestResult
+
+    def stage(rate: float, errors: int) -> object:
+        results = [RequestResult(i, i / rate, 0.01, 0.001, 0.1, 10, 4, 0,
+                                 "boom" if i < errors else None) for i in range(20)]
+        return summarize("x", f"rate={rate:g}", rate, results)
+
+    stages = [stage(4, 0), stage(8, 0), stage(16, 1), stage(32, 0)]
+    assert sustained_rate(stages, 0.85) == 8  # type: ignore[arg-type]
+
+
+def test_proc_accounting_reads_this_process() -> None:
+    sum(i * i for i in range(200_000))
+    assert cpu_seconds([os.getpid()]) > 0
+    assert peak_rss_kib([os.getpid()]) > 10_000
+
+
+async def test_peer_venv_with_the_pinned_version_is_reused_without_installing(
+        tmp_path: Path) -> None:
+    venv = tmp_path / ".venv-peers" / "sglang-router"
+    venv.mkdir(parents=True)
+    (venv / ".llmd-installed").write_text(PEERS["sglang-router"].requirement + "\n")
+    assert await ensure_venv(PEERS["sglang-router"], tmp_path) == venv / "bin"
+
+
+def test_peer_routers_bind_loopback_with_the_documented_tuning() -> None:
+    for router in ("sglang-router", "vllm-router"):
+        argv = router_argv(router, Path("/x/bin"), "cache_aware", 30001, 30002,
+                           ["http://127.0.0.1:1", "http://127.0.0.1:2"])
+        assert argv[argv.index("--host") + 1] == "127.0.0.1"
+        assert argv[argv.index("--prometheus-host") + 1] == "127.0.0.1"
+        assert argv[argv.index("--balance-abs-threshold") + 1] == "8"
+
+
+def test_inference_perf_config_matches_the_workload(tmp_path: Path) -> None:
+    cfg = CrossCheckConfig(tokenizer=str(tmp_path), rate=3, duration_s=5)
+    data = inference_perf_config(cfg, "http://127.0.0.1:1", tmp_path)
+    sp = data["data"]["shared_prefix"]
+    assert (sp["num_groups"], sp["system_prompt_len"], sp["output_len"]) == (24, 384, 32)
+    assert data["load"] == {"type": "poisson", "stages": [{"rate": 3, "duration": 5}],
+                            "num_workers": 2}
+    assert data["api"]["streaming"] and data["server"]["ignore_eos"]
+    assert data["tokenizer"]["pretrained_model_name_or_path"] == str(tmp_path.resolve())
