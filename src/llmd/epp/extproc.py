@@ -4,7 +4,8 @@ Two request body modes, told apart by the `protocol_config` Envoy sends first:
 
 - `BUFFERED` (llmd's gateway, see gateway/envoy.py): the headers message is answered at once
   with an empty HeadersResponse (Envoy sends the body only after that answer); the whole body
-  arrives as one `request_body` with end_of_stream and its answer carries the decision.
+  arrives as one `request_body` with end_of_stream and its answer carries the decision, after
+  which the EPP closes the stream cleanly (Envoy then proceeds without it).
 - `FULL_DUPLEX_STREAMED` (GIE's EPP and the gateways configured for it): headers are held until
   the body ends (or trailers arrive), then the decision goes out as the HeadersResponse and the
   body is handed back as streamed chunks; response bodies are echoed chunk by chunk.
@@ -145,6 +146,10 @@ class _Stream:
             self.closed = True
             return immediate(exc)
         self._pending = decision
+        if not (self.duplex_request or self.duplex_response):
+            # Nothing else to process (the response path is skipped): closing the stream
+            # cleanly now lets Envoy proceed at once and saves gRPC work per request.
+            self.closed = True
         return routed(phase, decision.endpoint, decision.result.headers)
 
 
