@@ -1,6 +1,6 @@
 """P/D scheduling through a real Envoy: the EPP's `x-prefiller-host-port` reaches the decode
-backend for a long uncached prompt, not for a short or cached one, and a client-sent value never
-survives (neither through the EPP nor on the FailOpen route that bypasses it).
+backend for a long uncached prompt, not for a short or cached one (where the engine's decode role
+can serve alone: vLLM), and a client-sent value never survives (neither through the EPP nor on the FailOpen route that bypasses it).
 
 The backends are tiny aiohttp echo servers, not `llmd sim`: the header is meant for the decode
 pod's sidecar, which strips it before the engine, so only a backend that echoes its request
@@ -94,11 +94,18 @@ async def test_prefill_endpoint_reaches_the_decode_backend_only_when_disaggregat
         assert first["served_by"] in {e.id for e in decode}
         assert first["prefiller"] in {e.id for e in prefill}  # the EPP's, not the client's
 
+        # Cached or short prompts stay on decode, unless the engine's decode role cannot serve
+        # a request alone (SGLang decode mode): then every request gets a prefill endpoint.
+        alone = get_adapter(engine).pd.decode_alone
         again = await _ask(http, gw.url, LONG, FORGED)  # now cached on that decode endpoint
-        assert again == {"served_by": first["served_by"], "prefiller": None}
+        assert again["served_by"] == first["served_by"]
+        assert (again["prefiller"] is None) == alone
+        assert alone or again["prefiller"] == first["prefiller"]  # the prefix-cached prefill
 
         short = await _ask(http, gw.url, SHORT, FORGED)
-        assert short["served_by"] in {e.id for e in decode} and short["prefiller"] is None
+        assert short["served_by"] in {e.id for e in decode}
+        assert short["prefiller"] is None if alone else short["prefiller"] in {
+            e.id for e in prefill}
 
 
 async def test_fail_open_route_strips_a_client_prefill_target(

@@ -85,14 +85,18 @@ class PdProtocol:
     `request_fields` at once; the decode side meets the prefill at the prefill server's
     bootstrap port and fails when the room never arrives).
     `decode_cached_includes_transfer`: the decode leg counts transferred tokens as cached in
-    `usage` (vLLM reports external tokens as computed). The queue gauges are the engine's own
-    names for prefill requests waiting for their decode peer and decode requests waiting for KV
-    (None: the engine reports no such gauge).
+    `usage` (vLLM reports external tokens as computed). `decode_alone`: a decode-role server
+    also serves a request that has no prefill peer (vLLM's `kv_both` NixlConnector computes it
+    locally; an SGLang `--disaggregation-mode decode` server needs a bootstrap room on every
+    request, so the EPP must give each one a prefill endpoint). The queue gauges are the
+    engine's own names for prefill requests waiting for their decode peer and decode requests
+    waiting for KV (None: the engine reports no such gauge).
     """
 
     handoff: Literal["kv-transfer-params", "bootstrap-room"]
     request_fields: tuple[str, ...]
     decode_cached_includes_transfer: bool
+    decode_alone: bool
     prefill_queue: str | None = None
     transfer_queue: str | None = None
 

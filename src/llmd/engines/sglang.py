@@ -60,6 +60,7 @@ class SGLangAdapter:
         handoff="bootstrap-room",
         request_fields=("bootstrap_host", "bootstrap_port", "bootstrap_room"),
         decode_cached_includes_transfer=False,
+        decode_alone=False,  # a decode-mode server rejects a request without bootstrap_room
         prefill_queue="sglang:num_prefill_bootstrap_queue_reqs",
         transfer_queue="sglang:num_decode_transfer_queue_reqs",
     )

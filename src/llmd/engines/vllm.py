@@ -58,6 +58,7 @@ class VllmAdapter:
         handoff="kv-transfer-params",
         request_fields=("kv_transfer_params",),
         decode_cached_includes_transfer=True,  # num_cached_tokens counts the connector's tokens
+        decode_alone=True,  # kv_both: no kv_transfer_params means a local prefill
     )
     # The llm-d guides' probes: the OpenAI model list answers only once the engine is up.
     probes: ClassVar[Probes] = Probes(

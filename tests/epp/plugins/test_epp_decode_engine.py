@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from _pool import ep, pool, req
 
-from llmd.engines import ENGINE_TYPE_LABEL, ROLE_LABEL
+from llmd.engines import ENGINE_TYPE_LABEL, ROLE_LABEL, get_adapter
 from llmd.epp import PREFILLER_HEADER, load_config
 from llmd.epp.plugins import AlwaysDisaggPdDecider, DecodeEngineFilter, NoParams
 
@@ -57,3 +57,23 @@ def test_without_a_decode_pick_every_candidate_passes() -> None:
                     ep(9002, labels=_labels("sglang", "prefill")), ep(9003))
     kept = DecodeEngineFilter("f", NoParams()).filter(req(), snapshot)
     assert len(kept) == 3
+
+
+def test_a_decode_endpoint_that_cannot_serve_alone_always_gets_a_prefill(engine: str) -> None:
+    """prefix-based decider, short prompt: decode only, unless the engine's decode role needs a
+    prefill peer on every request (SGLang decode mode needs a bootstrap room)."""
+    cfg = load_config(text=CONFIG.replace(
+        "parameters: {deciders: {prefill: always-disagg-pd-decider}}",
+        "parameters: {deciders: {prefill: prefix-based-pd-decider}}").replace(
+        "- type: always-disagg-pd-decider",
+        "- type: prefix-based-pd-decider\n  parameters: {nonCachedTokens: 16}"))
+    snapshot = pool(ep(8001, labels=_labels(engine, "decode")),
+                    ep(9001, labels=_labels(engine, "prefill")))
+    result = cfg.scheduler.schedule(req(prompt="hi"), snapshot)
+    assert result is not None
+    alone = get_adapter(engine).pd.decode_alone
+    assert (PREFILLER_HEADER not in result.headers) == alone
+    # An unlabelled (aggregated) endpoint of the same engine never needs one.
+    plain = cfg.scheduler.schedule(req(prompt="hi"), pool(
+        ep(8001, labels={ENGINE_TYPE_LABEL: engine}), ep(9001, labels=_labels(engine, "prefill"))))
+    assert plain is not None and plain.headers == {}

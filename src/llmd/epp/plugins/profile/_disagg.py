@@ -6,8 +6,11 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from llmd.engines import ENGINES, get_adapter
+from llmd.epp.datastore import Endpoint
 from llmd.epp.headers import PREFILLER_HEADER
 from llmd.epp.plugins.base import Decider, ProfileResult, SchedulingResult
+from llmd.epp.plugins.filter._roles import role_of
 from llmd.epp.plugins.filter.decode_engine import DECODE_PICK_KEY
 from llmd.epp.request import InferenceRequest
 
@@ -15,6 +18,14 @@ if TYPE_CHECKING:
     from llmd.epp.scheduling import SchedulerProfile
 
 log = logging.getLogger(__name__)
+
+
+def needs_prefill(target: Endpoint) -> bool:
+    """A decode-role endpoint whose engine cannot serve a request alone (SGLang decode mode
+    needs a bootstrap room on every request) is disaggregated whatever the decider says."""
+    if role_of(target) != "decode" or target.spec.engine not in ENGINES:
+        return False
+    return not get_adapter(target.spec.engine).pd.decode_alone
 
 
 class DecodeFirst:
@@ -59,7 +70,8 @@ class DecodeFirst:
         if (decoded is None or self.decider is None or prefill in results
                 or prefill not in profiles):
             return {}
-        if self.decider.disaggregate(request, decoded.targets[0]):
+        target = decoded.targets[0]
+        if needs_prefill(target) or self.decider.disaggregate(request, target):
             # For `decode-engine-filter`: a mixed-engine pool pairs like with like.
             request.data[DECODE_PICK_KEY] = decoded.targets[0]
             return {prefill: profiles[prefill]}
