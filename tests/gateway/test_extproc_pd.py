@@ -1,6 +1,7 @@
 """P/D scheduling through a real Envoy: the EPP's `x-prefiller-host-port` reaches the decode
 backend for a long uncached prompt, not for a short or cached one (where the engine's decode role
-can serve alone: vLLM), and a client-sent value never survives (neither through the EPP nor on the FailOpen route that bypasses it).
+can serve alone: vLLM), and a client-sent value never survives (neither through the EPP nor on
+the FailOpen route that bypasses it).
 
 The backends are tiny aiohttp echo servers, not `llmd sim`: the header is meant for the decode
 pod's sidecar, which strips it before the engine, so only a backend that echoes its request
