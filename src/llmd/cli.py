@@ -422,10 +422,10 @@ def bench_run(
 def bench_compare(
     tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json (or dir) for the sims and lengths")] = None,
     systems: Annotated[str | None, typer.Option(help="comma list (default: all eight)")] = None,
-    rates: Annotated[str, typer.Option(help="Poisson ladder, req/s")] = "4,8,16,24,32",
-    stage_duration_s: Annotated[float, typer.Option(help="length of each rate stage")] = 12.0,
+    rates: Annotated[str, typer.Option(help="Poisson ladder, req/s")] = "8,16,32,64,96,128,160",
+    stage_duration_s: Annotated[float, typer.Option(help="length of each rate stage")] = 10.0,
     num_groups: Annotated[int, typer.Option(help="shared-prefix groups")] = 24,
-    num_prompts_per_group: Annotated[int, typer.Option(help="prompts per group")] = 48,
+    num_prompts_per_group: Annotated[int, typer.Option(help="prompts per group")] = 200,
     system_prompt_len: Annotated[int, typer.Option(help="shared prefix tokens")] = 1024,
     question_len: Annotated[int, typer.Option(help="question tokens")] = 64,
     output_len: Annotated[int, typer.Option(help="output tokens (ignore_eos)")] = 32,

@@ -101,7 +101,7 @@ COMPARE_READING = """\
 OVERHEAD_SETUP = """\
 Zero-latency simulators (`--time-scale 0`), two vLLM- and two SGLang-dialect, a fresh fleet and
 router per system; the client runs a closed loop of streaming `/v1/completions` (shared-prefix
-prompts of ~450 tokens, about 2 KiB, 8 output tokens) at concurrency 1 and 64, 3 repeats of 400 and
+prompts of ~450 tokens, about 2 KiB, 8 output tokens) at concurrency 1 and 64, 3 repeats of 200 and
 2,000 requests after a 200-request warm-up, following vllm-router's
 `docs/benchmarks/router_overhead.md`. `direct` is the client spreading requests over the four
 simulators itself. "added mean" is the system's mean latency minus direct's at the same

@@ -39,11 +39,11 @@ DEFAULT_SYSTEMS = ("llmd-default", "llmd-prefix-only", "llmd-load-only", "llmd-r
 
 class CompareConfig(LlmdModel):
     systems: tuple[str, ...] = DEFAULT_SYSTEMS
-    rates: tuple[float, ...] = (4.0, 8.0, 16.0, 24.0, 32.0)
-    stage_duration_s: float = Field(12.0, gt=0)
+    rates: tuple[float, ...] = (8.0, 16.0, 32.0, 64.0, 96.0, 128.0, 160.0)
+    stage_duration_s: float = Field(10.0, gt=0)
     # Workload: inference-perf's shared_prefix parameters.
     num_groups: int = Field(24, gt=0)
-    num_prompts_per_group: int = Field(48, gt=0)
+    num_prompts_per_group: int = Field(200, gt=0)
     system_prompt_len: int = Field(1024, gt=0)
     question_len: int = Field(64, gt=0)
     output_len: int = Field(32, gt=0)

@@ -36,7 +36,7 @@ DEFAULT_SYSTEMS = ("direct", "llmd-default", "envoy-rr", "sglang-cache_aware",
 class OverheadConfig(LlmdModel):
     systems: tuple[str, ...] = DEFAULT_SYSTEMS
     concurrency: tuple[int, ...] = (1, 64)
-    requests: dict[int, int] = Field(default_factory=lambda: {1: 400, 64: 2000})
+    requests: dict[int, int] = Field(default_factory=lambda: {1: 200, 64: 2000})
     """Requests per repeat at each concurrency (others: 30 x concurrency)."""
     repeats: int = Field(3, ge=1)
     warmup: int = Field(200, ge=0)

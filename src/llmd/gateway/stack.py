@@ -13,6 +13,14 @@ fleet (the baseline of `bench/epp_overhead.py`). Every child runs under one `llm
 
 Ports: `base_port + i` for the i-th simulator, then the EPP's ext_proc, gRPC health and metrics
 ports; `base_port=0` makes every one of them ephemeral. `gateway_port=0` likewise.
+
+P/D (`pd=True`, `llmd up --pd`): each `engines` entry is a `--role decode` simulator behind its
+own `llmd sidecar` (the engine adapter's connector), and every engine named gets
+`prefill_per_engine` `--role prefill` simulators (see `llmd.gateway._pd`). The EPP's pool is the
+sidecars (`role=decode`) and the prefill sims (`role=prefill`), with the built-in P/D config
+(`PD_EPP_CONFIG`) unless one is given; `endpoints` are then the sidecars, what Envoy routes
+to, and `prefill`/`decode` the simulators. Ports with a fixed `base_port`: decode sims, prefill
+sims, sidecars, then the EPP's.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from llmd._proc import Child, ChildSpec, Supervisor
 from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
 from llmd.errors import ConfigError
+from llmd.gateway._pd import PD_EPP_CONFIG, PdArgs, PdLayout, needs_side_port, start_pd_fleet
 from llmd.gateway.envoy import FailureMode, GatewaySpec
 from llmd.gateway.runner import EnvoyGateway
 from llmd.sim.fleet import FleetEndpoint, FleetSpec, Progress, start_fleet
@@ -61,15 +70,41 @@ class StackSpec(LlmdModel):
     failure_mode: FailureMode = "FailClose"
     envoy_concurrency: int = Field(1, ge=1, description="Envoy worker threads")
     start_timeout_s: float = Field(60.0, gt=0, description="per child, to become healthy")
+    pd: bool = Field(False, description="P/D: engines are decode sims behind sidecars, plus "
+                     "prefill sims; the EPP gets the P/D config")
+    prefill_per_engine: int = Field(1, ge=1, le=8, description="P/D: prefill sims per engine")
+    bootstrap_port: int = Field(0, ge=0, lt=65536, description="P/D: the shared SGLang "
+                                "bootstrap port of prefill sims; 0 = ephemeral")
+    prefill_args: tuple[str, ...] = Field((), description="P/D: extra flags, prefill sims")
+    sidecar_args: tuple[str, ...] = Field((), description="P/D: extra `llmd sidecar` flags")
 
     @model_validator(mode="after")
     def _checks(self) -> StackSpec:
         if self.epp_config_file is not None and self.epp_config_text is not None:
             raise ValueError("give epp_config_file or epp_config_text, not both")
-        if self.base_port and self.base_port + len(self.engines) + len(EPP_PORTS) > 65536:
+        n = self.pd_layout().size if self.pd else len(self.engines)
+        if self.base_port and self.base_port + n + len(EPP_PORTS) > 65536:
             raise ValueError(f"base_port {self.base_port} leaves no room for "
-                             f"{len(self.engines)} simulators and the EPP's 3 ports")
+                             f"{n} simulators/sidecars and the EPP's 3 ports")
+        if self.pd and self.host != "127.0.0.1" and any(
+                needs_side_port(e, self.model) and self.prefill_per_engine > 1
+                for e in self.engines):
+            raise ValueError(f"prefill_per_engine {self.prefill_per_engine}: prefill sims that "
+                             "share a bootstrap port need loopback aliases (127.0.0.2, ...); "
+                             "use host 127.0.0.1 or one prefill sim per engine")
         return self
+
+    def pd_layout(self) -> PdLayout:
+        """P/D children and their ports (decode sims, prefill sims, sidecars)."""
+        named = tuple(dict.fromkeys(self.engines))
+        return PdLayout(self.engines, tuple(e for e in named
+                                            for _ in range(self.prefill_per_engine)),
+                        self.base_port)
+
+    def pd_args(self) -> PdArgs:
+        return PdArgs(self.model, self.host, self.bootstrap_port,
+                      ("--time-scale", repr(self.time_scale), *self.sim_args),
+                      self.prefill_args, self.sidecar_args, self.start_timeout_s)
 
     def fleet(self) -> FleetSpec:
         return FleetSpec(engines=self.engines, model=self.model, host=self.host,
@@ -79,10 +114,18 @@ class StackSpec(LlmdModel):
     def fixed_ports(self) -> list[tuple[str, int]]:
         """`(what, port)` for every non-ephemeral port the stack will bind."""
         ports = [("gateway", self.gateway_port)] if self.gateway_port else []
+        if self.pd and self.bootstrap_port and any(needs_side_port(e, self.model)
+                                                   for e in self.engines):
+            ports.append(("prefill bootstrap", self.bootstrap_port))
         if self.base_port:
-            ports += [(f"sim-{e}-{i}", self.base_port + i) for i, e in enumerate(self.engines)]
+            if self.pd:
+                ports += self.pd_layout().names()
+            else:
+                ports += [(f"sim-{e}-{i}", self.base_port + i)
+                          for i, e in enumerate(self.engines)]
             if self.epp:
-                first = self.base_port + len(self.engines)
+                first = self.base_port + (self.pd_layout().size if self.pd
+                                          else len(self.engines))
                 ports += [(f"epp {what}", first + i) for i, what in enumerate(EPP_PORTS)]
         return ports
 
@@ -123,6 +166,8 @@ class LocalStack:
         self._stack = contextlib.AsyncExitStack()
         self._sup = Supervisor()
         self.endpoints: list[FleetEndpoint] = []
+        self.prefill: list[FleetEndpoint] = []
+        self.decode: list[FleetEndpoint] = []
         self.epp: EppProcess | None = None
         self.gateway: EnvoyGateway | None = None
 
@@ -140,7 +185,13 @@ class LocalStack:
         try:
             check_ports_free(self.spec.host, self.spec.fixed_ports())
             await self._stack.enter_async_context(self._sup)
-            self.endpoints = await start_fleet(self._sup, self.spec.fleet(), self._progress)
+            if self.spec.pd:
+                pd = await start_pd_fleet(self._sup, self.spec.pd_layout(),
+                                          self.spec.pd_args(), self._progress)
+                self.prefill, self.decode, self.endpoints = pd.prefill, pd.decode, pd.sidecars
+            else:
+                self.endpoints = await start_fleet(self._sup, self.spec.fleet(),
+                                                   self._progress)
             if self.spec.epp:
                 self.epp = await self._start_epp()
             self._progress("envoy", "starting")
@@ -168,18 +219,25 @@ class LocalStack:
     def epp_argv(self) -> list[str]:
         """The `llmd epp` command line for this fleet (static discovery, engine labels)."""
         spec = self.spec
-        first = spec.base_port + len(spec.engines) if spec.base_port else 0
+        n = spec.pd_layout().size if spec.pd else len(spec.engines)
+        first = spec.base_port + n if spec.base_port else 0
         ports = [first + i if first else 0 for i in range(len(EPP_PORTS))]
         argv = [sys.executable, "-c", "from llmd.cli import main; main()", "epp",
                 "--host", spec.host, "--grpc-port", str(ports[0]),
                 "--grpc-health-port", str(ports[1]), "--metrics-port", str(ports[2]),
                 "--log-level", self.log_level]
+        role = ",role=decode" if spec.pd else ""
         for ep in self.endpoints:
-            argv += ["--endpoint", f"{ep.address},engine={ep.engine}"]
+            argv += ["--endpoint", f"{ep.address},engine={ep.engine}{role}"]
+        for ep in self.prefill:
+            argv += ["--endpoint", f"{ep.address},engine={ep.engine},role=prefill"]
         if spec.epp_config_file is not None:
             argv += ["--config-file", str(spec.epp_config_file)]
-        if spec.epp_config_text is not None:
-            argv += ["--config-text", spec.epp_config_text]
+        text = spec.epp_config_text
+        if text is None and spec.epp_config_file is None and spec.pd:
+            text = PD_EPP_CONFIG
+        if text is not None:
+            argv += ["--config-text", text]
         return argv + list(spec.epp_args)
 
     async def _start_epp(self) -> EppProcess:

@@ -21,7 +21,8 @@ async def run_up(spec: StackSpec, stop: asyncio.Event, *, log_level: str = "warn
     until `stop`. A child failing (at start or later) raises `ChildError`; everything started
     is stopped before this returns or raises."""
     console = console or Console()
-    names = [f"sim-{e}-{i}" for i, e in enumerate(spec.engines)]
+    names = ([name for name, _ in spec.pd_layout().names()] if spec.pd
+             else [f"sim-{e}-{i}" for i, e in enumerate(spec.engines)])
     names += ["epp", "envoy"] if spec.epp else ["envoy"]
     async with contextlib.AsyncExitStack() as exits:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -49,14 +50,23 @@ def print_stack(stack: LocalStack, console: Console) -> None:
     table.add_row("envoy", "gateway", gw.url, str(gw.child.proc.pid), "ready")
     if epp is not None:
         table.add_row("epp", "picker", epp.address, str(epp.pid), "serving")
-    for ep in stack.endpoints:
-        table.add_row(ep.name, ep.engine, ep.url, str(ep.pid), "healthy")
+    if spec.pd:
+        for kind, eps in (("prefill", stack.prefill), ("decode", stack.decode),
+                          ("sidecar", stack.endpoints)):
+            for ep in eps:
+                table.add_row(ep.name, kind, ep.url, str(ep.pid), "healthy")
+    else:
+        for ep in stack.endpoints:
+            table.add_row(ep.name, ep.engine, ep.url, str(ep.pid), "healthy")
     console.print(table)
     if epp is not None:
         console.print(f"EPP metrics: {epp.metrics_url}   gRPC health: "
                       f"{epp.host}:{epp.health_port}   Envoy admin: {gw.admin_url}",
                       soft_wrap=True, highlight=False)
     routing = "the EPP picks the endpoint" if epp is not None else "round robin, no EPP"
+    if spec.pd:
+        routing = ("P/D: the EPP picks a decode sidecar and, for long uncached prompts, a "
+                   "prefill sim; x-llmd-kv-source says local or transfer")
     console.print(f"\n[bold]gateway[/bold]: {gw.url}  ({routing}; every response names its "
                   "endpoint in x-llmd-served-by)")
     body = {"model": spec.model, "messages": [{"role": "user", "content": "Hello"}],

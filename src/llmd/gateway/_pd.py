@@ -1,0 +1,216 @@
+"""The P/D half of `LocalStack` (`StackSpec.pd`): prefill sims, decode sims, one sidecar each.
+
+Per engine named in `engines`: `prefill_per_engine` simulators with `--role prefill`, and one
+`--role decode` simulator per `engines` entry, each behind its own `llmd sidecar` whose
+`--kv-connector` is the engine adapter's `sidecar_connector`. The EPP's pool is the sidecars
+(role decode) and the prefill simulators (role prefill); Envoy only ever talks to sidecars.
+
+Side ports (SGLang's bootstrap server): the sidecar sends every SGLang prefill leg's
+`bootstrap_port` from one flag, so all prefill sims of such an engine share one port number.
+The first one binds `bootstrap_port` (0: an ephemeral one, read from its `bootstrap listening
+on` line); the others bind that same number on their own loopback address, 127.0.0.2,
+127.0.0.3, ... (Linux routes all of 127.0.0.0/8 to `lo`; macOS needs `ifconfig lo0 alias`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llmd._proc import ChildError, ChildSpec, Supervisor
+from llmd.engines import EngineName, ServeSpec, get_adapter
+from llmd.sim.fleet import FleetEndpoint, Progress, sim_argv
+
+__all__ = ["PD_EPP_CONFIG", "PdArgs", "PdFleet", "PdLayout", "needs_side_port",
+           "start_pd_fleet"]
+
+SIDECAR_HEALTH = "/health"
+
+PD_EPP_CONFIG = """\
+# examples/epp-pd.yaml plus llmd's decode-engine-filter in the prefill profile, so a pool that
+# holds both engines pairs each decode endpoint with a prefill endpoint of its own engine.
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: disagg-profile-handler
+  parameters: {deciders: {prefill: prefix-based-pd-decider}}
+- type: prefix-based-pd-decider
+  parameters: {nonCachedTokens: 16}
+- type: approx-prefix-cache-producer
+  parameters: {blockSizeTokens: 16}
+- type: decode-filter
+- type: prefill-filter
+- type: decode-engine-filter
+- type: prefix-cache-scorer
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: decode
+  plugins:
+  - pluginRef: decode-filter
+  - {pluginRef: prefix-cache-scorer, weight: 3}
+  - {pluginRef: queue-scorer, weight: 2}
+  - {pluginRef: kv-cache-utilization-scorer, weight: 2}
+  - pluginRef: max-score-picker
+- name: prefill
+  plugins:
+  - pluginRef: prefill-filter
+  - pluginRef: decode-engine-filter
+  - {pluginRef: prefix-cache-scorer, weight: 1}
+  - {pluginRef: queue-scorer, weight: 2}
+  - pluginRef: max-score-picker
+"""
+
+
+def needs_side_port(engine: EngineName, model: str) -> bool:
+    """Whether the engine's prefill server listens on a second, shared port (SGLang bootstrap)."""
+    return bool(get_adapter(engine).side_ports(ServeSpec(model=model, role="prefill")))
+
+
+def loopback_alias(host: str, k: int) -> str:
+    """The k-th side-port prefill sim's host: `host` first, then 127.0.0.2, 127.0.0.3, ..."""
+    return host if k == 0 else f"127.0.0.{k + 1}"
+
+
+@dataclass(frozen=True, slots=True)
+class PdLayout:
+    """Which child gets which port: decode sims, prefill sims, sidecars (`base=0`: all 0)."""
+
+    decode: tuple[EngineName, ...]
+    prefill: tuple[EngineName, ...]
+    base: int
+
+    @property
+    def size(self) -> int:
+        return 2 * len(self.decode) + len(self.prefill)
+
+    def port(self, kind: str, i: int) -> int:
+        if not self.base:
+            return 0
+        offset = {"decode": 0, "prefill": len(self.decode),
+                  "sidecar": len(self.decode) + len(self.prefill)}[kind]
+        return self.base + offset + i
+
+    def names(self) -> list[tuple[str, int]]:
+        """`(child name, port)` of every child, in start order."""
+        out = [(f"prefill-{e}-{i}", self.port("prefill", i)) for i, e in enumerate(self.prefill)]
+        out += [(f"decode-{e}-{i}", self.port("decode", i)) for i, e in enumerate(self.decode)]
+        out += [(f"sidecar-{e}-{i}", self.port("sidecar", i)) for i, e in enumerate(self.decode)]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PdFleet:
+    """The running P/D children. `sidecars[i]` fronts `decode[i]`; `side_ports` maps each
+    engine with a shared prefill side port (SGLang bootstrap) to its number."""
+
+    prefill: list[FleetEndpoint]
+    decode: list[FleetEndpoint]
+    sidecars: list[FleetEndpoint]
+    side_ports: dict[EngineName, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PdArgs:
+    model: str
+    host: str
+    bootstrap_port: int
+    sim_args: tuple[str, ...]
+    prefill_args: tuple[str, ...]
+    sidecar_args: tuple[str, ...]
+    start_timeout_s: float
+
+
+async def start_pd_fleet(sup: Supervisor, layout: PdLayout, args: PdArgs,
+                         progress: Progress) -> PdFleet:
+    """Start prefill sims (side-port ones first, to learn the shared port), decode sims, then
+    one sidecar per decode sim, each until healthy. `ChildError` names the first failure."""
+    prefill: dict[int, FleetEndpoint] = {}
+    side_ports: dict[EngineName, int] = {}
+    alias = 0
+    order: list[tuple[int, EngineName, str]] = []
+    for i, engine in enumerate(layout.prefill):
+        host = args.host
+        if needs_side_port(engine, args.model):
+            host = loopback_alias(args.host, alias)
+            alias += 1
+        order.append((i, engine, host))
+
+    async def start_sim(name: str, engine: EngineName, host: str, port: int,
+                        extra: Sequence[str], side_lines: int) -> FleetEndpoint:
+        progress(name, "starting")
+        child = await sup.start(ChildSpec(
+            name, sim_argv(engine, args.model, host, port, extra),
+            start_timeout_s=args.start_timeout_s, listening_lines=1 + side_lines))
+        await sup.wait_http(child, get_adapter(engine).probes.liveness.path,
+                            timeout_s=args.start_timeout_s)
+        if side_lines:
+            side_ports.setdefault(engine, child.addresses[1][1])
+        progress(name, "ready")
+        return FleetEndpoint(name, engine, child.host, child.port, child.proc.pid)
+
+    def prefill_extra(engine: EngineName) -> tuple[list[str], int]:
+        extra = [*args.sim_args, "--role", "prefill", *args.prefill_args]
+        if not needs_side_port(engine, args.model):
+            return extra, 0
+        port = side_ports.get(engine, args.bootstrap_port)
+        return extra + ["--disaggregation-bootstrap-port", str(port)], 1
+
+    async def start_prefill(i: int, engine: EngineName, host: str) -> None:
+        extra, side = prefill_extra(engine)
+        prefill[i] = await start_sim(f"prefill-{engine}-{i}", engine, host,
+                                     layout.port("prefill", i), extra, side)
+
+    # The first side-port prefill sim of each engine fixes the shared port for the others.
+    firsts = {engine: (i, host) for i, engine, host in reversed(order)
+              if needs_side_port(engine, args.model)}
+    await _all([start_prefill(i, e, h) for e, (i, h) in firsts.items()])
+    decode: dict[int, FleetEndpoint] = {}
+
+    async def start_decode(i: int, engine: EngineName) -> None:
+        decode[i] = await start_sim(f"decode-{engine}-{i}", engine, args.host,
+                                    layout.port("decode", i),
+                                    [*args.sim_args, "--role", "decode"], 0)
+
+    await _all([start_prefill(i, e, h) for i, e, h in order if i not in prefill]
+               + [start_decode(i, e) for i, e in enumerate(layout.decode)])
+    sidecars: dict[int, FleetEndpoint] = {}
+
+    async def start_sidecar(i: int, engine: EngineName) -> None:
+        name = f"sidecar-{engine}-{i}"
+        progress(name, "starting")
+        behind = decode[i]
+        argv = [sys.executable, "-c", "from llmd.cli import main; main()", "sidecar",
+                "--host", args.host, "--port", str(layout.port("sidecar", i)),
+                "--model-server-host", behind.host, "--model-server-port", str(behind.port),
+                "--kv-connector", get_adapter(engine).sidecar_connector,
+                "--log-level", "warning"]
+        if engine in side_ports:
+            argv += ["--sglang-bootstrap-port", str(side_ports[engine])]
+        child = await sup.start(ChildSpec(name, argv + list(args.sidecar_args),
+                                          start_timeout_s=args.start_timeout_s))
+        await sup.wait_http(child, SIDECAR_HEALTH, timeout_s=args.start_timeout_s)
+        sidecars[i] = FleetEndpoint(name, engine, child.host, child.port, child.proc.pid)
+        progress(name, "ready")
+
+    await _all([start_sidecar(i, e) for i, e in enumerate(layout.decode)])
+    return PdFleet([prefill[i] for i in range(len(layout.prefill))],
+                   [decode[i] for i in range(len(layout.decode))],
+                   [sidecars[i] for i in range(len(layout.decode))], side_ports)
+
+
+async def _all(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the coroutines in a TaskGroup; re-raise the first `ChildError`, not a group."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for coro in coros:
+                tg.create_task(coro)
+    except BaseExceptionGroup as group:
+        first = next((e for e in group.exceptions if isinstance(e, ChildError)), None)
+        if first is None:
+            raise
+        raise first from None
