@@ -284,10 +284,16 @@ def up(
     epp: Annotated[bool, typer.Option(help="--no-epp: Envoy round-robin, no endpoint picker")] = True,
     failure_mode: Annotated[str, typer.Option(help="FailOpen or FailClose (EPP down)")] = "FailClose",
     time_scale: Annotated[float, typer.Option(help="simulators' latency factor; 0 = none")] = 1.0,
+    pd: Annotated[bool, typer.Option(
+        help="P/D: --engines are decode sims, each behind an `llmd sidecar`, plus prefill sims "
+             "per engine; the EPP gets the P/D config")] = False,
+    prefill_per_engine: Annotated[int, typer.Option(help="--pd: prefill sims per engine")] = 1,
+    bootstrap_port: Annotated[int, typer.Option(
+        help="--pd: SGLang prefill bootstrap port (shared; 0 = ephemeral)")] = 8998,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
 ) -> None:
     """Start the local stack on loopback until Ctrl-C: simulators (2 vLLM + 2 SGLang dialect by
-    default), the llmd EPP and Envoy in front of them."""
+    default), the llmd EPP and Envoy in front of them (--pd: prefill/decode disaggregated)."""
     from pathlib import Path
 
     from pydantic import ValidationError
@@ -302,6 +308,7 @@ def up(
             gateway_port=gateway_port, base_port=base_port, epp=epp,
             epp_config_file=Path(epp_config_file) if epp_config_file else None,
             failure_mode=failure_mode, time_scale=time_scale,  # type: ignore[arg-type]
+            pd=pd, prefill_per_engine=prefill_per_engine, bootstrap_port=bootstrap_port,
         )
     except ValidationError as exc:
         typer.echo(str(config_error(exc, "llmd up")), err=True)
