@@ -134,3 +134,12 @@ def test_inference_perf_config_matches_the_workload(tmp_path: Path) -> None:
                             "num_workers": 2}
     assert data["api"]["streaming"] and data["server"]["ignore_eos"]
     assert data["tokenizer"]["pretrained_model_name_or_path"] == str(tmp_path.resolve())
+
+
+def test_every_llmd_config_loads() -> None:
+    from llmd.bench.systems import LLMD_CONFIGS
+    from llmd.epp import load_config
+
+    for name, text in LLMD_CONFIGS.items():
+        cfg = load_config(text=text)
+        assert cfg.scheduler.profiles, name

@@ -26,7 +26,7 @@ from llmd.bench.stats import StageSummary
 from llmd.bench.systems import SYSTEMS, FleetOptions, SystemDef, running_system
 from llmd.bench.workload import Workload, save_workload
 from llmd.config import LlmdModel
-from llmd.errors import ConfigError
+from llmd.errors import ConfigError, LlmdError
 
 __all__ = ["CompareConfig", "CompareResult", "run_compare", "sustained_rate"]
 
@@ -140,7 +140,12 @@ async def run_compare(cfg: CompareConfig,
         if system.venv and system.venv not in bins:
             result.skipped[system.name] = result.skipped.get(system.venv, "not installed")
             continue
-        outcome = await _run_one(system, fleet, bins, cfg, workload, plans)
+        try:
+            outcome = await _run_one(system, fleet, bins, cfg, workload, plans)
+        except LlmdError as exc:  # one system that cannot start must not sink the others
+            log.error("%s: %s", system.name, exc)
+            result.skipped[system.name] = f"failed: {str(exc)[:300]}"
+            continue
         result.summaries.extend(outcome.summaries)
         await asyncio.to_thread(write_outputs, outcome, out / system.name,
                                 f"{system.name} (shared prefix)", {"system": system.name})

@@ -33,7 +33,8 @@ __all__ = ["LLMD_CONFIGS", "SYSTEMS", "FleetOptions", "RunningSystem", "SystemDe
 
 SystemKind = Literal["llmd", "envoy-rr", "sglang-router", "vllm-router", "direct"]
 
-_PREFIX_ONLY = """\
+_HEAD = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+_PREFIX_ONLY = _HEAD + """\
 plugins:
 - type: prefix-cache-scorer
 schedulingProfiles:
@@ -41,7 +42,7 @@ schedulingProfiles:
   plugins:
   - pluginRef: prefix-cache-scorer
 """
-_LOAD_ONLY = """\
+_LOAD_ONLY = _HEAD + """\
 plugins:
 - type: queue-scorer
 - type: kv-cache-utilization-scorer
@@ -51,7 +52,7 @@ schedulingProfiles:
   - pluginRef: queue-scorer
   - pluginRef: kv-cache-utilization-scorer
 """
-_RANDOM = """\
+_RANDOM = _HEAD + """\
 plugins:
 - type: random-picker
 schedulingProfiles:
