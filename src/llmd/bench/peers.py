@@ -60,17 +60,22 @@ ROUTER_TUNING: dict[str, tuple[str, ...]] = {
 
 
 def find_python312() -> str:
-    """A python3.12: on PATH, else under pyenv's versions directory."""
-    found = shutil.which("python3.12")
-    if found:
-        return found
+    """A working python3.12: on PATH (a pyenv shim may be there without the version enabled,
+    so each candidate is run once), else under pyenv's versions directory."""
+    candidates = [shutil.which("python3.12") or ""]
     roots = [os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv")]
     for root in filter(None, roots):
-        hits = sorted(glob.glob(f"{root}/versions/3.12*/bin/python3.12"))
-        if hits:
-            return hits[-1]
-    raise PeerError("inference-perf needs Python >= 3.12: no python3.12 on PATH or under "
-                    "$(pyenv root)/versions/3.12*/bin/")
+        candidates += sorted(glob.glob(f"{root}/versions/3.12*/bin/python3.12"), reverse=True)
+    for cand in filter(None, candidates):
+        try:
+            ok = subprocess.run([cand, "-c", "import sys; assert sys.version_info >= (3, 12)"],
+                                capture_output=True, timeout=30, check=False).returncode == 0
+        except OSError:
+            ok = False
+        if ok:
+            return cand
+    raise PeerError("inference-perf needs Python >= 3.12: no working python3.12 on PATH or "
+                    "under $(pyenv root)/versions/3.12*/bin/")
 
 
 def _base_python() -> str:
