@@ -146,7 +146,7 @@ async def run_crosscheck(cfg: CrossCheckConfig) -> list[CrossCheckRow]:
     async with running_system(system, cfg.fleet) as running:
         assert isinstance(running.targets, str)
         theirs = await _inference_perf(cfg, bin_dir, running.targets,
-                                       cfg.output_dir / "inference-perf")
+                                       (cfg.output_dir / "inference-perf").resolve())
     return [ours, theirs]
 
 
