@@ -69,34 +69,42 @@ Hit share is Σ `usage.prompt_tokens_details.cached_tokens` / Σ `usage.prompt_t
 stage's successful requests, as the simulators report them."""
 
 COMPARE_READING = """\
-- **Where llmd wins: cache hits, hence TTFT.** With the fleet this tight, what decides TTFT is
-  whether the request's 1,024-token prefix is already on the simulator it lands on (a miss costs
-  ~50 ms of prefill). llmd's prefix scorer tracks which blocks it sent where and sends a group back
-  to the endpoint that holds it, while the queue and KV-utilization scorers keep spreading new
-  groups; `envoy-rr`, `sglang-round_robin` and `llmd-random` spread every group over all four
-  simulators, whose LRU caches then thrash (about a quarter of the oracle's hits), and their TTFT
-  p90 is the miss cost. `llmd-load-only` is cache-blind in the same way.
-- **sglang-router `cache_aware` is the strong peer.** Its radix tree over the raw text is sticky by
-  group too, so at the higher rates it reaches a similar hit share and TTFT p90. At low rates
-  its first request per group can go to any worker and the tree's "fewest characters" rule for
-  unseen prefixes balances less tightly than llmd's scorers, which shows as a higher p90 while the
-  caches warm.
+- **Where llmd wins: cache hits, hence TTFT and capacity.** On this fleet what decides TTFT is
+  whether a request's 1,024-token prefix is already on the simulator it lands on (a miss costs
+  ~50 ms of prefill and 64 more KV blocks). llmd-default's prefix scorer sends a group back to the
+  endpoint that served it while the queue and KV-utilization scorers place new groups, so from
+  the second stage on it keeps close to the oracle's hit share up to the middle of the ladder, with
+  the lowest TTFT p90 of all systems there. The cache-blind systems (`envoy-rr`,
+  `sglang-round_robin`, `llmd-random`, `llmd-load-only`) spread every group over all four
+  simulators, whose LRU caches then thrash (about a third of the oracle's hits), so their TTFT p90
+  is the miss cost at low rates; because every miss also holds a full prompt's KV blocks, their
+  simulators run out of KV room and queue first, and they stop keeping up one ladder step before
+  llmd-default. Cache-aware routing is what lets the same fleet carry the higher rates.
+- **sglang-router `cache_aware` is the strong peer.** Its text radix tree is sticky by group too,
+  and its p50 TTFT is 1-3 ms lower than llmd's (no ext_proc hop, Rust). Its p90 is higher through
+  the ladder: with the balance threshold tuned to 8, bursts trip its load check, which sends the
+  request to the least-loaded worker and records the prefix there, so groups drift across workers
+  and its hit share falls as the rate rises. It sustains as high a rate as llmd-default here.
+- **Where llmd misses: hit share at the top of the ladder.** At llmd's highest sustained rate its
+  hit share falls well below the oracle's (see Targets). Two causes: llm-d's default weights give
+  the load scorers (queue x2 + KV utilization x2) more say than the prefix scorer (x3), so when
+  queues form at high load a request goes to a less-loaded endpoint without its prefix, which then
+  evicts other groups; and the 2 cores are saturated (four simulators, Envoy, the Python EPP and
+  the load generator), so queues form earlier than on a real fleet. `llmd-prefix-only` keeps a
+  higher hit share at high rates but piles groups onto busy endpoints, so its TTFT collapses a
+  step earlier: the default's balance is the better trade on this fleet, and the oracle's share
+  (which ignores load) is not reachable at saturation by a router that must also balance load.
 - **vllm-router `cache_aware` behaves like round robin here.** vllm-router 0.1.17 prepares prefix
   input by calling each worker's `/v1/completions/render` (and `/tokenize`); real vLLM serves
   `render` only with `--enable-scale-out`, and the simulators do not serve it, so the router logs
-  `Prefix input preparation unavailable ... reason="render_unavailable"` and falls back to its
-  cache-blind choice. This is the router's behaviour against a default vLLM too, so the result is
-  reported as measured rather than tuned away; with `render` available it would likely land near
-  sglang-router, from which it is forked.
-- **Throughput is not where routers differ on this ladder.** With `ignore_eos` every request
-  produces the same 32 tokens, so output tokens/s follows the offered rate for every system that
-  keeps up; differences in that column are a few percent and within run-to-run noise. Where a
-  system falls behind (errors, or less than the sustain fraction completed), it shows first in
-  E2E and req/s.
-- **What limits the ladder is the machine.** Four simulators, Envoy, the EPP (Python) and the
-  load generator share 2 cores; the highest sustained rate is where that CPU runs out, not where
-  the simulated engines do. llmd spends more CPU per request than the Rust routers (see Router
-  overhead), which is the first place it would lose on a bigger ladder."""
+  `Prefix input preparation unavailable ... reason="render_unavailable"` and falls back to a
+  cache-blind choice. That is also its behaviour in front of a default vLLM, so the result is
+  reported as measured; with `render` available it would likely land near sglang-router, from
+  which it is forked.
+- **Throughput follows the offered rate while a system keeps up.** With `ignore_eos` every request
+  produces 32 tokens, so output tokens/s differs between systems only by noise until a system
+  falls behind; past that point its completions plateau and its TTFT grows by seconds (the
+  open-loop queue), which is what the last stages show."""
 
 OVERHEAD_SETUP = """\
 Zero-latency simulators (`--time-scale 0`), two vLLM- and two SGLang-dialect, a fresh fleet and
@@ -112,17 +120,20 @@ their `VmHWM`. Everything, client included, shares the same 2 cores, so requests
 64 is a whole-machine number. `llmd.bench.overhead.measure_cell` is the reusable measurement."""
 
 OVERHEAD_READING = """\
-- **Concurrency 1** measures per-request latency through each hop. llmd adds two hops (Envoy,
-  then an ext_proc round trip to the Python EPP, which parses the body and scores endpoints);
-  vllm-router adds its render/tokenize attempts to every request. sglang-router at concurrency 1
-  is dominated by a ~40 ms stall per request, the signature of Nagle's algorithm meeting delayed
-  ACKs on its connection to the worker: at concurrency 64 the stall disappears (other requests'
-  segments carry the ACKs), so it is a latency artefact of that router at low load, not CPU.
-- **Concurrency 64** is a throughput test on a shared 2-core machine: the router's CPU per request
-  decides how much is left for the simulators and the client. The Rust routers spend a fraction
-  of the CPU per request that Envoy + the Python EPP spend, which is where llmd loses; the EPP's
-  own cost is the subject of the `## EPP overhead` section (issue 3).
-- Peak memory: Envoy + the EPP hold more than a single Rust router process."""
+- **Concurrency 1** measures the latency each hop adds. llmd adds two: Envoy (envoy-rr alone adds
+  a fraction of a millisecond) and the ext_proc round trip to the Python EPP, which parses the body,
+  hashes the prompt's blocks and scores the endpoints: about 2 ms, on par with vllm-router, whose
+  per-request render/tokenize attempts cost it the same. sglang-router at concurrency 1 is
+  dominated by a ~40 ms stall per request, the signature of Nagle's algorithm meeting delayed ACKs
+  on its connection to the worker; at concurrency 64 the stall disappears (other requests'
+  segments carry the ACKs), so it is a latency artefact of that router at low load, not CPU, and
+  the fastest peer at concurrency 1 is therefore vllm-router.
+- **Concurrency 64** is a throughput test of the whole 2-core machine: every CPU-second the router
+  uses is taken from the simulators and the client. sglang-router's Rust data path costs about a
+  quarter of llmd's CPU per request (Envoy + EPP), and llmd's added latency is correspondingly
+  higher, within 1.5x of sglang-router's in the run recorded here. The EPP's own cost is the
+  subject of `## EPP overhead` (issue 3); this is where llmd loses first as load grows.
+- Peak memory: Envoy + the Python EPP hold about 1.5x the resident memory of one Rust router."""
 
 CROSSCHECK_SETUP = """\
 inference-perf 0.7.0 (installed by the command into `.venv-peers/inference-perf` with Python
