@@ -27,5 +27,6 @@ def engine(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
-        pytest.fail(f"../shared not found at {SHARED}: tests need the shared fixtures beside the repo")
+        pytest.fail(f"../shared not found at {SHARED}: "
+                    "tests need the shared fixtures beside the repo")
     return SHARED

@@ -54,7 +54,8 @@ def config_error(
 
 
 def _clean_loc(loc: Sequence[Any]) -> list[int | str]:
-    # pydantic puts validator/union tags (e.g. "function-after[...]") in loc; users never wrote them.
+    # pydantic puts validator/union tags (e.g. "function-after[...]") in loc; users never
+    # wrote them.
     return [p for p in loc if isinstance(p, int) or ("[" not in p and "-" not in p[:1])]
 
 

@@ -66,7 +66,8 @@ sglang:prompt_tokens_total{model_name="m"} 100.0
     [
         pytest.param(
             "vllm", VLLM_LOADED,
-            EndpointMetrics(waiting=7, running=8, kv_usage=0.5, lora=LoraState(2, ("a", "b"), ("c",)),
+            EndpointMetrics(waiting=7, running=8, kv_usage=0.5,
+                            lora=LoraState(2, ("a", "b"), ("c",)),
                             prefix_cache_hits=30.0, prefix_cache_queries=100.0),
             id="vllm-summed-ranks-fallback-usage-newest-lora",
         ),

@@ -1,0 +1,9 @@
+"""The `llmd` command line: thin commands that parse flags and call one package function.
+
+Importing the command modules registers their commands on the root app.
+"""
+
+from llmd.cli import bench, commands  # noqa: F401
+from llmd.cli._app import app, main
+
+__all__ = ["app", "main"]
