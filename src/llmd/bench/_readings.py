@@ -78,13 +78,15 @@ COMPARE_READING = """\
   `sglang-round_robin`, `llmd-random`, `llmd-load-only`) spread every group over all four
   simulators, whose LRU caches then thrash (about a third of the oracle's hits), so their TTFT p90
   is the miss cost at low rates; because every miss also holds a full prompt's KV blocks, their
-  simulators run out of KV room and queue first, and they stop keeping up one ladder step before
-  llmd-default. Cache-aware routing is what lets the same fleet carry the higher rates.
+  simulators run out of KV room and queue first, and they stop keeping up at a lower rate than
+  llmd-default (the "sustains up to" column). Cache-aware routing is what lets the same fleet
+  carry the higher rates.
 - **sglang-router `cache_aware` is the strong peer.** Its text radix tree is sticky by group too,
   and its p50 TTFT is 1-3 ms lower than llmd's (no ext_proc hop, Rust). Its p90 is higher through
   the ladder: with the balance threshold tuned to 8, bursts trip its load check, which sends the
   request to the least-loaded worker and records the prefix there, so groups drift across workers
-  and its hit share falls as the rate rises. It sustains as high a rate as llmd-default here.
+  and its hit share falls as the rate rises; its TTFT p90 and the rate it keeps up with follow
+  that hit share (the tables above).
 - **Where llmd misses: hit share at the top of the ladder.** At llmd's highest sustained rate its
   hit share falls well below the oracle's (see Targets). Two causes: llm-d's default weights give
   the load scorers (queue x2 + KV utilization x2) more say than the prefix scorer (x3), so when
@@ -122,17 +124,18 @@ their `VmHWM`. Everything, client included, shares the same 2 cores, so requests
 OVERHEAD_READING = """\
 - **Concurrency 1** measures the latency each hop adds. llmd adds two: Envoy (envoy-rr alone adds
   a fraction of a millisecond) and the ext_proc round trip to the Python EPP, which parses the body,
-  hashes the prompt's blocks and scores the endpoints: about 2 ms, on par with vllm-router, whose
-  per-request render/tokenize attempts cost it the same. sglang-router at concurrency 1 is
+  hashes the prompt's blocks and scores the endpoints: together 1.5-2 ms, on par with
+  vllm-router, whose per-request render/tokenize attempts cost it about as much. sglang-router at concurrency 1 is
   dominated by a ~40 ms stall per request, the signature of Nagle's algorithm meeting delayed ACKs
   on its connection to the worker; at concurrency 64 the stall disappears (other requests'
   segments carry the ACKs), so it is a latency artefact of that router at low load, not CPU, and
   the fastest peer at concurrency 1 is therefore vllm-router.
 - **Concurrency 64** is a throughput test of the whole 2-core machine: every CPU-second the router
-  uses is taken from the simulators and the client. sglang-router's Rust data path costs about a
-  quarter of llmd's CPU per request (Envoy + EPP), and llmd's added latency is correspondingly
-  higher, within 1.5x of sglang-router's in the run recorded here. The EPP's own cost is the
-  subject of `## EPP overhead` (issue 3); this is where llmd loses first as load grows.
+  uses is taken from the simulators and the client. sglang-router's Rust data path costs roughly
+  a third of llmd's CPU per request (Envoy + EPP; the CPU column), so llmd leaves the simulators
+  less of the machine; how its added latency compares is the Targets verdict above. The EPP's
+  own cost is the subject of `## EPP overhead` (issue 3); this is where llmd loses first as load
+  grows.
 - Peak memory: Envoy + the Python EPP hold about 1.5x the resident memory of one Rust router."""
 
 CROSSCHECK_SETUP = """\
