@@ -161,6 +161,22 @@ def test_pod_endpoints(pod: dict[str, Any], expected: list[str]) -> None:
     assert _ids(pod_endpoints(pod, SELECTOR, [8000])) == expected
 
 
+@pytest.mark.parametrize(("ports", "annotations", "expected"), [
+    pytest.param([8000], None, [("10.0.0.1:8000", f"{NS}/a")], id="one-port-pod-name"),
+    pytest.param([8000, 8001], None,
+                 [("10.0.0.1:8000", f"{NS}/a-rank-0"), ("10.0.0.1:8001", f"{NS}/a-rank-1")],
+                 id="several-ports-ranked"),
+    pytest.param([8000, 8001], {"llm-d.ai/active-ports": "8001"},
+                 [("10.0.0.1:8001", f"{NS}/a-rank-1")], id="rank-is-the-pool-port-index"),
+])
+def test_pod_endpoints_are_named_as_llm_d_names_them(
+        ports: list[int], annotations: dict[str, str] | None,
+        expected: list[tuple[str, str]]) -> None:
+    """The names session tokens carry (llm-d: namespace/pod, `-rank-<i>` per target port)."""
+    pod = _pod("a", "10.0.0.1", annotations=annotations)
+    assert [(ep.id, ep.name) for ep in pod_endpoints(pod, SELECTOR, ports)] == expected
+
+
 def test_epp_cli_kubernetes_outside_a_pod_exits_2() -> None:
     import os
     import subprocess

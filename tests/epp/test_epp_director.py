@@ -70,3 +70,24 @@ def test_sheddable_is_429_only_when_saturated() -> None:
     with pytest.raises(RequestShedError, match="saturated"):
         _director((9, 9)).decide("r", "/", headers, _body(prompt="x"))
     assert _director((9, 9)).decide("r", "/", {}, _body(prompt="x"))  # priority 0: served
+
+
+@pytest.mark.parametrize(("plugins", "echoed"), [
+    pytest.param("- type: queue-scorer\n- type: session-affinity-scorer\n"
+                 "schedulingProfiles:\n- name: p\n  plugins:\n  - pluginRef: queue-scorer\n",
+                 True, id="declared-but-in-no-profile"),
+    pytest.param("- type: session-affinity-scorer\n", True, id="in-the-implicit-profile"),
+    pytest.param("- type: queue-scorer\n", False, id="not-configured"),
+])
+def test_session_token_is_echoed_when_the_scorer_is_configured(plugins: str,
+                                                               echoed: bool) -> None:
+    """As llm-d: every configured plugin sees the response, whichever profile uses it."""
+    store = Datastore()
+    store.set_endpoints([parse_endpoint_flag("10.0.0.1:8000")])
+    head = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n"
+    director = Director(store, load_config(text=head + plugins))
+    token = {"x-session-token": "MTAuMC4wLjE6ODAwMA=="} if echoed else {}  # 10.0.0.1:8000
+    routed = director.decide("r1", "/v1/completions", {}, _body(prompt="hi"))
+    assert dict(routed.response_headers) == token
+    bodiless = director.decide("r2", "/v1/models", {}, None)
+    assert dict(bodiless.response_headers) == token

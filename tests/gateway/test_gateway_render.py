@@ -47,6 +47,23 @@ def test_epp_routes(spec: GatewaySpec, fallback: str) -> None:
                               "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
 
 
+@pytest.mark.parametrize("mode", ["buffered", "full-duplex"])
+def test_routed_responses_get_the_epps_response_headers(mode: str) -> None:
+    """The session token travels in dynamic metadata that ext_proc accepts from the EPP and
+    the EPP route copies onto the response (no internal request header reaches upstream)."""
+    spec = GatewaySpec(epp="127.0.0.1:9002", ext_proc_mode=mode)  # type: ignore[arg-type]
+    routed, _ = _routes(spec)
+    assert routed["response_headers_to_add"] == [{
+        "header": {"key": "x-session-token",
+                   "value": "%DYNAMIC_METADATA(llmd.response_headers:x-session-token)%"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+    hcm = render_bootstrap(spec)["static_resources"]["listeners"][0]["filter_chains"][0][
+        "filters"][0]["typed_config"]
+    (ext_proc,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc"]
+    assert ext_proc["typed_config"]["metadata_options"] == {
+        "receiving_namespaces": {"untyped": ["llmd.response_headers"]}}
+
+
 def test_without_epp_it_is_round_robin() -> None:
     spec = GatewaySpec(fallback_endpoints=("127.0.0.1:8000", "127.0.0.1:8001"))
     (route,) = _routes(spec)

@@ -15,7 +15,14 @@ from llmd.epp.discovery import (
     load_endpoints_file,
     parse_endpoint_flag,
 )
-from llmd.epp.headers import DESTINATION_HEADER, PREFILLER_HEADER, ROUTING_HEADERS
+from llmd.epp.headers import (
+    DESTINATION_HEADER,
+    PREFILLER_HEADER,
+    RESPONSE_HEADERS,
+    RESPONSE_METADATA_NAMESPACE,
+    ROUTING_HEADERS,
+    SESSION_HEADER,
+)
 from llmd.epp.plugins import PLUGINS, PluginRegistry
 from llmd.epp.request import InferenceRequest
 from llmd.epp.scheduling import Scheduler, SchedulerProfile
@@ -40,7 +47,10 @@ __all__ = [
     "PREFILLER_HEADER",
     "PluginRegistry",
     "PoolSnapshot",
+    "RESPONSE_HEADERS",
+    "RESPONSE_METADATA_NAMESPACE",
     "ROUTING_HEADERS",
+    "SESSION_HEADER",
     "Scheduler",
     "SchedulerProfile",
     "ScrapeSettings",

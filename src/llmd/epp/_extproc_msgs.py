@@ -10,7 +10,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
-from llmd.epp.headers import DESTINATION_HEADER, PREFILLER_HEADER
+from llmd.epp.headers import DESTINATION_HEADER, PREFILLER_HEADER, RESPONSE_METADATA_NAMESPACE
 from llmd.errors import RequestError
 
 LB_METADATA_NAMESPACE = "envoy.lb"
@@ -26,31 +26,48 @@ def header_dict(header_map: base_pb2.HeaderMap) -> dict[str, str]:
     return out
 
 
-def routed(phase: str, endpoint: str, headers: Mapping[str, str] | None = None
-           ) -> pb.ProcessingResponse:
+def routed(phase: str, endpoint: str, headers: Mapping[str, str] | None = None,
+           response_headers: Mapping[str, str] | None = None) -> pb.ProcessingResponse:
     """The decision, as the answer to `phase` (request_headers or request_body).
 
     `headers` are more request headers the decision sets (the prefill endpoint); a routing
-    header the decision does not set is removed, whatever the client sent.
+    header the decision does not set is removed, whatever the client sent. `response_headers`
+    go into dynamic metadata, from which llmd's gateway route copies them onto the response.
     """
     values = {DESTINATION_HEADER: endpoint, **(headers or {})}
     common = pb.CommonResponse(
         header_mutation=pb.HeaderMutation(
-            set_headers=[base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=key, raw_value=value.encode()),
-                append_action=_OVERWRITE,
-            ) for key, value in values.items()],
+            set_headers=_set_headers(values),
             remove_headers=[h for h in _REMOVABLE if h not in values],
         ),
         clear_route_cache=True,
     )
     metadata = struct_pb2.Struct()
     metadata.update({LB_METADATA_NAMESPACE: {DESTINATION_HEADER: endpoint}})
+    if response_headers:
+        metadata.update({RESPONSE_METADATA_NAMESPACE: dict(response_headers)})
     if phase == "request_headers":
         return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common),
                                      dynamic_metadata=metadata)
     return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common),
                                  dynamic_metadata=metadata)
+
+
+def response_headers_answer(headers: Mapping[str, str]) -> pb.ProcessingResponse:
+    """FULL_DUPLEX_STREAMED: the answer to `response_headers`, setting `headers` on the
+    response as llm-d's EPP does (works behind any gateway that sends response headers)."""
+    if not headers:
+        return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+    mutation = pb.HeaderMutation(set_headers=_set_headers(headers))
+    return pb.ProcessingResponse(response_headers=pb.HeadersResponse(
+        response=pb.CommonResponse(header_mutation=mutation)))
+
+
+def _set_headers(values: Mapping[str, str]) -> list[base_pb2.HeaderValueOption]:
+    return [base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, raw_value=value.encode()),
+        append_action=_OVERWRITE,
+    ) for key, value in values.items()]
 
 
 def streamed_body(phase: str, body: bytes, end_of_stream: bool

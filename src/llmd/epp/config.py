@@ -37,6 +37,7 @@ from llmd.epp.plugins import (
     PreRequest,
     ProfileHandler,
     ProfileRefs,
+    ResponseHeaderHook,
     SaturationDetector,
     Scorer,
 )
@@ -178,7 +179,10 @@ class _Builder:
         assert handler is not None and detector is not None
         producers = [p for p in self.plugins.values() if isinstance(p, DataProducer)]
         hooks = [p for p in self.plugins.values() if isinstance(p, PreRequest)]
-        scheduler = Scheduler(handler, profiles, producers, hooks)
+        # Every declared plugin, referenced by a profile or not, as llm-d hands the response
+        # to every configured plugin.
+        response_hooks = [p for p in self.plugins.values() if isinstance(p, ResponseHeaderHook)]
+        scheduler = Scheduler(handler, profiles, producers, hooks, response_hooks)
         return EndpointPickerConfig(self.source, dict(self.plugins), scheduler, detector,
                                     objectives)
 

@@ -32,11 +32,14 @@ def endpoint_id(address: str, port: int) -> EndpointId:
 
 @dataclass(frozen=True, slots=True)
 class EndpointSpec:
-    """One endpoint as discovery reports it: where it is and its pod labels."""
+    """One endpoint as discovery reports it: where it is, its pod labels and, under Kubernetes
+    discovery, llm-d's name for it (`namespace/pod`; `namespace/pod-rank-<i>` when the pool has
+    several target ports, i = the port's index there). Static endpoints have no name."""
 
     address: str
     port: int
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    name: str | None = None
 
     @property
     def id(self) -> EndpointId:

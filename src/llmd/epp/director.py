@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmd.epp._openai import headers_only_request, parse_request
 from llmd.epp.config import EndpointPickerConfig
@@ -28,9 +28,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """Where a request goes; `response_headers` are for the client's response (session token)."""
+
     request: InferenceRequest
     result: SchedulingResult
     pool: PoolSnapshot
+    response_headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def endpoint(self) -> str:
@@ -89,15 +92,17 @@ class Director:
                     f"the inference pool is saturated; request with objective "
                     f"{request.objective!r} (priority {request.priority}) was shed"
                 )
+        scheduler = self.config.scheduler
         if body is None:  # llm-d sends body-less requests to a random endpoint
             ep = self.rng.choice(pool.candidates)
-            anywhere = SchedulingResult({"default": ProfileResult((ep,))}, primary="default")
-            return Decision(request, anywhere, pool)
-        result = self.config.scheduler.schedule(request, pool)
-        if result is None:
-            raise NoEndpointError("no endpoint in the inference pool can serve the request")
+            result = SchedulingResult({"default": ProfileResult((ep,))}, primary="default")
+        else:
+            scheduled = scheduler.schedule(request, pool)
+            if scheduled is None:
+                raise NoEndpointError("no endpoint in the inference pool can serve the request")
+            result = scheduled
         log.debug("%s → %s", request_id, result.destination.id)
-        return Decision(request, result, pool)
+        return Decision(request, result, pool, scheduler.response_headers(request, result))
 
     def after_decision(self, decision: Decision) -> None:
         """PreRequest hooks, once the answer is on its way to Envoy."""

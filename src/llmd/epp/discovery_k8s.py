@@ -55,7 +55,11 @@ class KubernetesDiscovery:
 def pod_endpoints(pod: Mapping[str, Any], selector: Mapping[str, str],
                   ports: Sequence[int]) -> list[EndpointSpec]:
     """The endpoints one pod contributes: none unless it is selected, Ready, addressed and not
-    terminating; one per target port (narrowed by `llm-d.ai/active-ports`)."""
+    terminating; one per target port (narrowed by `llm-d.ai/active-ports`).
+
+    Each is named as llm-d names it (what session tokens carry): `namespace/pod` with one
+    target port, `namespace/pod-rank-<i>` with several (i: the port's index in `ports`).
+    """
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     ip = status.get("podIP")
     if not ip or meta.get("deletionTimestamp") or not _ready(status):
@@ -63,11 +67,13 @@ def pod_endpoints(pod: Mapping[str, Any], selector: Mapping[str, str],
     if not pod_selected(pod, selector):
         return []
     active = (meta.get("annotations") or {}).get(ACTIVE_PORTS)
-    if active:
-        allowed = {int(p) for p in active.split(",") if p.strip().isdigit()}
-        ports = [p for p in ports if p in allowed]
+    allowed = ({int(p) for p in active.split(",") if p.strip().isdigit()} if active
+               else set(ports))
     frozen = MappingProxyType(dict(meta.get("labels") or {}))
-    return [EndpointSpec(ip, port, frozen) for port in ports]
+    pod_name = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+    return [EndpointSpec(ip, port, frozen,
+                         pod_name if len(ports) == 1 else f"{pod_name}-rank-{rank}")
+            for rank, port in enumerate(ports) if port in allowed]
 
 
 def _endpoints(pods: Iterable[Mapping[str, Any]], selector: Mapping[str, str],

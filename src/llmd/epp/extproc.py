@@ -14,13 +14,19 @@ The decision is header `x-gateway-destination-endpoint` (overwriting any client 
 value in `envoy.lb` dynamic metadata, and clear_route_cache; with P/D also `x-prefiller-host-port`
 (removed when the request is not disaggregated, so a client-sent value never survives). Errors
 become ImmediateResponses with an OpenAI-style JSON body.
+
+Response headers the decision implies (the session token) go out with the decision in
+`llmd.response_headers` dynamic metadata, which llmd's gateway route copies onto the response:
+no response round trip in BUFFERED mode. In FULL_DUPLEX_STREAMED mode the EPP also sets them in
+its answer to `response_headers`, as llm-d's EPP does, so they reach the client behind any
+gateway configured for that mode.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
@@ -31,6 +37,7 @@ from llmd.epp._extproc_msgs import (
     LB_METADATA_NAMESPACE,
     header_dict,
     immediate,
+    response_headers_answer,
     routed,
     streamed_body,
 )
@@ -76,6 +83,7 @@ class _Stream:
         self.decided = False
         self.closed = False
         self._pending: Decision | None = None
+        self._response_headers: Mapping[str, str] = {}
 
     def configure(self, config: pb.ProtocolConfiguration) -> None:
         self.duplex_request = config.request_body_mode == _DUPLEX
@@ -96,7 +104,7 @@ class _Stream:
                 yield from self._decide_duplex(end_of_stream=False)
             yield pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
         elif kind == "response_headers":
-            yield pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+            yield response_headers_answer(self._response_headers)
         elif kind == "response_body":
             if self.duplex_response:
                 yield from streamed_body("response", msg.response_body.body,
@@ -146,11 +154,13 @@ class _Stream:
             self.closed = True
             return immediate(exc)
         self._pending = decision
+        self._response_headers = decision.response_headers
         if not (self.duplex_request or self.duplex_response):
             # Nothing else to process (the response path is skipped): closing the stream
             # cleanly now lets Envoy proceed at once and saves gRPC work per request.
             self.closed = True
-        return routed(phase, decision.endpoint, decision.result.headers)
+        return routed(phase, decision.endpoint, decision.result.headers,
+                      decision.response_headers)
 
 
 def grpc_options(max_body_bytes: int) -> list[tuple[str, int]]:

@@ -15,6 +15,7 @@ from llmd.epp.plugins.base import (
     PreRequest,
     ProfileHandler,
     ProfileResult,
+    ResponseHeaderHook,
     SchedulingResult,
     Scorer,
 )
@@ -85,11 +86,13 @@ class Scheduler:
         profiles: Mapping[str, SchedulerProfile],
         producers: Sequence[DataProducer] = (),
         hooks: Sequence[PreRequest] = (),
+        response_hooks: Sequence[ResponseHeaderHook] = (),
     ) -> None:
         self.handler = handler
         self.profiles = dict(profiles)
         self.producers = tuple(producers)
         self.hooks = tuple(hooks)
+        self.response_hooks = tuple(response_hooks)
         self.timer: PluginTimer = _ignore
 
     def schedule(self, request: InferenceRequest, pool: PoolSnapshot) -> SchedulingResult | None:
@@ -107,6 +110,15 @@ class Scheduler:
             for name, profile in todo.items():
                 results[name] = profile.run(request, pool, timer)
         return self.handler.process_results(request, results)
+
+    def response_headers(
+        self, request: InferenceRequest, result: SchedulingResult
+    ) -> dict[str, str]:
+        """Headers for the client's response that the decision implies (empty: none)."""
+        out: dict[str, str] = {}
+        for hook in self.response_hooks:
+            out.update(hook.response_headers(request, result))
+        return out
 
     def after_decision(
         self, request: InferenceRequest, result: SchedulingResult, pool: PoolSnapshot

@@ -10,7 +10,11 @@ The shape follows ../shared/reference/envoy-extproc.md (checked with Envoy 1.40)
   full-duplex` uses GIE's `FULL_DUPLEX_STREAMED` both ways instead (what other Gateway API
   inference gateways send the EPP);
 - route 1: requests carrying the EPP's header go to the `ORIGINAL_DST` cluster keyed on it
-  (`timeout: 0s`: no whole-request limit for long streams);
+  (`timeout: 0s`: no whole-request limit for long streams), and the response gets the headers
+  the EPP named in `llmd.response_headers` dynamic metadata (the session token; ext_proc
+  accepts that one namespace from the EPP). `%DYNAMIC_METADATA%`, not `%REQ%` of an internal
+  request header: removing such a header before it goes upstream empties `%REQ%` too, and a
+  header absent from the metadata is simply not added;
 - route 2: requests without it (the EPP is down or timed out) follow the pool's failure mode:
   FailOpen sends them round-robin to the fallback endpoints, FailClose answers 503 with an
   OpenAI-style JSON body. ext_proc itself always "allows" failures so that route 2 decides.
@@ -27,7 +31,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from llmd.config import LlmdModel
-from llmd.epp import DESTINATION_HEADER, ROUTING_HEADERS
+from llmd.epp import (
+    DESTINATION_HEADER,
+    RESPONSE_HEADERS,
+    RESPONSE_METADATA_NAMESPACE,
+    ROUTING_HEADERS,
+)
 from llmd.errors import error_body
 
 __all__ = ["ExtProcMode", "FailureMode", "GatewaySpec", "render_bootstrap"]
@@ -81,6 +90,11 @@ def render_bootstrap(spec: GatewaySpec) -> dict[str, Any]:
             "match": {"prefix": "/", "headers": [
                 {"name": DESTINATION_HEADER, "present_match": True}]},
             "route": {"cluster": "pool", "timeout": "0s"},
+            "response_headers_to_add": [{
+                "header": {"key": h,
+                           "value": f"%DYNAMIC_METADATA({RESPONSE_METADATA_NAMESPACE}:{h})%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            } for h in RESPONSE_HEADERS],
         })
     use_fallback = spec.fallback_endpoints and (spec.epp is None or spec.failure_mode == "FailOpen")
     if use_fallback:
@@ -133,6 +147,7 @@ def _ext_proc_filter(spec: GatewaySpec) -> dict[str, Any]:
                          "timeout": _dur(spec.ext_proc_message_timeout_s)},
         "failure_mode_allow": True,  # the no-header route applies FailOpen/FailClose
         "message_timeout": _dur(spec.ext_proc_message_timeout_s),
+        "metadata_options": {"receiving_namespaces": {"untyped": [RESPONSE_METADATA_NAMESPACE]}},
         "processing_mode": _DUPLEX_MODE if spec.ext_proc_mode == "full-duplex" else _BUFFERED_MODE,
     }}
 

@@ -41,7 +41,7 @@ from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
 from llmd.errors import ConfigError
 from llmd.gateway._pd import PD_EPP_CONFIG, PdArgs, PdLayout, needs_side_port, start_pd_fleet
-from llmd.gateway.envoy import FailureMode, GatewaySpec
+from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec
 from llmd.gateway.runner import EnvoyGateway
 from llmd.sim.fleet import FleetEndpoint, FleetSpec, Progress, start_fleet
 
@@ -68,6 +68,8 @@ class StackSpec(LlmdModel):
     epp_config_text: str | None = None
     epp_args: tuple[str, ...] = Field((), description="extra `llmd epp` flags")
     failure_mode: FailureMode = "FailClose"
+    ext_proc_mode: ExtProcMode = Field("buffered", description="how Envoy talks to the EPP "
+                                       "(see GatewaySpec.ext_proc_mode)")
     envoy_concurrency: int = Field(1, ge=1, description="Envoy worker threads")
     start_timeout_s: float = Field(60.0, gt=0, description="per child, to become healthy")
     pd: bool = Field(False, description="P/D: engines are decode sims behind sidecars, plus "
@@ -199,6 +201,7 @@ class LocalStack:
                 GatewaySpec(host=self.spec.host, port=self.spec.gateway_port,
                             epp=self.epp.address if self.epp else None,
                             failure_mode=self.spec.failure_mode,
+                            ext_proc_mode=self.spec.ext_proc_mode,
                             fallback_endpoints=tuple(e.address for e in self.endpoints)),
                 supervisor=self._sup, concurrency=self.spec.envoy_concurrency,
                 ready_timeout_s=self.spec.start_timeout_s))

@@ -12,8 +12,8 @@ NOW = 1000.0
 
 def ep(port: int, *, waiting: int = 0, running: int = 0, kv: float = 0.0,
        labels: Mapping[str, str] | None = None, lora: LoraState | None = None,
-       age_s: float | None = 0.0) -> Endpoint:
-    spec = EndpointSpec("10.0.0.1", port, dict(labels or {}))
+       age_s: float | None = 0.0, name: str | None = None) -> Endpoint:
+    spec = EndpointSpec("10.0.0.1", port, dict(labels or {}), name)
     metrics = EndpointMetrics(waiting=waiting, running=running, kv_usage=kv, lora=lora)
     return Endpoint(spec.id, spec, metrics, None if age_s is None else NOW - age_s)
 

@@ -8,14 +8,18 @@ import pytest
 from _pool import ep, pool, req
 
 from llmd.engines import LoraState
+from llmd.epp import SESSION_HEADER
 from llmd.epp.plugins import (
     KvCacheUtilizationScorer,
     LoadAwareScorer,
     LoraAffinityScorer,
+    ProfileResult,
     QueueScorer,
     RunningRequestsSizeScorer,
+    SchedulingResult,
     SessionAffinityScorer,
 )
+from llmd.epp.plugins.scorer.session_affinity import session_token
 
 A, B, C = 8001, 8002, 8003
 IDS = {p: f"10.0.0.1:{p}" for p in (A, B, C)}
@@ -75,12 +79,45 @@ def test_lora_affinity_scorer(lora: LoraState | None, expected: float) -> None:
     assert s.score(req(model="ad"), pool(ep(A, lora=lora))) == {IDS[A]: expected}
 
 
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 @pytest.mark.parametrize(("token", "expected"), [
-    pytest.param(base64.b64encode(IDS[B].encode()).decode(), {A: 0.0, B: 1.0}, id="token-names-b"),
+    pytest.param(_b64(IDS[B]), {A: 0.0, B: 1.0}, id="token-names-b"),
     pytest.param(None, {A: 0.0, B: 0.0}, id="no-token"),
     pytest.param("%%%not-base64", {A: 0.0, B: 0.0}, id="garbage-token"),
+    pytest.param(_b64("10.9.9.9:8000"), {A: 0.0, B: 0.0}, id="foreign-endpoint"),
+    pytest.param(base64.b64encode(b"\xff").decode(), {A: 0.0, B: 0.0}, id="not-utf8"),
 ])
 def test_session_affinity_scorer(token: str | None, expected: dict[int, float]) -> None:
     s = SessionAffinityScorer("s", SessionAffinityScorer.Params())
     r = req(**({"x_session_token": token} if token else {}))
     assert _by_port(dict(s.score(r, pool(ep(A), ep(B))))) == expected
+
+
+@pytest.mark.parametrize(("token", "expected"), [
+    pytest.param(_b64("llm/qwen-1"), {A: 0.0, B: 1.0}, id="pod-name-as-llm-d-writes-it"),
+    pytest.param(_b64(IDS[B]), {A: 0.0, B: 1.0}, id="ip-port-still-matches"),
+    pytest.param(_b64("llm/qwen-9"), {A: 0.0, B: 0.0}, id="pod-gone"),
+])
+def test_session_affinity_with_kubernetes_names(token: str,
+                                                expected: dict[int, float]) -> None:
+    s = SessionAffinityScorer("s", SessionAffinityScorer.Params())
+    p = pool(ep(A, name="llm/qwen-0"), ep(B, name="llm/qwen-1"))
+    assert _by_port(dict(s.score(req(x_session_token=token), p))) == expected
+
+
+@pytest.mark.parametrize(("name", "decoded"), [
+    pytest.param(None, IDS[B], id="static-endpoint-ip-port"),
+    pytest.param("llm/qwen-1", "llm/qwen-1", id="kubernetes-namespace-name"),
+])
+def test_session_token_names_the_destination(name: str | None, decoded: str) -> None:
+    """The echoed token is exactly what the scorer matches on the next request."""
+    s = SessionAffinityScorer("s", SessionAffinityScorer.Params())
+    target = ep(B, name=name)
+    result = SchedulingResult({"default": ProfileResult((target,))}, primary="default")
+    headers = s.response_headers(req(), result)
+    assert headers == {SESSION_HEADER: session_token(target)} == {SESSION_HEADER: _b64(decoded)}
+    again = req(x_session_token=headers[SESSION_HEADER])
+    assert _by_port(dict(s.score(again, pool(ep(A), target)))) == {A: 0.0, B: 1.0}

@@ -10,7 +10,7 @@ resolved by the loader) asks it whether to run a stage.
 
 Per request the framework runs: DataProducers → ProfileHandler.pick → per profile: Filters →
 Scorers (clamped to [0, 1], weighted, summed) → Picker → ProfileHandler.process_results →
-(answer sent) → PreRequest hooks.
+ResponseHeaderHooks (headers for the client's response) → (answer sent) → PreRequest hooks.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "ProfileHandler",
     "ProfileRefs",
     "ProfileResult",
+    "ResponseHeaderHook",
     "SaturationDetector",
     "SchedulingResult",
     "Scorer",
@@ -159,6 +160,23 @@ class PreRequest(Protocol):
         self, request: InferenceRequest, result: SchedulingResult, pool: PoolSnapshot
     ) -> None:
         """Called once the decision is sent: update indexes for the endpoints actually chosen."""
+        ...
+
+
+@runtime_checkable
+class ResponseHeaderHook(Protocol):
+    type: ClassVar[str]
+    name: str
+
+    def response_headers(
+        self, request: InferenceRequest, result: SchedulingResult
+    ) -> Mapping[str, str]:
+        """Headers to set on the client's response, from the decision (pure, no I/O).
+
+        llm-d sets them when the response arrives (PostResponse); llmd computes them with the
+        decision, so the gateway can add them without a response round trip to the EPP. Every
+        name must be in `llmd.epp.headers.RESPONSE_HEADERS` (the ones the gateway copies).
+        """
         ...
 
 

@@ -1,7 +1,15 @@
-"""`session-affinity-scorer`: 1.0 for the endpoint named by the `x-session-token` header.
+"""`session-affinity-scorer`: 1.0 for the endpoint named by the `x-session-token` header, and
+the token of the chosen endpoint on every response (llm-d's header-based session affinity).
 
-llm-d's token is base64 of the serving pod's namespace/name, set on the response; llmd's is
-base64 of the endpoint id (`ip:port`), which a client or proxy can set the same way.
+The token is base64 of the endpoint's name as llm-d writes it: `namespace/pod` (Kubernetes
+discovery; `-rank-<i>` with several target ports) or, for a static endpoint with no pod, its
+`ip:port`. A token naming the `ip:port` of a Kubernetes endpoint matches it too. A token that
+is not base64, or names no candidate, scores 0 everywhere: the request is routed as if it
+carried none, and its response carries the token of wherever it went.
+
+Like llm-d (where the scorer is also a PostResponse plugin, and every configured plugin gets
+the response), the token is echoed whenever the config declares this plugin, for every routed
+request, naming the primary profile's endpoint (in P/D: the decode endpoint).
 """
 
 from __future__ import annotations
@@ -11,17 +19,17 @@ import binascii
 from collections.abc import Mapping
 from typing import ClassVar
 
-from llmd.epp.datastore import EndpointId, PoolSnapshot
-from llmd.epp.plugins.base import NoParams
+from llmd.epp.datastore import Endpoint, EndpointId, PoolSnapshot
+from llmd.epp.headers import SESSION_HEADER
+from llmd.epp.plugins.base import NoParams, SchedulingResult
 from llmd.epp.request import InferenceRequest
 
-__all__ = ["SESSION_HEADER", "SessionAffinityScorer", "session_token"]
-
-SESSION_HEADER = "x-session-token"
+__all__ = ["SessionAffinityScorer", "session_token"]
 
 
-def session_token(ep_id: EndpointId) -> str:
-    return base64.b64encode(ep_id.encode()).decode()
+def session_token(ep: Endpoint) -> str:
+    """The token naming `ep` (what the response carries and the scorer matches)."""
+    return base64.b64encode((ep.spec.name or ep.id).encode()).decode()
 
 
 class SessionAffinityScorer:
@@ -33,10 +41,18 @@ class SessionAffinityScorer:
 
     def score(self, request: InferenceRequest, pool: PoolSnapshot) -> Mapping[EndpointId, float]:
         token = request.header(SESSION_HEADER)
-        target = None
+        target = ""
         if token:
             try:
                 target = base64.b64decode(token, validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
-                target = None
-        return {ep.id: 1.0 if ep.id == target else 0.0 for ep in pool.candidates}
+                target = ""
+        if not target:
+            return dict.fromkeys((ep.id for ep in pool.candidates), 0.0)
+        return {ep.id: 1.0 if target in (ep.id, ep.spec.name) else 0.0
+                for ep in pool.candidates}
+
+    def response_headers(
+        self, request: InferenceRequest, result: SchedulingResult
+    ) -> Mapping[str, str]:
+        return {SESSION_HEADER: session_token(result.destination)}
