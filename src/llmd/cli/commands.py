@@ -26,6 +26,16 @@ def sidecar(
         help="only call allowlisted prefill hosts (403 otherwise)")] = False,
     prefill_allow: Annotated[list[str] | None, typer.Option(
         help="allowlisted prefill host (repeatable)")] = None,
+    inference_pool: Annotated[str | None, typer.Option(
+        envvar="INFERENCE_POOL",
+        help="namespace/name: with --enable-ssrf-protection, also allow this InferencePool's "
+             "pods (IPs and names; 503 until first listed)")] = None,
+    pool_group: Annotated[str, typer.Option(
+        help="InferencePool API group (v1; inference.networking.x-k8s.io: v1alpha2)")
+    ] = "inference.networking.k8s.io",
+    kube_api_server: Annotated[str | None, typer.Option(
+        help="Kubernetes API URL without auth, e.g. kubectl proxy's "
+             "(default: the pod's service account)")] = None,
     enable_prefiller_sampling: Annotated[bool, typer.Option(
         help="pick a random host from x-prefiller-host-port")] = False,
     sglang_bootstrap_port: Annotated[int, typer.Option(
@@ -47,7 +57,8 @@ def sidecar(
             prefill_max_retries=prefill_max_retries,
             prefill_retry_backoff_s=prefill_retry_backoff_s,
             enable_ssrf_protection=enable_ssrf_protection,
-            prefill_allowlist=tuple(prefill_allow or ()),
+            prefill_allowlist=tuple(prefill_allow or ()), inference_pool=inference_pool,
+            pool_group=pool_group, kube_api_server=kube_api_server,
             enable_prefiller_sampling=enable_prefiller_sampling,
             sglang_bootstrap_port=sglang_bootstrap_port, data_parallel_size=data_parallel_size,
         )

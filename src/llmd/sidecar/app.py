@@ -16,6 +16,7 @@ from llmd.sidecar.allowlist import Allowlist
 from llmd.sidecar.config import SidecarConfig
 from llmd.sidecar.connectors import Connector, PdRequest, build_connector
 from llmd.sidecar.hostport import HostPort, parse_host_port
+from llmd.sidecar.pool import follow_pool, pool_watch
 from llmd.sidecar.upstream import Upstream, forward_headers, json_error
 
 __all__ = ["PREFILLER_HEADER", "build_app", "serve"]
@@ -80,9 +81,10 @@ class _Handler:
             target = self._choose(header)
         except ValueError as exc:
             return json_error(400, f"{PREFILLER_HEADER}: {exc}")
-        if self.cfg.enable_ssrf_protection and not self.allow.allows(target):
-            log.warning("prefill target %s is not in the allowlist", target.netloc())
-            return json_error(403, f"prefill target {target.netloc()} is not allowed")
+        if self.cfg.enable_ssrf_protection:
+            refused = self._refusal(target)
+            if refused is not None:
+                return refused
         try:
             body = json.loads(raw)
         except ValueError:
@@ -92,6 +94,21 @@ class _Handler:
         req = PdRequest(request, request.path, body, forward_headers(request.headers), target,
                         upstream)
         return await self.connector.run(req)
+
+    def _refusal(self, target: HostPort) -> web.Response | None:
+        verdict = self.allow.check(target)
+        if verdict == "deny":
+            log.warning("prefill target %s is not in the allowlist", target.netloc())
+            return json_error(403, f"prefill target {target.netloc()} is not allowed")
+        if verdict == "unsynced":
+            # Fail closed, but say "later" (503), not "never" (403): the allowlist cannot yet
+            # tell whether the target is a pool pod.
+            resp = json_error(503, f"prefill target {target.netloc()} cannot be checked yet: "
+                                   f"the SSRF allowlist has not synced with InferencePool "
+                                   f"{self.allow.pool} (see the sidecar's log)")
+            resp.headers["Retry-After"] = "1"
+            return resp
+        return None
 
     def _choose(self, header: str) -> HostPort:
         hosts = [h for h in (p.strip() for p in _split_hosts(header)) if h]
@@ -107,16 +124,28 @@ def _split_hosts(header: str) -> list[str]:
 
 async def serve(cfg: SidecarConfig, stop: asyncio.Event,
                 on_listening: Callable[[str, int], None] | None = None) -> None:
-    """Run the sidecar until `stop` is set."""
-    async with _running(cfg) as (host, port):
+    """Run the sidecar until `stop` is set.
+
+    With SSRF protection and an InferencePool, the allowlist follows the pool's pods from here
+    on (`llmd.sidecar.pool`); the sidecar listens at once and answers P/D requests 503 until
+    the first listing. Raises ConfigError (before listening) if the pool needs the in-cluster
+    API and this is not a pod.
+    """
+    watch = pool_watch(cfg)
+    allow = Allowlist(cfg.prefill_allowlist, pool=cfg.inference_pool if watch else None)
+    async with _running(cfg, allow) as (host, port):
         if on_listening:
             on_listening(host, port)
-        await stop.wait()
+        async with asyncio.TaskGroup() as tg:
+            if watch is not None:
+                tg.create_task(follow_pool(watch, allow, stop, cfg.pool_retry_backoff_s),
+                               name="sidecar-pool-allowlist")
+            await stop.wait()
 
 
 @asynccontextmanager
-async def _running(cfg: SidecarConfig) -> AsyncIterator[tuple[str, int]]:
-    runner = web.AppRunner(build_app(cfg), access_log=None, handle_signals=False)
+async def _running(cfg: SidecarConfig, allow: Allowlist) -> AsyncIterator[tuple[str, int]]:
+    runner = web.AppRunner(build_app(cfg, allow), access_log=None, handle_signals=False)
     await runner.setup()
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

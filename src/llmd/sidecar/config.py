@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from llmd.config import LlmdModel
 
-__all__ = ["ConnectorName", "SidecarConfig"]
+__all__ = ["ConnectorName", "PoolGroup", "SidecarConfig"]
 
 ConnectorName = Literal["nixlv2", "sglang"]
+PoolGroup = Literal["inference.networking.k8s.io", "inference.networking.x-k8s.io"]
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+                            r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class SidecarConfig(LlmdModel):
@@ -25,6 +30,15 @@ class SidecarConfig(LlmdModel):
     prefill_retry_backoff_s: float = Field(0.2, ge=0)
     enable_ssrf_protection: bool = False
     prefill_allowlist: tuple[str, ...] = ()
+    inference_pool: str | None = Field(
+        None, description="namespace/name of the InferencePool whose pods may be prefill targets "
+                          "(with enable_ssrf_protection)")
+    pool_group: PoolGroup = "inference.networking.k8s.io"
+    kube_api_server: str | None = Field(
+        None, description="Kubernetes API URL, no auth (e.g. `kubectl proxy`); "
+                          "default: the pod's service account")
+    pool_retry_backoff_s: float = Field(1.0, gt=0, description="first retry after a failed "
+                                        "pool watch; doubles up to 30 s")
     enable_prefiller_sampling: bool = False
     sglang_bootstrap_port: int = Field(8998, gt=0, lt=65536)
     data_parallel_size: int = Field(1, ge=1, description="prefill DP size: room mod size = rank")
@@ -33,3 +47,21 @@ class SidecarConfig(LlmdModel):
     read_timeout_s: float = Field(600.0, gt=0, description="max silence on an upstream stream")
     prefill_timeout_s: float = Field(600.0, gt=0)
     max_connections: int = Field(1024, gt=0)
+
+    @field_validator("inference_pool")
+    @classmethod
+    def _namespace_slash_name(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        namespace, sep, name = value.partition("/")
+        if not sep or not _DNS_LABEL.fullmatch(namespace) or not _DNS_SUBDOMAIN.fullmatch(name):
+            raise ValueError(f"{value!r} is not namespace/name (e.g. llm-d/qwen-pool)")
+        return value
+
+    @property
+    def pool_ref(self) -> tuple[str, str] | None:
+        """(namespace, name) of the pool the allowlist follows, or None when it follows none."""
+        if not self.enable_ssrf_protection or self.inference_pool is None:
+            return None
+        namespace, _, name = self.inference_pool.partition("/")
+        return namespace, name
