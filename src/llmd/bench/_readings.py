@@ -123,13 +123,13 @@ their `VmHWM`. Everything, client included, shares the same 2 cores, so requests
 
 OVERHEAD_READING = """\
 - **Concurrency 1** measures the latency each hop adds. llmd adds two: Envoy (envoy-rr alone adds
-  a fraction of a millisecond) and the ext_proc round trip to the Python EPP, which parses the body,
-  hashes the prompt's blocks and scores the endpoints: together 1.5-2 ms, on par with
-  vllm-router, whose per-request render/tokenize attempts cost it about as much. sglang-router at concurrency 1 is
-  dominated by a ~40 ms stall per request, the signature of Nagle's algorithm meeting delayed ACKs
-  on its connection to the worker; at concurrency 64 the stall disappears (other requests'
-  segments carry the ACKs), so it is a latency artefact of that router at low load, not CPU, and
-  the fastest peer at concurrency 1 is therefore vllm-router.
+  a fraction of a millisecond) and the ext_proc round trip to the Python EPP, which parses the
+  body, hashes the prompt's blocks and scores the endpoints: together 1.5-2 ms, on par with
+  vllm-router, whose per-request render/tokenize attempts cost it about as much. sglang-router at
+  concurrency 1 is dominated by a ~40 ms stall per request, the signature of Nagle's algorithm
+  meeting delayed ACKs on its connection to the worker; at concurrency 64 the stall disappears
+  (other requests' segments carry the ACKs), so it is a latency artefact of that router at low
+  load, not CPU, and the fastest peer at concurrency 1 is therefore vllm-router.
 - **Concurrency 64** is a throughput test of the whole 2-core machine: every CPU-second the router
   uses is taken from the simulators and the client. sglang-router's Rust data path costs roughly
   a third of llmd's CPU per request (Envoy + EPP; the CPU column), so llmd leaves the simulators
