@@ -10,6 +10,7 @@ from llmd.deploy._dra import RoleClaim
 from llmd.deploy._model import VOLUME, ModelSource
 from llmd.deploy._plan import RolePlan
 from llmd.deploy._sources import deep_merge
+from llmd.deploy._ssrf import SsrfPool
 from llmd.deploy.values import Container, Values
 from llmd.engines import (
     EngineName,
@@ -38,6 +39,8 @@ class ContainerContext:
     """A non-leader pod of a multinode group: no probes (it serves no HTTP)."""
     claim: RoleClaim | None = None
     """The role's DRA accelerator claim (then no device-plugin counts)."""
+    ssrf: SsrfPool | None = None
+    """The InferencePool the routing sidecar's SSRF allowlist follows, if protection is on."""
 
 
 def engine_container(ctx: ContainerContext, index: int) -> dict[str, Any]:

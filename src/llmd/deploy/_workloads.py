@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from llmd.deploy._containers import (
@@ -12,6 +13,7 @@ from llmd.deploy._containers import (
 )
 from llmd.deploy._plan import RolePlan
 from llmd.deploy._sources import deep_merge
+from llmd.deploy._ssrf import ssrf_args, ssrf_env
 from llmd.engines import ENGINE_TYPE_LABEL, ROLE_LABEL, get_adapter
 from llmd.errors import ConfigError
 
@@ -110,8 +112,7 @@ def _lws(ctx: ContainerContext, names: Names, name: str, service_account: str,
 
 
 def _worker(ctx: ContainerContext) -> ContainerContext:
-    return ContainerContext(ctx.values, ctx.plan, ctx.source, ctx.tpl, worker=True,
-                            claim=ctx.claim)
+    return replace(ctx, worker=True)
 
 
 def _template(ctx: ContainerContext, service_account: str, labels: dict[str, str],
@@ -182,7 +183,8 @@ def _proxy(ctx: ContainerContext) -> dict[str, Any]:
     proxy = routing.proxy
     connector = proxy.connector or get_adapter(ctx.plan.engine).sidecar_connector
     out: dict[str, Any] = {"name": "routing-proxy"}
-    if any(image in proxy.image for image in GO_SIDECAR_IMAGES):
+    go_image = any(image in proxy.image for image in GO_SIDECAR_IMAGES)
+    if go_image:
         out["args"] = _go_sidecar_args(routing.service_port, proxy.target_port, connector, proxy)
     else:
         for key, flag in (("secure", "--secure-proxy"),
@@ -197,8 +199,12 @@ def _proxy(ctx: ContainerContext) -> dict[str, Any]:
         out["args"] = [f"--port={routing.service_port}",
                        f"--model-server-port={proxy.target_port}",
                        f"--kv-connector={connector}", *proxy.extra_args]
+    env = otel_env(ctx.values, ctx.values.tracing.service_names.routing_proxy)
+    if ctx.ssrf is not None:
+        out["args"] += ssrf_args(ctx.ssrf, go_image)
+        env = [*ssrf_env(ctx.ssrf, go_image), *env]
     out.update(image=proxy.image, imagePullPolicy=proxy.image_pull_policy or "Always")
-    if env := otel_env(ctx.values, ctx.values.tracing.service_names.routing_proxy):
+    if env:
         out["env"] = env
     out["ports"] = [{"containerPort": routing.service_port, "protocol": "TCP"}]
     out["resources"] = proxy.resources if proxy.resources is not None else {

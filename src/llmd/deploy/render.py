@@ -23,6 +23,7 @@ from llmd.deploy._dra import role_claim
 from llmd.deploy._model import model_source
 from llmd.deploy._plan import plan_roles
 from llmd.deploy._sources import deep_merge, load_values_sources, render_tpl
+from llmd.deploy._ssrf import ssrf_pool, ssrf_rbac
 from llmd.deploy._stack import routing_objects
 from llmd.deploy._workloads import Names, role_objects
 from llmd.deploy.values import Values, chart_map_defaults
@@ -135,13 +136,16 @@ def _render(values: Values, release: str, namespace: str | None,
     if not values.service_account_override:
         objects.append({"apiVersion": "v1", "kind": "ServiceAccount",
                         "metadata": names.meta(fullname)})
+    ssrf = ssrf_pool(values, fullname, any(p.name == "decode" for p in plans))
+    if ssrf is not None:
+        objects += ssrf_rbac(ssrf, names, account)
     for plan in plans:
         claim = role_claim(values, plan, fullname)
         if claim is not None:
             objects.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
                             "metadata": names.meta(claim.template_name),
                             "spec": claim.template})
-        ctx = ContainerContext(values, plan, source, tpl, claim=claim)
+        ctx = ContainerContext(values, plan, source, tpl, claim=claim, ssrf=ssrf)
         objects += role_objects(ctx, names, account)
     pd = any(p.pd for p in plans)
     objects += routing_objects(values, names, pd)

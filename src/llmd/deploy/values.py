@@ -28,6 +28,7 @@ __all__ = [
     "Proxy",
     "RoleValues",
     "Routing",
+    "SsrfProtection",
     "Values",
 ]
 
@@ -236,6 +237,18 @@ class Accelerator(_Values):
         default_factory=lambda: chart_map_defaults()["accelerator"]["resourceClaimTemplates"])
 
 
+class SsrfProtection(_Values):
+    """llmd: the routing sidecar calls only prefill targets that are pods of an InferencePool
+    (llm-d's `--enable-ssrf-protection`, which the chart cannot render), with RBAC to watch it."""
+
+    enabled: bool = False
+    inference_pool: str | None = None
+    """`name` or `namespace/name`; default: the rendered InferencePool (`routing.inferencePool`)
+    in the pods' own namespace."""
+    pool_group: Literal["inference.networking.k8s.io", "inference.networking.x-k8s.io"] = \
+        "inference.networking.k8s.io"
+
+
 class Proxy(_Values):
     """The routing sidecar in decode pods. llmd runs `llmd sidecar` unless `image` is an llm-d
     routing-sidecar image, which gets the chart's flags instead."""
@@ -258,7 +271,8 @@ class Proxy(_Values):
     zap_time_encoding: str | None = None
     resources: Json | None = None
     extra_args: list[str] = []
-    """llmd: more `llmd sidecar` flags (e.g. `--enable-ssrf-protection`)."""
+    """llmd: more `llmd sidecar` flags (e.g. `--enable-prefiller-sampling`)."""
+    ssrf_protection: SsrfProtection = Field(default_factory=SsrfProtection)
 
 
 class InferencePool(_Values):
