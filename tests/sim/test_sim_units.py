@@ -35,6 +35,22 @@ def test_pool_evicts_lru_tail_first_and_refuses_when_pinned() -> None:
     assert pool.can_allocate([7, 8, 10, 11], private=0)
 
 
+def test_pool_keeps_output_blocks_in_place_of_private_ones() -> None:
+    pool = BlockPool(6, 16)
+    a = pool.allocate([1, 2], private=3)
+    # The output filled blocks 3 and 4 (chained after 2); 2 is already resident: refreshed only.
+    assert pool.free(a, keep=[2, 3, 4, 5, 6]) == (3, 4, 5)  # at most `private` new keys
+    assert pool.used == 0 and pool.cached == 5 and pool.match([1, 2, 3, 4, 5]) == 5
+    # The tail goes first: the output's last block, then back towards the prompt.
+    b = pool.allocate([9], private=1)
+    assert b.evicted == (5,)
+    pool.free(b)
+    other = pool.allocate([7, 8], private=1)
+    assert other.evicted == (4, 3)
+    pool.free(other)
+    assert pool.match([1, 2]) == 2
+
+
 def test_choice_stop_strings_hold_back_partial_matches() -> None:
     vocab = Vocabulary(BuiltinTokenizer())
     free = Choice(0, vocab, seed=1, length=40, eos_reason="length", stop=())

@@ -17,14 +17,16 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from llmd.errors import RequestError, error_body
+from llmd.errors import BadRequestError, RequestError, error_body
 from llmd.kvcache import Tokenizer
 from llmd.sim import _extras
-from llmd.sim._pd import KV_SOURCE_HEADER, Leg
+from llmd.sim._batch import run_batch
+from llmd.sim._pd import KV_SOURCE_HEADER, LOCAL, Leg
 from llmd.sim._state import STATE, SimState
 from llmd.sim.config import FAILURE_KINDS
-from llmd.sim.engine import GenRequest, Sequence
+from llmd.sim.engine import Engine, GenRequest, Sequence
 from llmd.sim.protocol import (
+    ApiRequest,
     ChatBody,
     CompletionBody,
     GenerateBody,
@@ -48,6 +50,7 @@ __all__ = ["SERVED_BY_HEADER", "build_app"]
 
 log = logging.getLogger(__name__)
 B = TypeVar("B", bound=OpenAIBody)
+T = TypeVar("T")
 
 SERVED_BY_HEADER = "x-llmd-served-by"
 _GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/generate"})
@@ -135,7 +138,7 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _tokenized(raw_len: int, fn: Callable[[], GenRequest]) -> GenRequest:
+async def _tokenized(raw_len: int, fn: Callable[[], T]) -> T:
     if raw_len <= _INLINE_TOKENIZE_CHARS:
         return fn()
     return await asyncio.to_thread(fn)
@@ -150,17 +153,18 @@ async def _chat(request: web.Request) -> web.StreamResponse:
 
 
 async def _openai(request: web.Request, wire: type[B],
-                  to_gen: Callable[[B, Tokenizer], GenRequest],
+                  to_api: Callable[[B, Tokenizer], ApiRequest],
                   fmt_type: type[CompletionFormat | ChatFormat]) -> web.StreamResponse:
     st = request.app[STATE]
     raw = await request.read()
     body = parse_body(raw, wire)
     check_model(body.model, st.cfg.served_name)
-    gen = await _tokenized(len(raw), lambda: to_gen(body, st.tokenizer))
+    api = await _tokenized(len(raw), lambda: to_api(body, st.tokenizer))
     opts = body.stream_options
     fmt = fmt_type(st.cfg.served_name, bool(opts and opts.include_usage),
-                   bool(opts and opts.continuous_usage_stats))
-    return await _run(request, gen, fmt, body.stream, body.model_extra or {})
+                   bool(opts and opts.continuous_usage_stats), echo=api.echo,
+                   logprobs=api.logprobs)
+    return await _run(request, api.gens, fmt, body.stream, body.model_extra or {})
 
 
 async def _generate(request: web.Request) -> web.StreamResponse:
@@ -169,13 +173,14 @@ async def _generate(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     body = parse_body(raw, GenerateBody)
     gen = await _tokenized(len(raw), lambda: generate_request(body, st.tokenizer))
-    return await _run(request, gen, GenerateFormat(body.rid), body.stream, body.model_extra or {})
+    return await _run(request, (gen,), GenerateFormat(body.rid), body.stream,
+                      body.model_extra or {})
 
 
-async def _run(request: web.Request, gen: GenRequest, fmt: Format, stream: bool,
+async def _run(request: web.Request, gens: tuple[GenRequest, ...], fmt: Format, stream: bool,
                pd_fields: dict[str, Any]) -> web.StreamResponse:
     """Admit, fill the prompt's KV (prefill, or a P/D transfer), decode; stream each step's
-    chunk as it is produced.
+    chunk as it is produced. Several prompts (a batch) run as one sequence each.
 
     A client that disconnects ends the sequence: the write fails (or aiohttp cancels the
     handler) and leaving `engine.sequence` frees its blocks and its running slot.
@@ -184,12 +189,31 @@ async def _run(request: web.Request, gen: GenRequest, fmt: Format, stream: bool,
     engine = st.engine
     leg = st.pd.leg(pd_fields, stream, request.path)
     try:
+        if len(gens) > 1 and leg is not LOCAL:
+            raise BadRequestError("a batch of prompts cannot take part in P/D disaggregation; "
+                                  "send one prompt per request", param="prompt")
         if leg.prefill_only:
-            gen = dataclasses.replace(gen, max_tokens=1, ignore_eos=True)
-        async with engine.sequence(gen) as seq:
+            gens = tuple(dataclasses.replace(g, max_tokens=1, ignore_eos=True) for g in gens)
+        seqs = _prepare(engine, gens)
+        if len(seqs) > 1:
+            return await run_batch(request, engine, seqs, fmt, stream)
+        async with engine.sequence(seqs[0]) as seq:
             return await _generate_leg(request, seq, leg, fmt, stream)
     finally:
         leg.close()
+
+
+def _prepare(engine: Engine, gens: tuple[GenRequest, ...]) -> list[Sequence]:
+    """Validate every prompt before any runs; an error in a batch names its prompt."""
+    if len(gens) == 1:
+        return [engine.prepare(gens[0])]
+    seqs = []
+    for i, gen in enumerate(gens):
+        try:
+            seqs.append(engine.prepare(gen))
+        except BadRequestError as exc:
+            raise BadRequestError(f"prompt[{i}]: {exc.message}", param=exc.param) from None
+    return seqs
 
 
 async def _generate_leg(request: web.Request, seq: Sequence, leg: Leg, fmt: Format,
@@ -200,7 +224,7 @@ async def _generate_leg(request: web.Request, seq: Sequence, leg: Leg, fmt: Form
         while not seq.finished:
             await seq.step()
         extra = await leg.finish(seq)
-        body = fmt.full(seq)
+        body = fmt.full([seq])
         if extra and isinstance(body, dict):
             body.update(extra)
         return _json(body, source)
@@ -211,10 +235,10 @@ async def _generate_leg(request: web.Request, seq: Sequence, leg: Leg, fmt: Form
         # Each chunk is written as soon as the next token would take time. When it would
         # not (time scale 0), the chunks are still separate SSE events but share one write:
         # a write per token would cost the simulator most of its CPU at zero latency.
-        pending = [fmt.head(seq)]
+        pending = [fmt.head([seq])]
         size = 0
         while not seq.finished:
-            data = fmt.chunk(seq, await seq.step())
+            data = fmt.chunk(0, seq, await seq.step())
             pending.append(data)
             size += len(data)
             if size >= _COALESCE_BYTES or (engine.itl_s() > 0 and not seq.finished):
@@ -224,7 +248,7 @@ async def _generate_leg(request: web.Request, seq: Sequence, leg: Leg, fmt: Form
             await leg.finish(seq)
         except RequestError as exc:  # headers are out: the error goes in the stream
             pending.append(sse(exc.body()))
-        pending.append(fmt.tail(seq))
+        pending.append(fmt.tail([seq]))
         await resp.write(b"".join(pending))
         await resp.write_eof()
     except ConnectionResetError:

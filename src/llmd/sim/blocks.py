@@ -3,7 +3,9 @@
 Full prompt blocks carry their `kvcache.hashing` key and are shared by every sequence whose
 prompt starts the same way. When the last sequence using a keyed block ends, the block stays
 resident (cached) on an LRU list and is evicted, oldest first, only when a new allocation needs
-room. Partial blocks and generated tokens use private (unkeyed) blocks.
+room. Partial blocks and generated tokens use private (unkeyed) blocks while a sequence runs;
+when it ends, the private blocks its output filled become keyed cached blocks too (`free(keep=)`),
+as vLLM's prefix cache and SGLang's radix cache keep a finished request's full blocks.
 """
 
 from __future__ import annotations
@@ -106,12 +108,31 @@ class BlockPool:
         self._private += private
         return Allocation(tuple(keys), private, cached, tuple(stored), tuple(evicted))
 
-    def free(self, alloc: Allocation) -> None:
-        """Release a sequence's blocks; keyed ones stay cached, last block first in line to go."""
+    def free(self, alloc: Allocation, keep: Sequence[int] = ()) -> tuple[int, ...]:
+        """Release a sequence's blocks; keyed ones stay cached, last block first in line to go.
+
+        `keep` are the keys of full blocks the sequence's private blocks filled (its generated
+        tokens, in chain order): up to `alloc.private` of them stay cached in place of those
+        private blocks, ahead of the prompt's blocks in the eviction line. Keys already resident
+        are only refreshed. Returns the keys newly cached (what a KV-event publisher would report
+        as BlockStored).
+        """
         refs, lru = self._refs, self._lru
+        self._private -= alloc.private
+        room, stored = alloc.private, []
+        for k in keep:
+            if k in refs:
+                if k in lru:
+                    lru.move_to_end(k)
+            elif room > 0:
+                refs[k] = 0
+                room -= 1
+                stored.append(k)
+        for k in reversed(stored):
+            lru[k] = None
         for k in reversed(alloc.keys):
             left = refs[k] - 1
             refs[k] = left
             if left == 0:
                 lru[k] = None
-        self._private -= alloc.private
+        return tuple(stored)

@@ -4,7 +4,10 @@ A request becomes a `Sequence` (one per request; its `n` choices decode in locks
 in a bounded FIFO queue until `max_num_seqs` has room for its choices and the block pool can
 hold its prompt and outputs (the simulator knows each choice's length in advance, so it
 reserves exactly what the sequence will use and never preempts). Then `prefill()` pays for the
-uncached prompt tokens and every `step()` emits one token per unfinished choice.
+uncached prompt tokens and every `step()` emits one token per unfinished choice. When it ends,
+the full blocks its choices' outputs filled stay in the prefix cache beside the prompt's (keys
+chained on from the prompt's, so a later prompt that repeats prompt + reply hits them), as vLLM
+and SGLang keep every full block whose KV they computed.
 
 The phases are separate calls so the P/D roles reuse them: a prefill leg runs `prefill()` and
 pins its prompt blocks (`Engine.pin`) past the sequence; a decode leg whose KV arrives from
@@ -22,7 +25,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from llmd.errors import BadRequestError, RequestShedError
-from llmd.kvcache import BlockHasher, Tokenizer
+from llmd.kvcache import BlockHasher, Tokenizer, block_hashes
+from llmd.sim._logprobs import LogprobModel
 from llmd.sim.blocks import Allocation, BlockPool
 from llmd.sim.config import SimConfig
 from llmd.sim.metrics import SimMetrics
@@ -63,6 +67,7 @@ class Engine:
         self.pool = BlockPool(cfg.kv_cache_blocks, cfg.block_size)
         self.hasher = BlockHasher.for_model(cfg.served_name, cfg.block_size)
         self.vocab = Vocabulary(tokenizer)
+        self.logprobs = LogprobModel(self.vocab, tokenizer)
         self._waiting: deque[Sequence] = deque()
         self._running = 0
         self.idle = asyncio.Event()
@@ -99,14 +104,19 @@ class Engine:
                 "completion.", param="messages")
         return max_tokens
 
+    def prepare(self, req: GenRequest) -> Sequence:
+        """Validate `req` (BadRequestError: too long, more choices than `max_num_seqs`, more
+        blocks than the cache has) and build its sequence, not admitted yet."""
+        return Sequence(self, req, self.check(req))
+
     @asynccontextmanager
-    async def sequence(self, req: GenRequest) -> AsyncIterator[Sequence]:
+    async def sequence(self, req: GenRequest | Sequence) -> AsyncIterator[Sequence]:
         """Admit `req` (waiting in the queue if needed) and release its blocks when done.
 
         Raises RequestShedError (429) when the waiting queue is full and BadRequestError when
         the request could never fit in the KV cache.
         """
-        seq = Sequence(self, req, self.check(req))
+        seq = req if isinstance(req, Sequence) else self.prepare(req)
         try:
             await self._admit(seq)
             yield seq
@@ -137,7 +147,7 @@ class Engine:
 
     def _release(self, seq: Sequence) -> None:
         if seq.alloc is not None:
-            self.pool.free(seq.alloc)
+            self.pool.free(seq.alloc, seq.output_keys())
             seq.alloc = None
             self._running -= seq.n
         elif seq.admitted is not None:
@@ -189,6 +199,7 @@ class Sequence:
         cfg = engine.cfg
         self.engine = engine
         self.n = req.n
+        self.prompt_ids = req.prompt_ids
         self.prompt_tokens = len(req.prompt_ids)
         self.max_tokens = max_tokens
         self.arrival_s = engine.clock()
@@ -230,6 +241,23 @@ class Sequence:
     @property
     def finished(self) -> bool:
         return not self._live
+
+    def output_keys(self) -> list[int]:
+        """Keys of the full blocks each choice's output completed past the prompt's full
+        blocks, chained on from them, choice by choice.
+
+        Only tokens whose KV was computed count: the prompt and every generated token but the
+        last (the last sampled token is never fed back), so a prefill leg's one token adds none.
+        """
+        block = self.engine.cfg.block_size
+        full = len(self.keys)
+        head = self.prompt_ids[full * block:]
+        parent = self.keys[-1] if self.keys else self.engine.hasher.root
+        keys: list[int] = []
+        for c in self.choices:
+            if len(head) + len(c.ids) - 1 >= block:
+                keys += block_hashes(head + c.ids[:-1], block, parent)
+        return keys
 
     @property
     def completion_tokens(self) -> int:

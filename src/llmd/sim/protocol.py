@@ -1,23 +1,27 @@
 """Request bodies on the wire (OpenAI and SGLang-native) → `GenRequest`, with the engines' 400s.
 
 Unknown fields are accepted and ignored, as the engines do (routers add their own, such as
-`no_stop_trim`). Batched prompts (a list of several prompts) are answered with 400: the
-simulator serves one prompt per request.
+`no_stop_trim`). A completions `prompt` may be a batch (a list of strings or of token-id
+lists): one `GenRequest` per prompt, each its own sequence in the engine. `logprobs`,
+`top_logprobs` and `echo` are validated as vLLM does (at most `MAX_LOGPROBS`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmd.config import format_loc
 from llmd.errors import BadRequestError, NotFoundError
-from llmd.kvcache import Tokenizer, render_chat
+from llmd.kvcache import Tokenizer, message_text, render_chat
+from llmd.sim._logprobs import MAX_LOGPROBS
 from llmd.sim.engine import GenRequest
 
 __all__ = [
+    "ApiRequest",
     "ChatBody",
     "CompletionBody",
     "GenerateBody",
@@ -57,6 +61,8 @@ class OpenAIBody(_Wire):
 
 class CompletionBody(OpenAIBody):
     prompt: str | list[int] | list[str] | list[list[int]]
+    logprobs: int | None = None
+    echo: bool = False
 
 
 class Message(_Wire):
@@ -67,6 +73,23 @@ class Message(_Wire):
 class ChatBody(OpenAIBody):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = None
+    echo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """One OpenAI request in engine terms.
+
+    `gens`: one per prompt (a chat request has one). `echo`: per prompt, the text prepended to
+    each of its choices (empty tuple: no echo). `logprobs`: top entries per token (0: only the
+    sampled token's), None when not asked.
+    """
+
+    gens: tuple[GenRequest, ...]
+    echo: tuple[str, ...] = ()
+    logprobs: int | None = None
 
 
 class SamplingParams(_Wire):
@@ -129,23 +152,50 @@ def _ids(ids: list[int], tokenizer: Tokenizer, param: str) -> list[int]:
     return ids
 
 
-def completion_request(body: CompletionBody, tokenizer: Tokenizer) -> GenRequest:
+def _check_logprobs(k: int, param: str) -> None:
+    if k < 0:
+        raise BadRequestError(f"`{param}` must be a positive value.", param=param)
+    if k > MAX_LOGPROBS:
+        raise BadRequestError(f"Requested sample logprobs of {k}, which is greater than max "
+                              f"allowed: {MAX_LOGPROBS}", param=param)
+
+
+def completion_request(body: CompletionBody, tokenizer: Tokenizer) -> ApiRequest:
+    """One GenRequest per prompt; errors about one prompt of a batch name it (`prompt[i]`)."""
     _check_stream(body)
+    if body.logprobs is not None:
+        _check_logprobs(body.logprobs, "logprobs")
     prompt: Any = body.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
-        if len(prompt) != 1:
-            raise BadRequestError("batched prompts are not supported by the simulator; "
-                                  "send one prompt per request", param="prompt")
-        prompt = prompt[0]
-    if isinstance(prompt, str):
-        ids = tokenizer.encode(prompt)
-    else:
-        ids = _ids(list(prompt), tokenizer, "prompt")
-    return GenRequest(ids, body.max_tokens, body.n, _stop(body.stop), body.ignore_eos, body.seed)
+    if isinstance(prompt, list) and not prompt:
+        raise BadRequestError("prompt must not be an empty list", param="prompt")
+    batched = isinstance(prompt, list) and isinstance(prompt[0], str | list)
+    prompts: list[str | list[int]] = list(prompt) if batched else [prompt]
+    stop = _stop(body.stop)
+    gens, texts = [], []
+    for i, one in enumerate(prompts):
+        if isinstance(one, str):
+            ids = tokenizer.encode(one)
+        else:
+            try:
+                ids = _ids(list(one), tokenizer, "prompt")
+            except BadRequestError as exc:
+                if not batched:
+                    raise
+                raise BadRequestError(f"prompt[{i}]: {exc.message}", param="prompt") from None
+        gens.append(GenRequest(ids, body.max_tokens, body.n, stop, body.ignore_eos, body.seed))
+        if body.echo:
+            texts.append(one if isinstance(one, str) else tokenizer.decode(one))
+    return ApiRequest(tuple(gens), tuple(texts), body.logprobs)
 
 
-def chat_request(body: ChatBody, tokenizer: Tokenizer) -> GenRequest:
+def chat_request(body: ChatBody, tokenizer: Tokenizer) -> ApiRequest:
     _check_stream(body)
+    top = body.top_logprobs
+    if top is not None:
+        _check_logprobs(top, "top_logprobs")
+        if top > 0 and not body.logprobs:
+            raise BadRequestError("when using `top_logprobs`, `logprobs` must be set to true.",
+                                  param="top_logprobs")
     messages = [m.model_dump() for m in body.messages]
     try:
         prompt = render_chat(messages, bos=tokenizer.bos_token, eos=tokenizer.eos_token)
@@ -153,7 +203,11 @@ def chat_request(body: ChatBody, tokenizer: Tokenizer) -> GenRequest:
         raise BadRequestError(str(exc), param="messages") from None
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    return GenRequest(ids, max_tokens, body.n, _stop(body.stop), body.ignore_eos, body.seed)
+    gen = GenRequest(ids, max_tokens, body.n, _stop(body.stop), body.ignore_eos, body.seed)
+    # vLLM's chat `echo`: the reply starts with the last message when it is the assistant's own.
+    last = body.messages[-1]
+    echo = (message_text(last.content),) if body.echo and last.role == "assistant" else ()
+    return ApiRequest((gen,), echo, (top or 0) if body.logprobs else None)
 
 
 def generate_request(body: GenerateBody, tokenizer: Tokenizer) -> GenRequest:

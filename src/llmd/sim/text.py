@@ -53,6 +53,11 @@ class Vocabulary:
         if not words:
             raise ValueError("tokenizer produced no tokens for the answer vocabulary")
         self.words: tuple[_Word, ...] = tuple(words)
+        self.pieces: dict[int, str] = {}
+        """Token id → the text it adds, for every token the simulator generates."""
+        for word in words:
+            for tid, piece in zip(word.ids, word.pieces, strict=True):
+                self.pieces.setdefault(tid, piece)
 
 
 class Choice:
@@ -60,15 +65,17 @@ class Choice:
 
     `length` is the number of tokens it will generate at most (min of max_tokens and the
     seeded EOS length); `finish_reason` is "length" when max_tokens cut it, else "stop".
-    Text that could still turn into a stop string is held back until it cannot.
+    Text that could still turn into a stop string is held back until it cannot. `ids` are the
+    generated token ids (all of them: a stop string cuts the text, not the tokens).
     """
 
-    __slots__ = ("index", "length", "_eos_reason", "_rng", "_vocab", "_word", "_pos",
-                 "_stop", "_hold", "text", "emitted", "tokens", "finish_reason")
+    __slots__ = ("index", "seed", "length", "_eos_reason", "_rng", "_vocab", "_word", "_pos",
+                 "_stop", "_hold", "text", "emitted", "tokens", "ids", "finish_reason")
 
     def __init__(self, index: int, vocab: Vocabulary, seed: int, length: int, eos_reason: str,
                  stop: tuple[str, ...]) -> None:
         self.index = index
+        self.seed = seed
         self.length = length
         self._eos_reason = eos_reason
         self._rng = random.Random(seed)
@@ -80,6 +87,7 @@ class Choice:
         self.text = ""
         self.emitted = 0
         self.tokens = 0
+        self.ids: list[int] = []
         self.finish_reason: str | None = None
 
     @staticmethod
@@ -100,6 +108,7 @@ class Choice:
         tid, piece = word.ids[self._pos], word.pieces[self._pos]
         self._pos += 1
         self.tokens += 1
+        self.ids.append(tid)
         self.text += piece
         if self._stop:
             # Text before `emitted` was checked already (the hold-back covers straddling matches).
