@@ -139,11 +139,11 @@ class PodWatch:
                         yield snapshot
                 except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                     failures += 1
+                    reason = f"Kubernetes API {self.api.base_url}: {type(exc).__name__}: {exc}"
                     if failures >= self.max_failures:
-                        raise KubeError(f"Kubernetes API {self.api.base_url} failed "
-                                        f"{failures} time(s) in a row: {exc!r}") from exc
-                    log.warning("Kubernetes watch of %s: %r; relisting (%d)", self.pool, exc,
-                                failures)
+                        times = f" ({failures} failures in a row)" if failures > 1 else ""
+                        raise KubeError(reason + times) from exc
+                    log.warning("watch of %s: %s; relisting (%d)", self.pool, reason, failures)
                     await wait_or_stop(stop, self.retry_backoff_s * failures)
 
     async def _list_and_watch(self, http: aiohttp.ClientSession,

@@ -137,10 +137,12 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event,
         if on_listening:
             on_listening(host, port)
         async with asyncio.TaskGroup() as tg:
-            if watch is not None:
-                tg.create_task(follow_pool(watch, allow, stop, cfg.pool_retry_backoff_s),
-                               name="sidecar-pool-allowlist")
+            follower = None if watch is None else tg.create_task(
+                follow_pool(watch, allow, stop, cfg.pool_retry_backoff_s),
+                name="sidecar-pool-allowlist")
             await stop.wait()
+            if follower is not None:
+                follower.cancel()  # do not wait out an API request in flight
 
 
 @asynccontextmanager
