@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import aiohttp
 import openai
 import pytest
+from _pdtools import MODEL, pd_pair, post, room_fields
 from _simtools import StartSim, prompt_of, scrape
 
+from llmd.engines import get_adapter
 from llmd.sim import RunningSim
 
 
@@ -123,3 +128,18 @@ async def test_batch_shed_is_429_and_releases_everything(start_sim: StartSim) ->
                 pass
     engine = sim.state.engine
     assert engine.num_running == engine.num_waiting == 0 and engine.pool.used == 0
+
+
+async def test_batch_cannot_be_a_pd_leg(engine: str, http: aiohttp.ClientSession) -> None:
+    # A prefill leg's handshake fields name one prompt's KV; a batch is refused, not guessed at.
+    leg_fields: dict[str, Callable[[RunningSim], dict[str, Any]]] = {
+        "kv-transfer-params": lambda p: {"kv_transfer_params": {"do_remote_decode": True}},
+        "bootstrap-room": room_fields,
+    }
+    async with pd_pair(engine) as (p, _):
+        fields = leg_fields[get_adapter(engine).pd.handoff](p)
+        answer = await post(http, p.url, {"model": MODEL, "prompt": ["a", "b"], "max_tokens": 4,
+                                          **fields})
+        assert answer.status == 400, answer.body
+        assert "batch" in answer.body["error"]["message"]
+        assert p.state.pd.prefill_queue() == 0 and p.state.engine.pool.cached == 0
