@@ -61,8 +61,10 @@ are installed by the command into `.venv-peers/<name>` and started on 127.0.0.1 
 blocks, block size, block keys from the same tokenizer and model name, same LRU eviction). The
 oracle sees every pool and sends each request to the pool holding the longest cached prefix of it
 (a prefix no pool holds goes to the pool with the most room); hits are counted with the
-simulator's rule (whole blocks, never the prompt's last token). Requests are replayed one at a
-time, so running sequences never compete with cached blocks for room. With enough room for every
+simulator's rule (whole blocks, never the prompt's last token); like the simulators, a finished
+request leaves its output's full blocks cached (never matched again on this workload, but they
+take room). Requests are replayed one at a time, so running sequences never compete with cached
+blocks for room. With enough room for every
 prefix (the case here) this is the best any router can do on this fleet: only the first request
 of each group misses. The "infinite cache" column is the same bound without any capacity limit.
 Hit share is Σ `usage.prompt_tokens_details.cached_tokens` / Σ `usage.prompt_tokens` over a

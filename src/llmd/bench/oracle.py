@@ -10,12 +10,16 @@ evenly. Hits are counted with the simulator's own rule (whole blocks, never the 
 token). Requests are replayed one at a time, so running sequences never compete with cached
 blocks for room: that, and perfect knowledge, make the replay an upper bound for any real router
 on this fleet whenever the fleet can hold every group's prefix (and a strong heuristic bound
-when it cannot). `first_seen_share` is the looser bound of an infinite cache: only the first
-request of each distinct block misses.
+when it cannot). Like the simulators, a finished request leaves the full blocks of its output
+cached (they take room and are evicted before its prompt's blocks); the oracle gives them keys no
+prompt can match, which is exact for workloads that never resend a reply (shared-prefix, random)
+and makes the bound a little low for multi-turn chat. `first_seen_share` is the looser bound of
+an infinite cache: only the first request of each distinct block misses.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,6 +61,8 @@ class OracleReplay:
         self.block_size = block_size
         self.blocks_per_pool = blocks_per_pool
         self._seen: set[int] = set()
+        # block keys are xxhash64 values (>= 0): negative ones never match a prompt
+        self._reply_keys = itertools.count(-1, -1)
 
     def replay(self, requests: Sequence[BenchRequest]) -> OracleResult:
         fleet, bs = self.fleet, self.block_size
@@ -71,7 +77,11 @@ class OracleReplay:
             hit = min(pool.match(keys), matchable)
             private = -(-(len(ids) + req.max_tokens) // bs) - len(keys)
             if pool.can_allocate(keys, private):
-                pool.free(pool.allocate(keys, private))
+                # the output's full blocks past the prompt's, as the simulator keeps them
+                # (`ignore_eos`: exactly max_tokens, the last one's KV never computed)
+                reply_blocks = (len(ids) - len(keys) * bs + req.max_tokens - 1) // bs
+                reply = [next(self._reply_keys) for _ in range(reply_blocks)]
+                pool.free(pool.allocate(keys, private), reply)
             total += len(ids)
             cached += hit * bs
             known = 0
