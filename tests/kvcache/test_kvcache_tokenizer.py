@@ -38,6 +38,39 @@ def test_builtin_pieces_and_decode() -> None:
     assert tok.encode("") == [tok.bos_id]
 
 
+# GPT-2's pre-tokenizer regex, run by the `tokenizers` library (onig, real \p{L}/\p{N} classes).
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("<s><|user|>\nHi there</s>\n<|assistant|>\n the cache", id="chat-template"),
+    pytest.param("a  b\n\n  c\t\td   ", id="runs-of-whitespace"),
+    pytest.param("x\r\n y  \n", id="crlf-and-trailing"),
+    pytest.param("don't we'll x_y __init__ 3.14 ... !!", id="contractions-punctuation"),
+    pytest.param("abc123def 42abc, (foo)-bar", id="letters-digits"),
+])
+def test_builtin_splits_like_gpt2(text: str) -> None:
+    from tokenizers import Regex, pre_tokenizers
+
+    gpt2 = [p for p, _ in pre_tokenizers.Split(Regex(GPT2_PATTERN), "isolated")
+            .pre_tokenize_str(text)]
+    tok = BuiltinTokenizer()
+    pieces = [tok.encode(p, add_special_tokens=False) for p in gpt2]
+    assert all(len(ids) == 1 for ids in pieces), gpt2
+    assert tok.encode(text, add_special_tokens=False) == [ids[0] for ids in pieces]
+
+
+@pytest.mark.parametrize("prefix", ["<|assistant|>\n", "text  ", "end\n\n", "x", "!", "'", ""])
+def test_builtin_prefix_then_words_keeps_both_tokenizations(prefix: str) -> None:
+    # A reply of " word" pieces (what the simulator generates) re-encodes to the same ids after
+    # any prefix, so a resent history hits the blocks cached for the reply.
+    tok = BuiltinTokenizer()
+    reply = " the cache token block model"
+    ids = tok.encode(reply, add_special_tokens=False)
+    assert tok.decode(ids) == reply
+    assert tok.encode(prefix + reply) == tok.encode(prefix) + ids
+
+
 def test_hf_tokenizer_from_file(tiny_llama: Path) -> None:
     tok = load_tokenizer(tiny_llama)
     assert isinstance(tok, HFTokenizer) and tok.vocab_size == 2048

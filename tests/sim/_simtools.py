@@ -23,9 +23,14 @@ WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo li
 def prompt_of(tokens: int, seed: int) -> str:
     """A prompt of exactly `tokens` built-in tokens (no BOS), distinct per seed."""
     rng = random.Random(seed)
-    text = " ".join(f"{rng.choice(WORDS)}{rng.randrange(1000)}" for _ in range(tokens))
+    # Letters only: like GPT-2, the built-in tokenizer splits "alpha123" into two pieces.
+    text = " ".join(rng.choice(WORDS) + _letters(rng.randrange(1000)) for _ in range(tokens))
     assert len(BuiltinTokenizer().encode(text, add_special_tokens=False)) == tokens
     return text
+
+
+def _letters(n: int) -> str:
+    return "".join("abcdefghij"[int(d)] for d in str(n))
 
 
 async def wait_until(pred: Callable[[], Awaitable[bool]], timeout_s: float = 10.0,

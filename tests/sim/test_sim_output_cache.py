@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import openai
+from _cli import llmd_process, read_until
 from _pdtools import MODEL, pd_pair, two_legs
 from _simtools import StartSim, prompt_of
 
@@ -61,24 +62,49 @@ async def test_every_choice_is_cached(start_sim: StartSim) -> None:
             assert _cached(nxt.usage) == _kv_blocks(p1, 50) * BLOCK
 
 
-async def test_chat_next_turn_hits_the_reply(start_sim: StartSim, shared_dir: Path) -> None:
-    # A real tokenizer.json: re-encoding the rendered history gives back the generated ids.
-    # (The built-in tokenizer merges the template's "\n" with the reply's first word, so the
-    # chain breaks where the reply starts, as it would with a tokenizer that did the same.)
-    tokenizer = shared_dir / "fixtures" / "tiny-llama" / "tokenizer.json"
-    sim = await start_sim(block_size=BLOCK, tokenizer=str(tokenizer))
+async def _chat_turns(c: openai.AsyncOpenAI, turns: int, max_tokens: int = 37
+                      ) -> list[tuple[int, int, int]]:
+    """Run a multi-turn chat that resends the whole history (replies included) each turn.
+
+    For every turn after the first: (cached prompt tokens, tokens in the previous turn's full
+    KV blocks of prompt and reply, tokens in the previous prompt's own full blocks).
+    """
     history: list[Any] = [{"role": "system", "content": "You answer questions about caches."},
                           {"role": "user", "content": "What is a prefix cache?"}]
+    out, previous, previous_prompt = [], 0, 0
+    for turn in range(turns):
+        r = await c.chat.completions.create(model="llmd-sim", messages=history,
+                                            max_tokens=max_tokens, extra_body={"ignore_eos": True})
+        assert r.usage is not None and r.usage.completion_tokens == max_tokens
+        if turn:
+            out.append((_cached(r.usage), previous, previous_prompt))
+        previous = _kv_blocks(r.usage.prompt_tokens, max_tokens) * BLOCK
+        previous_prompt = r.usage.prompt_tokens // BLOCK * BLOCK
+        history += [{"role": "assistant", "content": r.choices[0].message.content},
+                    {"role": "user", "content": "Tell me more."}]
+    return out
+
+
+async def test_chat_next_turn_hits_the_reply(start_sim: StartSim, shared_dir: Path) -> None:
+    # A real tokenizer.json: re-encoding the rendered history gives back the generated ids.
+    tokenizer = shared_dir / "fixtures" / "tiny-llama" / "tokenizer.json"
+    sim = await start_sim(block_size=BLOCK, tokenizer=str(tokenizer))
     async with client(sim) as c:
-        for _ in range(3):
-            r = await c.chat.completions.create(model="llmd-sim", messages=history,
-                                                max_tokens=37, extra_body={"ignore_eos": True})
-            assert r.usage is not None
-            history += [{"role": "assistant", "content": r.choices[0].message.content},
-                        {"role": "user", "content": "Tell me more."}]
-            expected = _kv_blocks(r.usage.prompt_tokens, 37) * BLOCK
-        last = await c.chat.completions.create(model="llmd-sim", messages=history, max_tokens=2)
-    assert _cached(last.usage) == expected
+        turns = await _chat_turns(c, 4)
+    assert all(cached == kv > prompt for cached, kv, prompt in turns), turns
+
+
+async def test_llmd_sim_chat_next_turn_hits_the_reply_builtin_tokenizer(engine: str) -> None:
+    # The default built-in tokenizer splits whitespace like GPT-2 (the template's "\n" apart
+    # from the reply's " word"), so the resent history re-encodes to the generated ids too.
+    async with llmd_process("sim", "--engine", engine, "--port", "0", "--time-scale", "0",
+                            "--block-size", str(BLOCK)) as proc:
+        m, _ = await read_until(proc, r"listening on ([\d.]+):(\d+)")
+        url = f"http://{m.group(1)}:{m.group(2)}/v1"
+        async with openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0) as c:
+            turns = await _chat_turns(c, 3)
+    # Turns 2 and 3 hit the previous turn's prompt and reply blocks, not only its prompt's.
+    assert len(turns) == 2 and all(cached == kv > prompt for cached, kv, prompt in turns), turns
 
 
 async def test_pd_prefill_keeps_the_prompt_decode_keeps_the_reply(

@@ -70,3 +70,15 @@ def test_choice_length_and_reason() -> None:
     c = Choice(0, vocab, seed=2, length=3, eos_reason="stop", stop=())
     ids = [c.step()[0] for _ in range(3)]
     assert c.finish_reason == "stop" and c.tokens == 3 and len(ids) == 3
+
+
+@pytest.mark.parametrize("prefix", ["<s><|user|>\nHi</s>\n<|assistant|>\n", "Count:  ", ""])
+def test_generated_text_re_encodes_to_its_ids(prefix: str) -> None:
+    # A resent history (prefix + reply) must tokenize to the prompt's ids then the generated ids,
+    # or the reply's cached blocks never match again.
+    tok = BuiltinTokenizer()
+    c = Choice(0, Vocabulary(tok), seed=3, length=64, eos_reason="length", stop=())
+    text = "".join(c.step()[1] for _ in range(64))
+    assert tok.decode(c.ids) == text
+    assert tok.encode(prefix + text, add_special_tokens=False) == (
+        tok.encode(prefix, add_special_tokens=False) + c.ids)

@@ -35,9 +35,18 @@ class Tokenizer(Protocol):
         ...
 
 
-# One piece = optional leading whitespace + a word, or + one punctuation character: like GPT-2's
-# pre-tokenizer, so " hello" and "hello" are different pieces and decode(encode(t)) keeps spaces.
-_PIECE = re.compile(r"\s*[^\W_]+|\s*[^\w\s]|\s*_|\s+")
+# GPT-2's pre-tokenizer pattern (also Llama-3's, less its digit grouping and case folding):
+#   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+# in `re` syntax (\p{L} ~ [^\W\d_], \p{N} ~ \d; exact on ASCII). One space belongs to the word
+# after it; other whitespace (newlines, the rest of a run of spaces) is a piece of its own. So a
+# text that starts with " word" tokenizes the same after any prefix: the pieces of
+# prefix + " word ..." are the prefix's pieces then the text's, which is what lets a resent chat
+# history ("<|assistant|>\n" + reply) hit the blocks cached when the reply was generated.
+_PIECE = re.compile(r" ?[^\W\d_]+|'(?:[stmd]|re|ve|ll)| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
+# Hashed pieces common in prompts (chat template whitespace and punctuation), looked up rather
+# than hashed on every encode; their ids are the hashed ids, so this changes speed only.
+_COMMON = ("\n", "\n\n", " ", "  ", "\t", ".", ",", ":", "!", "?", "<", ">", "</", "<|", "|>",
+           " (", ")", "-", "'", '"', " \"", "s", "assistant", "user", "system")
 
 # Ids below this are the fixed vocabulary (specials, then `_WORDS` with a leading space); every
 # other piece maps to a stable id in [_FIXED, vocab_size) by xxhash64 of its UTF-8 bytes.
@@ -58,8 +67,9 @@ _WORDS = tuple(
 
 
 class BuiltinTokenizer:
-    """A file-free tokenizer: regex pieces (whitespace-prefixed words and punctuation), with a
-    fixed vocabulary of common words and xxhash64 ids for everything else.
+    """A file-free tokenizer: GPT-2's regex pieces (words and punctuation runs with at most one
+    leading space; other whitespace apart), with a fixed vocabulary of common words and xxhash64
+    ids for everything else.
 
     Deterministic across processes and Python versions. `decode` restores the text of fixed-vocab
     ids exactly (the simulator generates only those) and writes hashed ids as `<id>`.
@@ -79,17 +89,18 @@ class BuiltinTokenizer:
         self._ids = {p: i for i, p in enumerate(self._pieces)}
         self._fixed = len(self._pieces)
         self._hashed = vocab_size - self._fixed
+        for piece in _COMMON:
+            self._ids.setdefault(piece, self._fixed + xxhash.xxh64_intdigest(piece.encode())
+                                 % self._hashed)
         self.bos_id = self._ids["<s>"]
         self.eos_id = self._ids["</s>"]
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        ids = [self.bos_id] if add_special_tokens else []
         known, fixed, hashed = self._ids, self._fixed, self._hashed
         intdigest = xxhash.xxh64_intdigest
-        for piece in _PIECE.findall(text):
-            tid = known.get(piece)
-            ids.append(tid if tid is not None else fixed + intdigest(piece.encode()) % hashed)
-        return ids
+        ids = [known[p] if p in known else fixed + intdigest(p.encode()) % hashed
+               for p in _PIECE.findall(text)]
+        return [self.bos_id, *ids] if add_special_tokens else ids
 
     def decode(self, ids: Sequence[int]) -> str:
         pieces, specials = self._pieces, len(_SPECIALS)
