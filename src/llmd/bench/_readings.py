@@ -95,8 +95,8 @@ COMPARE_READING = """\
   queues form at high load a request goes to a less-loaded endpoint without its prefix, which then
   evicts other groups; and the 2 cores are saturated (four simulators, Envoy, the Python EPP and
   the load generator), so queues form earlier than on a real fleet. `llmd-prefix-only` keeps a
-  higher hit share at high rates but piles groups onto busy endpoints, so its TTFT collapses a
-  step earlier: the default's balance is the better trade on this fleet, and the oracle's share
+  higher hit share at high rates but piles groups onto busy endpoints, so its TTFT collapses at
+  a lower rate: the default's balance is the better trade on this fleet, and the oracle's share
   (which ignores load) is not reachable at saturation by a router that must also balance load.
 - **vllm-router `cache_aware` behaves like round robin here.** vllm-router 0.1.17 prepares prefix
   input by calling each worker's `/v1/completions/render` (and `/tokenize`); real vLLM serves
