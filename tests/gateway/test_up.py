@@ -29,9 +29,10 @@ def _gone(pid: int) -> bool:
     return False
 
 
-async def test_llmd_up_serves_openai_through_the_gateway_and_ctrl_c_stops_all() -> None:
+@pytest.mark.parametrize("mode", ["buffered", "full-duplex"])
+async def test_llmd_up_serves_openai_through_the_gateway_and_ctrl_c_stops_all(mode: str) -> None:
     async with llmd_process("up", "--gateway-port", "0", "--base-port", "0",
-                        "--time-scale", "0") as proc:
+                            "--time-scale", "0", "--ext-proc-mode", mode) as proc:
         out = (await read_until(proc, r"Ctrl-C stops every process", 60))[1]
         rows = re.findall(r"│ (\S+)\s*│ (\w+)\s*│ (\S+)\s*│\s*(\d+) │ (\w+)", out)
         assert [r[1] for r in rows] == ["gateway", "picker", "vllm", "vllm", "sglang", "sglang"]
@@ -45,6 +46,15 @@ async def test_llmd_up_serves_openai_through_the_gateway_and_ctrl_c_stops_all() 
                 max_tokens=4)
             assert raw.headers[SERVED_BY_HEADER] in sims
             assert raw.parse().choices[0].message.content
+        admin = re.search(r"Envoy admin: (\S+)", out)
+        assert admin, out
+        async with aiohttp.ClientSession() as http, http.get(
+                admin[1] + "/config_dump") as resp:
+            dump = await resp.text()
+        if mode == "full-duplex":
+            assert "FULL_DUPLEX_STREAMED" in dump
+        else:
+            assert "BUFFERED" in dump and "FULL_DUPLEX_STREAMED" not in dump
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(20):
             assert await proc.wait() == 0
@@ -67,6 +77,7 @@ async def test_llmd_up_port_taken_is_a_clear_error() -> None:
 @pytest.mark.parametrize(("flag", "message"), [
     pytest.param(["--engines", "tgi"], "'tgi' is not an engine", id="unknown-engine"),
     pytest.param(["--failure-mode", "Maybe"], "failure_mode", id="bad-failure-mode"),
+    pytest.param(["--ext-proc-mode", "streamed"], "ext_proc_mode", id="bad-ext-proc-mode"),
 ])
 async def test_llmd_up_bad_flags_exit_2(flag: list[str], message: str) -> None:
     async with llmd_process("up", *flag) as proc:

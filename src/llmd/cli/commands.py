@@ -269,6 +269,8 @@ def up(
         help="--no-epp: Envoy round-robin, no endpoint picker")] = True,
     failure_mode: Annotated[str, typer.Option(
         help="FailOpen or FailClose (EPP down)")] = "FailClose",
+    ext_proc_mode: Annotated[str, typer.Option(
+        help="how Envoy talks to the EPP: buffered or full-duplex")] = "buffered",
     time_scale: Annotated[float, typer.Option(help="simulators' latency factor; 0 = none")] = 1.0,
     pd: Annotated[bool, typer.Option(
         help="P/D: --engines are decode sims, each behind an `llmd sidecar`, plus prefill sims "
@@ -295,7 +297,7 @@ def up(
             engines=engines_from_flag(engines, per_engine), model=model,
             gateway_port=gateway_port, base_port=base_port, epp=epp,
             epp_config_file=Path(epp_config_file) if epp_config_file else None,
-            failure_mode=failure_mode, time_scale=time_scale,
+            failure_mode=failure_mode, ext_proc_mode=ext_proc_mode, time_scale=time_scale,
             pd=pd, prefill_per_engine=prefill_per_engine, bootstrap_port=bootstrap_port,
         )
     except ValidationError as exc:
