@@ -38,6 +38,17 @@ class PluginRefSpec(LlmdModel):
     plugin_ref: str
 
 
+class DataSourceSpec(LlmdModel):
+    """`dataLayer.sources[]`: a data source and the extractors that read what it fetches."""
+
+    plugin_ref: str
+    extractors: list[PluginRefSpec] = Field(default_factory=list)
+
+
+class DataLayerSpec(LlmdModel):
+    sources: list[DataSourceSpec] = Field(default_factory=list)
+
+
 class ObjectiveSpec(LlmdModel):
     """An InferenceObjective: requests naming it in `x-gateway-inference-objective` get its
     priority (higher first; < 0 is sheddable). llmd extension: llm-d reads these from CRDs."""
@@ -57,4 +68,7 @@ class EndpointPickerConfigFile(LlmdModel):
     plugins: list[PluginSpec] = Field(default_factory=list)
     scheduling_profiles: list[ProfileSpec] = Field(default_factory=list)
     saturation_detector: PluginRefSpec | None = None
+    data_layer: DataLayerSpec | None = None
+    parser: PluginRefSpec | None = None
+    flow_control: dict[str, Any] | None = None  # llmd does not implement it: see config.py
     objectives: list[ObjectiveSpec] = Field(default_factory=list)

@@ -1,10 +1,13 @@
 """EndpointPickerConfig: load the YAML, build the plugins, wire the scheduler.
 
 Same file format as llm-d (`apiVersion: llm-d.ai/v1alpha1`, `kind: EndpointPickerConfig`,
-`plugins`, `schedulingProfiles`, `saturationDetector`), plus llmd's `objectives`. Like llm-d, the
-loader fills in `single-profile-handler`, `max-score-picker`, the data producers scorers need
-and the `utilization-detector` when the file leaves them out. Every problem is reported at once,
-each line naming the file, the path, the bad value and what is allowed.
+`plugins`, `schedulingProfiles`, `saturationDetector`, `dataLayer`, `parser`), plus llmd's
+`objectives`. Like llm-d, the loader fills in `single-profile-handler`, `max-score-picker`, the
+data producers scorers need, the `utilization-detector`, `metrics-data-source` →
+`core-metrics-extractor` and `openai-parser` when the file leaves them out (see
+`_config_datalayer` for `dataLayer`, `parser` and the unimplemented `flowControl`). Every
+problem is reported at once, each line naming the file, the path, the bad value and what is
+allowed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from llmd.config import config_error, did_you_mean
+from llmd.epp import _config_datalayer as datalayer
+from llmd.epp._config_datalayer import UNIMPLEMENTED, MetricsBinding
 from llmd.epp._config_models import (
     DEPRECATED_API_VERSIONS,
     EndpointPickerConfigFile,
@@ -30,8 +35,11 @@ from llmd.epp._config_models import (
 from llmd.epp.plugins import (
     PLUGINS,
     DataProducer,
+    DataSource,
     Decider,
     Filter,
+    MetricsExtractor,
+    Parser,
     Picker,
     PluginRegistry,
     PreRequest,
@@ -75,13 +83,16 @@ schedulingProfiles:
 
 @dataclass(frozen=True)
 class EndpointPickerConfig:
-    """The loaded config: plugin instances by name, the scheduler, the detector, objectives."""
+    """The loaded config: plugin instances by name, the scheduler, the detector, objectives,
+    the request parser and what the scraper polls (`metrics` None: no scraping)."""
 
     source: str
     plugins: Mapping[str, Any]
     scheduler: Scheduler
     detector: SaturationDetector
     objectives: Mapping[str, int]
+    parser: Parser
+    metrics: MetricsBinding | None
 
     def describe(self) -> str:
         """One line per profile, for the startup log."""
@@ -169,6 +180,10 @@ class _Builder:
         if isinstance(handler, ProfileRefs):
             self._check_refs(handler)
         detector = self._detector()
+        datalayer.check_flow_control(self.spec, self.fail)
+        parser = datalayer.parser(self.spec, self.plugins, self.broken, self.registry, self.fail)
+        metrics = datalayer.data_layer(self.spec, self.plugins, self.broken, self.registry,
+                                       self.fail)
         objectives = {}
         for i, o in enumerate(self.spec.objectives):
             if o.name in objectives:
@@ -176,7 +191,7 @@ class _Builder:
             objectives[o.name] = o.priority
         if self.problems:
             raise ConfigError(self.problems)
-        assert handler is not None and detector is not None
+        assert handler is not None and detector is not None and parser is not None
         producers = [p for p in self.plugins.values() if isinstance(p, DataProducer)]
         hooks = [p for p in self.plugins.values() if isinstance(p, PreRequest)]
         # Every declared plugin, referenced by a profile or not, as llm-d hands the response
@@ -184,10 +199,16 @@ class _Builder:
         response_hooks = [p for p in self.plugins.values() if isinstance(p, ResponseHeaderHook)]
         scheduler = Scheduler(handler, profiles, producers, hooks, response_hooks)
         return EndpointPickerConfig(self.source, dict(self.plugins), scheduler, detector,
-                                    objectives)
+                                    objectives, parser, metrics)
 
     def _instantiate(self, i: int, ps: PluginSpec) -> None:
         cls = self.registry.get(ps.type)
+        if cls is None and ps.type in UNIMPLEMENTED:
+            self.broken.add(ps.ref)
+            same = sorted(t for t in self.registry if t.endswith(ps.type.rsplit("-", 1)[-1]))
+            self.fail(f"plugins[{i}].type", f"{ps.type!r} is an llm-d {UNIMPLEMENTED[ps.type]} "
+                      f"that llmd does not implement (llmd has: {', '.join(same)})")
+            return
         if cls is None:
             types = sorted(self.registry)
             hint = did_you_mean(ps.type, types) or f" (allowed: {', '.join(types)})"
@@ -376,6 +397,12 @@ def _kind(plugin: object) -> str:
         return "filter"
     if isinstance(plugin, DataProducer):
         return "data producer"
+    if isinstance(plugin, Parser):
+        return "parser"
+    if isinstance(plugin, DataSource):
+        return "data source"
+    if isinstance(plugin, MetricsExtractor):
+        return "extractor"
     return "plugin"
 
 

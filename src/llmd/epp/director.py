@@ -1,7 +1,8 @@
 """One request from headers + body to a decision: parse, admit, schedule (GIE's Director).
 
-Errors are `RequestError`s the ext_proc server turns into immediate responses: 400 for a body
-that is not an OpenAI request, 503 when no endpoint can serve, 429 when a sheddable request
+The config's parser reads the body (`openai-parser` by default). Errors are `RequestError`s the
+ext_proc server turns into immediate responses: 400 for a body the parser cannot read, 503 when
+no endpoint can serve, 429 when a sheddable request
 (priority < 0) meets a saturated pool.
 """
 
@@ -13,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from llmd.epp._openai import headers_only_request, parse_request
+from llmd.epp._openai import headers_only_request
 from llmd.epp.config import EndpointPickerConfig
 from llmd.epp.datastore import Datastore, PoolSnapshot
 from llmd.epp.metrics import EppMetrics
@@ -79,7 +80,7 @@ class Director:
         if body is None:
             request = headers_only_request(request_id, path, headers, self.objectives)
         else:
-            request = parse_request(request_id, path, headers, body, self.objectives)
+            request = self.config.parser.parse(request_id, path, headers, body, self.objectives)
         pool = self.store.snapshot()
         if not pool.candidates:
             raise NoEndpointError("no endpoint in the inference pool can serve the request")

@@ -1,4 +1,8 @@
-"""Poll every endpoint's /metrics through its engine adapter into the datastore.
+"""Poll every endpoint's metrics page through its engine adapter into the datastore.
+
+The URL is `scheme://ip:port/path` from the config's `metrics-data-source` (default
+http, /metrics) and the adapter is the engine the `core-metrics-extractor` reads from the
+endpoint's labels (`engine_of`; default: the `llm-d.ai/engine-type` label, else vllm).
 
 One loop per endpoint (a slow endpoint never delays the others), all owned by one TaskGroup
 and sharing one aiohttp session. A failed scrape keeps the previous metrics, which then age:
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -31,6 +36,8 @@ class ScrapeSettings:
     timeout_s: float = 1.0
     path: str = "/metrics"
     scheme: str = "http"
+    verify_tls: bool = True
+    engine_of: Callable[[EndpointSpec], str] | None = None  # None: `EndpointSpec.engine`
 
 
 class Scraper:
@@ -49,9 +56,9 @@ class Scraper:
         s = self.settings
         host = f"[{spec.address}]" if ":" in spec.address else spec.address
         url = f"{s.scheme}://{host}:{spec.port}{s.path}"
-        adapter = get_adapter(spec.engine)
+        adapter = get_adapter(spec.engine if s.engine_of is None else s.engine_of(spec))
         timeout = aiohttp.ClientTimeout(total=s.timeout_s)
-        async with self.session.get(url, timeout=timeout) as resp:
+        async with self.session.get(url, timeout=timeout, ssl=s.verify_tls) as resp:
             if resp.status != 200:
                 raise EngineError(f"GET {url}: HTTP {resp.status}")
             text = await resp.text()

@@ -105,8 +105,7 @@ async def serve(
     store = Datastore(max_endpoints=settings.max_endpoints)
     registry_.register(PoolCollector(store))
     director = Director(store, config, metrics, objectives)
-    scrape = ScrapeSettings(interval_s=settings.refresh_metrics_interval_s,
-                            timeout_s=settings.scrape_timeout_s)
+    scrape = _scrape_settings(config, settings)
 
     async with AsyncExitStack() as stack:
         grpc_server = grpc.aio.server(options=grpc_options(settings.max_body_bytes))
@@ -143,11 +142,26 @@ async def serve(
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(_follow(discovery, store, stop), name="discovery")
-                tg.create_task(scraper.run(stop), name="scraper")
+                if config.metrics is not None:
+                    tg.create_task(scraper.run(stop), name="scraper")
                 tg.create_task(stop.wait(), name="stop")
         finally:
             for service in HEALTH_SERVICES:
                 await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def _scrape_settings(config: EndpointPickerConfig, settings: EppSettings) -> ScrapeSettings:
+    """The scraper's settings: intervals from the flags, URL and adapter from the data layer."""
+    if config.metrics is None:
+        log.info("dataLayer has no sources: endpoints are not scraped")
+        return ScrapeSettings()
+    source, extractor = config.metrics.source, config.metrics.extractor
+    log.info("metrics: %s://<endpoint>%s (%s), read by %s", source.scheme, source.path,
+             source.name, extractor.name)
+    return ScrapeSettings(interval_s=settings.refresh_metrics_interval_s,
+                          timeout_s=settings.scrape_timeout_s, path=source.path,
+                          scheme=source.scheme, verify_tls=source.verify_tls,
+                          engine_of=extractor.engine_of)
 
 
 async def _follow(discovery: Discovery, store: Datastore, stop: asyncio.Event) -> None:

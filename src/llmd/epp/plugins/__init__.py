@@ -12,9 +12,12 @@ from typing import Any
 
 from llmd.epp.plugins.base import (
     DataProducer,
+    DataSource,
     Decider,
     Filter,
+    MetricsExtractor,
     NoParams,
+    Parser,
     Picker,
     Plugin,
     PreRequest,
@@ -26,12 +29,16 @@ from llmd.epp.plugins.base import (
     SchedulingResult,
     Scorer,
 )
+from llmd.epp.plugins.datalayer.core_metrics import CoreMetricsExtractor
+from llmd.epp.plugins.datalayer.metrics_source import MetricsDataSource
 from llmd.epp.plugins.decider.always_disagg import AlwaysDisaggPdDecider
 from llmd.epp.plugins.decider.prefix_based import PrefixBasedPdDecider
 from llmd.epp.plugins.filter.decode import DecodeFilter
 from llmd.epp.plugins.filter.decode_engine import DecodeEngineFilter
 from llmd.epp.plugins.filter.label_selector import LabelSelectorFilter
 from llmd.epp.plugins.filter.prefill import PrefillFilter
+from llmd.epp.plugins.parser.openai import OpenAIParser
+from llmd.epp.plugins.parser.passthrough import PassthroughParser
 from llmd.epp.plugins.picker.max_score import MaxScorePicker
 from llmd.epp.plugins.picker.random_pick import RandomPicker
 from llmd.epp.plugins.picker.weighted_random import WeightedRandomPicker
@@ -78,6 +85,10 @@ PLUGINS: PluginRegistry = MappingProxyType(
             WeightedRandomPicker,
             ApproxPrefixCacheProducer,
             UtilizationDetector,
+            MetricsDataSource,
+            CoreMetricsExtractor,
+            OpenAIParser,
+            PassthroughParser,
         )
     }
 )
@@ -85,7 +96,9 @@ PLUGINS: PluginRegistry = MappingProxyType(
 __all__ = [
     "AlwaysDisaggPdDecider",
     "ApproxPrefixCacheProducer",
+    "CoreMetricsExtractor",
     "DataProducer",
+    "DataSource",
     "Decider",
     "DecodeEngineFilter",
     "DecodeFilter",
@@ -96,9 +109,14 @@ __all__ = [
     "LoadAwareScorer",
     "LoraAffinityScorer",
     "MaxScorePicker",
+    "MetricsDataSource",
+    "MetricsExtractor",
     "NoHitLruScorer",
     "NoParams",
+    "OpenAIParser",
     "PLUGINS",
+    "Parser",
+    "PassthroughParser",
     "PdProfileHandler",
     "Picker",
     "Plugin",

@@ -22,15 +22,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from llmd.config import LlmdModel
 
 if TYPE_CHECKING:
-    from llmd.epp.datastore import Endpoint, EndpointId, PoolSnapshot
+    from llmd.epp.datastore import Endpoint, EndpointId, EndpointSpec, PoolSnapshot
     from llmd.epp.request import InferenceRequest
     from llmd.epp.scheduling import SchedulerProfile
 
 __all__ = [
     "DataProducer",
+    "DataSource",
     "Decider",
     "Filter",
+    "MetricsExtractor",
     "NoParams",
+    "Parser",
     "Picker",
     "Plugin",
     "PreRequest",
@@ -220,4 +223,42 @@ class ProfileRefs(Protocol):
 
     def bind(self, deciders: Mapping[str, Decider]) -> None:
         """Receive the deciders, keyed by the paths of `decider_refs()`."""
+        ...
+
+
+@runtime_checkable
+class Parser(Protocol):
+    """Request handling (llm-d's `parser`): the body → the request the scheduler sees."""
+
+    type: ClassVar[str]
+    name: str
+
+    def parse(
+        self, request_id: str, path: str, headers: Mapping[str, str], body: bytes,
+        objectives: Mapping[str, int],
+    ) -> InferenceRequest:
+        """Raise `BadRequestError` (400) for a body this parser cannot read."""
+        ...
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """Data layer: where the scraper reads an endpoint's metrics (`scheme://ip:port/path`)."""
+
+    type: ClassVar[str]
+    name: str
+    scheme: str
+    path: str
+    verify_tls: bool
+
+
+@runtime_checkable
+class MetricsExtractor(Protocol):
+    """Data layer: which engine adapter maps an endpoint's scraped page to metrics."""
+
+    type: ClassVar[str]
+    name: str
+
+    def engine_of(self, spec: EndpointSpec) -> str:
+        """The endpoint's engine name (the adapter's key), from its labels."""
         ...

@@ -1,0 +1,1 @@
+"""Data layer plugins: where metrics are scraped (sources) and how they are read (extractors)."""

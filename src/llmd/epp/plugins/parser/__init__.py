@@ -1,0 +1,1 @@
+"""Request parsers (llm-d's `parser` section): the request body → the scheduler's request."""
