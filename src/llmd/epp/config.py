@@ -382,28 +382,18 @@ class _Builder:
         return UtilizationDetector(UtilizationDetector.type, UtilizationDetector.Params())
 
 
+# Checked in order: a SaturationDetector is also a Filter, but is configured through
+# saturationDetector, so it is named by its own kind.
+_KINDS: tuple[tuple[type, str], ...] = (
+    (ProfileHandler, "profile handler"), (Decider, "decider"), (Scorer, "scorer"),
+    (Picker, "picker"), (SaturationDetector, "saturation detector"), (Filter, "filter"),
+    (DataProducer, "data producer"), (Parser, "parser"), (DataSource, "data source"),
+    (MetricsExtractor, "extractor"),
+)
+
+
 def _kind(plugin: object) -> str:
-    if isinstance(plugin, ProfileHandler):
-        return "profile handler"
-    if isinstance(plugin, Decider):
-        return "decider"
-    if isinstance(plugin, Scorer):
-        return "scorer"
-    if isinstance(plugin, Picker):
-        return "picker"
-    if isinstance(plugin, SaturationDetector):
-        return "saturation detector"  # also a Filter, but configured through saturationDetector
-    if isinstance(plugin, Filter):
-        return "filter"
-    if isinstance(plugin, DataProducer):
-        return "data producer"
-    if isinstance(plugin, Parser):
-        return "parser"
-    if isinstance(plugin, DataSource):
-        return "data source"
-    if isinstance(plugin, MetricsExtractor):
-        return "extractor"
-    return "plugin"
+    return next((name for cls, name in _KINDS if isinstance(plugin, cls)), "plugin")
 
 
 def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
