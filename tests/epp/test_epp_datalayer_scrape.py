@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
+from _pages import serve_text
 
 from llmd.engines import EndpointMetrics, get_adapter
 from llmd.epp import Datastore, EndpointSpec, Scraper, ScrapeSettings, load_config
@@ -22,20 +21,8 @@ async def stats_server(engine: str) -> AsyncIterator[int]:
     n = get_adapter(engine).metric_names
     page = (f"# TYPE {n.waiting} gauge\n{n.waiting} 7\n# TYPE {n.running} gauge\n"
             f"{n.running} 1\n# TYPE {n.kv_usage} gauge\n{n.kv_usage} 0.5\n")
-
-    async def handler(_: web.Request) -> web.Response:
-        return web.Response(text=page)
-
-    app = web.Application()
-    app.router.add_get("/stats/prom", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.create_server(("127.0.0.1", 0))
-    try:
-        await web.SockSite(runner, sock).start()
-        yield int(sock.getsockname()[1])
-    finally:
-        await runner.cleanup()
+    async with serve_text("/stats/prom", page) as port:
+        yield port
 
 
 def _settings(config: str) -> ScrapeSettings:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from _pages import serve_text
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -26,19 +27,8 @@ def _page(engine: str, waiting: int, running: int, kv: float) -> str:
 
 @pytest.fixture
 async def metrics_server(engine: str) -> AsyncIterator[int]:
-    async def handler(_: web.Request) -> web.Response:
-        return web.Response(text=_page(engine, 4, 2, 0.25))
-
-    app = web.Application()
-    app.router.add_get("/metrics", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.create_server(("127.0.0.1", 0))
-    try:
-        await web.SockSite(runner, sock).start()
-        yield int(sock.getsockname()[1])
-    finally:
-        await runner.cleanup()
+    async with serve_text("/metrics", _page(engine, 4, 2, 0.25)) as port:
+        yield port
 
 
 def _dead_port() -> int:
