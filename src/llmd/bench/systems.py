@@ -23,7 +23,7 @@ from typing import Literal
 import aiohttp
 
 from llmd._proc import Child, ChildError, ChildSpec, Supervisor
-from llmd.bench.peers import router_argv
+from llmd.bench.peers import PEERS, router_argv
 from llmd.engines import EngineName
 from llmd.gateway import LocalStack, StackSpec
 from llmd.sim.fleet import FleetEndpoint, FleetSpec, start_fleet
@@ -77,7 +77,8 @@ class SystemDef:
 
     @property
     def venv(self) -> str | None:
-        return self.kind if self.kind in ("sglang-router", "vllm-router") else None
+        """The peer router package (and .venv-peers/ directory) this system runs from."""
+        return self.kind if self.kind in PEERS else None
 
 
 SYSTEMS: dict[str, SystemDef] = {s.name: s for s in (
