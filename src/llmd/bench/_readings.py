@@ -38,8 +38,11 @@ partitions the groups can keep them all), far too little for every simulator to 
 
 **Systems.** llmd = Envoy (`llmd gateway`, one worker thread) + `llmd epp` over the fleet
 (static endpoints labelled with their engine) with: `default` (llm-d's default profile: queue x2,
-kv-cache-utilization x2, prefix-cache x3, max-score picker), `prefix-only` (prefix-cache scorer),
-`load-only` (queue + kv-cache-utilization) and `random` (random picker). `envoy-rr` is the same
+kv-cache-utilization x2, prefix-cache x3, max-score picker), `autotune` (the same weights, with
+the `approx-prefix-cache-producer`'s `autoTune: true`: llm-d's own parameter that sizes each
+endpoint's prefix index from the block size and block count the endpoint reports, instead of
+31,250 blocks), `prefix-only` (prefix-cache scorer), `load-only` (queue + kv-cache-utilization)
+and `random` (random picker). `envoy-rr` is the same
 Envoy with round robin over the fleet and no EPP (a Kubernetes Service). `sglang-router` 0.3.2
 (`cache_aware`, `round_robin`) and `vllm-router` 0.1.17 (`cache_aware`, its prefix-aware policy)
 are installed by the command into `.venv-peers/<name>` and started on 127.0.0.1 (`--host` and
@@ -83,6 +86,13 @@ COMPARE_READING = """\
   simulators run out of KV room and queue first, and they stop keeping up at a lower rate than
   llmd-default (the "sustains up to" column). Cache-aware routing is what lets the same fleet
   carry the higher rates.
+- **`autoTune` is the setting that matters under eviction.** With the default 31,250-block index
+  per endpoint the EPP keeps believing a group's prefix is on an endpoint long after that
+  simulator (512 blocks) evicted it, so once caches churn at high rates its prefix scores point
+  at empty caches. `llmd-autotune` sizes the index from each endpoint's reported block count, so
+  it forgets a prefix about when the simulator does and sends the group where it still is (or
+  places it afresh); compare its rows with llmd-default's at the top of the ladder. A competent
+  operator sets it whenever the engines report `cache_config_info` (both dialects do).
 - **sglang-router `cache_aware` is the strong peer.** Its text radix tree is sticky by group too,
   and its p50 TTFT is 1-3 ms lower than llmd's (no ext_proc hop, Rust). Its p90 is higher through
   the ladder: with the balance threshold tuned to 8, bursts trip its load check, which sends the

@@ -32,8 +32,8 @@ __all__ = ["CompareConfig", "CompareResult", "run_compare", "sustained_rate"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SYSTEMS = ("llmd-default", "llmd-prefix-only", "llmd-load-only", "llmd-random",
-                   "envoy-rr", "sglang-cache_aware", "sglang-round_robin",
+DEFAULT_SYSTEMS = ("llmd-default", "llmd-autotune", "llmd-prefix-only", "llmd-load-only",
+                   "llmd-random", "envoy-rr", "sglang-cache_aware", "sglang-round_robin",
                    "vllm-router-cache_aware")
 
 

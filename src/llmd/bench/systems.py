@@ -60,8 +60,30 @@ schedulingProfiles:
   plugins:
   - pluginRef: random-picker
 """
+# llm-d's default weights, with the approximate prefix index sized from what each endpoint
+# reports (cache_config_info: block size and block count) instead of 31,250 blocks per endpoint:
+# the index then forgets a prefix about when the engine evicts it.
+_AUTOTUNE = _HEAD + """\
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+- type: approx-prefix-cache-producer
+  parameters:
+    autoTune: true
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: kv-cache-utilization-scorer
+    weight: 2
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+"""
 LLMD_CONFIGS: dict[str, str | None] = {
     "default": None,  # llm-d's default: queue x2, kv-cache-utilization x2, prefix-cache x3
+    "autotune": _AUTOTUNE,
     "prefix-only": _PREFIX_ONLY,
     "load-only": _LOAD_ONLY,
     "random": _RANDOM,
@@ -83,6 +105,7 @@ class SystemDef:
 
 SYSTEMS: dict[str, SystemDef] = {s.name: s for s in (
     SystemDef("llmd-default", "llmd", "default"),
+    SystemDef("llmd-autotune", "llmd", "autotune"),
     SystemDef("llmd-prefix-only", "llmd", "prefix-only"),
     SystemDef("llmd-load-only", "llmd", "load-only"),
     SystemDef("llmd-random", "llmd", "random"),
