@@ -143,3 +143,19 @@ def test_every_llmd_config_loads() -> None:
     for name, text in LLMD_CONFIGS.items():
         cfg = load_config(text=text)
         assert cfg.scheduler.profiles, name
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    pytest.param(["compare", "--rates", "1,a"], "--rates", id="rates-not-numbers"),
+    pytest.param(["compare", "--rates=-5"], "'-5'", id="rates-negative"),
+    pytest.param(["run", "--target", "http://127.0.0.1:9", "--model", "m", "--rates", "0"],
+                 "--rates: '0'", id="run-rate-zero"),
+    pytest.param(["overhead", "--concurrency", "1.5"], "'1.5'", id="concurrency-fraction"),
+    pytest.param(["compare", "--stage-duration-s", "0"], "stage_duration_s", id="compare-config"),
+    pytest.param(["overhead", "--repeats", "0"], "repeats", id="overhead-config"),
+    pytest.param(["crosscheck", "--tokenizer", "x", "--rate", "0"], "rate", id="crosscheck-config"),
+])
+async def test_bad_bench_flags_exit_2_naming_the_flag(args: list[str], message: str) -> None:
+    proc = await _run_cli("bench", *args)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and message in out and "Traceback" not in out, out

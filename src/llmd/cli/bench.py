@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 
 from llmd.cli._app import LOG_FORMAT, app
 from llmd.errors import LlmdError
+
+T = TypeVar("T")
 
 bench_app = typer.Typer(
     help="Benchmarks: load any OpenAI endpoint; compare llmd with peer routers.",
@@ -18,8 +20,37 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 
 
-def _floats(text: str | None) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()] if text else []
+def _floats(text: str | None, flag: str) -> list[float]:
+    """A comma list of positive numbers; anything else is a usage error naming the flag (exit 2)."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()] if text else []
+    except ValueError:
+        values = [0.0]
+    if not all(v > 0 and v != float("inf") for v in values):
+        raise typer.BadParameter(f"{text!r}: expected comma-separated numbers > 0, e.g. 1,2,4",
+                                 param_hint=flag)
+    return values
+
+
+def _config(source: str, build: Callable[[], T]) -> T:
+    """Build a bench config from flags; a bad value exits 2 naming the field, no traceback."""
+    from pydantic import ValidationError
+
+    from llmd.config import config_error
+
+    try:
+        return build()
+    except ValidationError as exc:
+        typer.echo(str(config_error(exc, source)), err=True)
+        raise typer.Exit(2) from None
+
+
+def _ints(text: str | None, flag: str) -> list[int]:
+    values = _floats(text, flag)
+    if any(v != int(v) for v in values):
+        raise typer.BadParameter(
+            f"{text!r}: expected comma-separated whole numbers >= 1, e.g. 1,64", param_hint=flag)
+    return [int(v) for v in values]
 
 
 def _run_bench_command(coro: Awaitable[object]) -> None:
@@ -86,8 +117,8 @@ def bench_run(
         raise typer.Exit(2) from None
     out = Path(output_dir)
     _run_bench_command(run_bench(
-        target=target, model=model, workload=wl, rates=_floats(rates),
-        concurrency=[int(c) for c in _floats(concurrency)], output_dir=out, system=system,
+        target=target, model=model, workload=wl, rates=_floats(rates, "--rates"),
+        concurrency=_ints(concurrency, "--concurrency"), output_dir=out, system=system,
         stage_duration_s=stage_duration_s, requests_per_stage=requests_per_stage, seed=seed))
     typer.echo(f"wrote {out}/results.json, results.md, requests.jsonl, workload.jsonl"
                + (", ttft_throughput.png" if (out / "ttft_throughput.png").exists() else ""))
@@ -119,13 +150,14 @@ def bench_compare(
     from llmd.bench.commands import compare_main
     from llmd.bench.compare import DEFAULT_SYSTEMS, CompareConfig
 
-    cfg = CompareConfig(
+    cfg = _config("llmd bench compare", lambda: CompareConfig(
         systems=tuple(systems.split(",")) if systems else DEFAULT_SYSTEMS,
-        rates=tuple(_floats(rates)), stage_duration_s=stage_duration_s, num_groups=num_groups,
+        rates=tuple(_floats(rates, "--rates")), stage_duration_s=stage_duration_s,
+        num_groups=num_groups,
         num_prompts_per_group=num_prompts_per_group, system_prompt_len=system_prompt_len,
         question_len=question_len, output_len=output_len, vllm=vllm, sglang=sglang,
         kv_cache_blocks=kv_cache_blocks, block_size=block_size, time_scale=time_scale, seed=seed,
-        tokenizer=tokenizer, output_dir=Path(output_dir))
+        tokenizer=tokenizer, output_dir=Path(output_dir)))
     _run_bench_command(compare_main(cfg))
 
 
@@ -143,9 +175,10 @@ def bench_overhead(
     from llmd.bench.commands import overhead_main
     from llmd.bench.overhead import DEFAULT_SYSTEMS, OverheadConfig
 
-    cfg = OverheadConfig(systems=tuple(systems.split(",")) if systems else DEFAULT_SYSTEMS,
-                         concurrency=tuple(int(c) for c in _floats(concurrency)),
-                         repeats=repeats, tokenizer=tokenizer, output_dir=Path(output_dir))
+    cfg = _config("llmd bench overhead", lambda: OverheadConfig(
+        systems=tuple(systems.split(",")) if systems else DEFAULT_SYSTEMS,
+        concurrency=tuple(_ints(concurrency, "--concurrency")),
+        repeats=repeats, tokenizer=tokenizer, output_dir=Path(output_dir)))
     _run_bench_command(overhead_main(cfg))
 
 
@@ -164,8 +197,9 @@ def bench_crosscheck(
     from llmd.bench.crosscheck import CrossCheckConfig
 
     fleet = CompareConfig(tokenizer=tokenizer).fleet()
-    cfg = CrossCheckConfig(tokenizer=tokenizer, rate=rate, duration_s=duration_s, fleet=fleet,
-                           output_dir=Path(output_dir))
+    cfg = _config("llmd bench crosscheck", lambda: CrossCheckConfig(
+        tokenizer=tokenizer, rate=rate, duration_s=duration_s, fleet=fleet,
+        output_dir=Path(output_dir)))
     _run_bench_command(crosscheck_main(cfg))
 
 
