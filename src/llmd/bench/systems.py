@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Literal
 
 import aiohttp
+import yaml
 
 from llmd._proc import Child, ChildError, ChildSpec, Supervisor
 from llmd.bench.peers import PEERS, router_argv
 from llmd.engines import EngineName
+from llmd.epp.config import DEFAULT_CONFIG
 from llmd.gateway import LocalStack, StackSpec
 from llmd.sim.fleet import FleetEndpoint, FleetSpec, start_fleet
 
@@ -60,30 +62,21 @@ schedulingProfiles:
   plugins:
   - pluginRef: random-picker
 """
-# llm-d's default weights, with the approximate prefix index sized from what each endpoint
-# reports (cache_config_info: block size and block count) instead of 31,250 blocks per endpoint:
-# the index then forgets a prefix about when the engine evicts it.
-_AUTOTUNE = _HEAD + """\
-plugins:
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-- type: prefix-cache-scorer
-- type: approx-prefix-cache-producer
-  parameters:
-    autoTune: true
-schedulingProfiles:
-- name: default
-  plugins:
-  - pluginRef: queue-scorer
-    weight: 2
-  - pluginRef: kv-cache-utilization-scorer
-    weight: 2
-  - pluginRef: prefix-cache-scorer
-    weight: 3
-"""
+
+
+def _with_autotune(config: str) -> str:
+    """`config` plus an approx-prefix-cache-producer with `autoTune: true`: the prefix index sized
+    from the block size and block count each endpoint reports instead of 31,250 blocks, so it
+    forgets a prefix about when the engine evicts it."""
+    doc = yaml.safe_load(config)
+    doc["plugins"].append({"type": "approx-prefix-cache-producer",
+                           "parameters": {"autoTune": True}})
+    return str(yaml.safe_dump(doc, sort_keys=False))
+
+
 LLMD_CONFIGS: dict[str, str | None] = {
     "default": None,  # llm-d's default: queue x2, kv-cache-utilization x2, prefix-cache x3
-    "autotune": _AUTOTUNE,
+    "autotune": _with_autotune(DEFAULT_CONFIG),  # the same weights, autoTune on
     "prefix-only": _PREFIX_ONLY,
     "load-only": _LOAD_ONLY,
     "random": _RANDOM,
