@@ -82,3 +82,13 @@ async def wait_until(pred: Callable[[], Any], timeout_s: float = 5.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not await pred():  # noqa: ASYNC110 (polling a condition under a deadline)
             await asyncio.sleep(0.02)
+
+
+async def assert_completion_and_chat_answered(client: Any, fleet: set[str]) -> None:
+    """One completions and one chat request through the gateway: answered by a fleet member."""
+    done = await client.completions.with_raw_response.create(
+        model=MODEL, prompt="Say hello", max_tokens=4)
+    assert done.headers[SERVED_BY] in fleet and done.parse().choices[0].text
+    chat = await client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
+    assert chat.headers[SERVED_BY] in fleet and chat.parse().choices[0].message.content

@@ -8,7 +8,16 @@ from pathlib import Path
 import aiohttp
 import openai
 import pytest
-from _gateway_stack import MODEL, SERVED_BY, endpoint_id, flag, run_epp, run_gateway, wait_until
+from _gateway_stack import (
+    MODEL,
+    SERVED_BY,
+    assert_completion_and_chat_answered,
+    endpoint_id,
+    flag,
+    run_epp,
+    run_gateway,
+    wait_until,
+)
 
 from llmd.sim import RunningSim
 
@@ -70,12 +79,7 @@ async def test_llm_d_default_config_in_full_routes_through_envoy(
         got = await _epp_metrics(http, epp.listening.metrics_port)
         assert not any(k.startswith("llmd_epp_scrape_errors_total") and v for k, v in got.items())
         fleet = {endpoint_id(s) for s in sims}
-        done = await client.completions.with_raw_response.create(
-            model=MODEL, prompt="Say hello", max_tokens=4)
-        assert done.headers[SERVED_BY] in fleet and done.parse().choices[0].text
-        chat = await client.chat.completions.with_raw_response.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
-        assert chat.headers[SERVED_BY] in fleet and chat.parse().choices[0].message.content
+        await assert_completion_and_chat_answered(client, fleet)
 
 
 async def test_metrics_data_source_path_is_the_one_scraped(

@@ -15,6 +15,7 @@ import openai
 from _gateway_stack import (
     MODEL,
     SERVED_BY,
+    assert_completion_and_chat_answered,
     endpoint_id,
     flag,
     run_epp,
@@ -42,12 +43,7 @@ async def test_openai_client_through_the_gateway_over_both_dialects(engine: str)
     async with LocalStack(spec) as stack, openai.AsyncOpenAI(
             base_url=stack.url + "/v1", api_key="none", max_retries=0) as client:
         fleet = {ep.address for ep in stack.endpoints}
-        done = await client.completions.with_raw_response.create(
-            model=MODEL, prompt="Say hello", max_tokens=4)
-        assert done.headers[SERVED_BY] in fleet and done.parse().choices[0].text
-        chat = await client.chat.completions.with_raw_response.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
-        assert chat.headers[SERVED_BY] in fleet and chat.parse().choices[0].message.content
+        await assert_completion_and_chat_answered(client, fleet)
         stream = await client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4,
             stream=True)

@@ -2,8 +2,7 @@
 
 The config's parser reads the body (`openai-parser` by default). Errors are `RequestError`s the
 ext_proc server turns into immediate responses: 400 for a body the parser cannot read, 503 when
-no endpoint can serve, 429 when a sheddable request
-(priority < 0) meets a saturated pool.
+no endpoint can serve, 429 when a sheddable request (priority < 0) meets a saturated pool.
 """
 
 from __future__ import annotations
