@@ -58,6 +58,39 @@ def test_malformed_bodies_are_400(body: bytes, message: str) -> None:
         _director().decide("r", "/v1/completions", {}, body)
 
 
+LONE = '"x\\ud800y"'  # JSON text for a string holding a lone UTF-16 surrogate
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    pytest.param(f'{{"model": "m", "prompt": {LONE}}}', "prompt", id="prompt"),
+    pytest.param(f'{{"model": "m", "prompt": ["a", {LONE}]}}', "prompt", id="prompt-list"),
+    pytest.param(f'{{"model": {LONE}, "prompt": "x"}}', "model", id="model"),
+    pytest.param(f'{{"model": "m", "prompt": "x", "cache_salt": {LONE}}}', "cache_salt",
+                 id="cache-salt"),
+    pytest.param(f'{{"model": "m", "messages": [{{"role": "user", "content": {LONE}}}]}}',
+                 "messages", id="content"),
+    pytest.param(f'{{"model": "m", "messages": [{{"role": {LONE}, "content": "x"}}]}}',
+                 "messages", id="role"),
+    pytest.param(f'{{"model": "m", "input": [{LONE}]}}', "input", id="input"),
+])
+def test_lone_surrogates_are_400_naming_the_field(body: str, param: str) -> None:
+    with pytest.raises(BadRequestError, match="lone UTF-16 surrogate") as caught:
+        _director().decide("r", "/v1/completions", {}, body.encode())
+    assert caught.value.param == param
+
+
+def test_a_surrogate_pair_is_one_character_and_routes() -> None:
+    body = '{"model": "m", "prompt": "smile \\ud83d\\ude00"}'.encode()
+    assert _director().decide("r", "/v1/completions", {}, body).request.prompt == "smile \U0001f600"
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deep_nesting_is_400(depth: int) -> None:
+    body = b'{"model": "m", "prompt": "x", "extra": ' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(BadRequestError, match="nests JSON too deeply"):
+        _director().decide("r", "/v1/completions", {}, body)
+
+
 def test_empty_pool_is_503_and_headers_only_goes_anywhere() -> None:
     with pytest.raises(NoEndpointError):
         _director(()).decide("r", "/v1/completions", {}, _body(prompt="x"))

@@ -13,6 +13,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
 from llmd.epp import (
+    PLUGINS,
     RESPONSE_METADATA_NAMESPACE,
     SESSION_HEADER,
     Datastore,
@@ -21,6 +22,7 @@ from llmd.epp import (
     parse_endpoint_flag,
 )
 from llmd.epp.extproc import ExtProcServicer
+from llmd.epp.plugins import NoParams
 
 BUFFERED = mode_pb2.ProcessingMode.BUFFERED
 DUPLEX = mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
@@ -121,3 +123,39 @@ async def test_full_duplex_sets_the_token_on_the_response_headers(
     assert answer.WhichOneof("response") == "response_headers"
     mutation = answer.response_headers.response.header_mutation.set_headers
     assert [(h.header.key, h.header.raw_value.decode()) for h in mutation] == expected
+
+
+class _BrokenScorer:
+    """A scorer with a bug: every call raises."""
+
+    type = "broken-scorer"
+    Params = NoParams
+
+    def __init__(self, name: str, params: NoParams) -> None:
+        self.name, self.params = name, params
+
+    def score(self, request: object, pool: object) -> dict[str, float]:
+        raise KeyError("a bug")
+
+
+@pytest.mark.parametrize("mode", [BUFFERED, DUPLEX], ids=["buffered", "full-duplex"])
+async def test_a_plugin_bug_is_a_json_500_not_a_grpc_error(mode: int) -> None:
+    """A gRPC error would let FailOpen route the request round robin, unscheduled."""
+    store = Datastore()
+    store.set_endpoints([parse_endpoint_flag("10.0.0.1:8000")])
+    registry = {**PLUGINS, _BrokenScorer.type: _BrokenScorer}
+    config = load_config(text="apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+                         "plugins:\n- type: broken-scorer\n", registry=registry)
+    servicer = ExtProcServicer(Director(store, config), max_body_bytes=1 << 20)
+    headers = _headers()
+    headers.protocol_config.request_body_mode = mode
+    body = json.dumps({"model": "m", "prompt": "hello"}).encode()
+
+    async def messages() -> AsyncIterator[pb.ProcessingRequest]:
+        yield headers
+        yield pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True))
+
+    responses = [r async for r in servicer.Process(messages(), None)]
+    last = responses[-1].immediate_response
+    assert last.status.code == 500
+    assert json.loads(last.body)["error"]["message"] == "internal error in the endpoint picker"

@@ -62,9 +62,18 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     ) -> AsyncIterator[pb.ProcessingResponse]:
         stream = _Stream(self)
         async for msg in request_iterator:
-            if msg.HasField("protocol_config"):
-                stream.configure(msg.protocol_config)
-            for response in stream.handle(msg):
+            try:
+                if msg.HasField("protocol_config"):
+                    stream.configure(msg.protocol_config)
+                responses = list(stream.handle(msg))
+            except Exception:
+                # A bug, never the client's input: answer it as a JSON 500 instead of failing
+                # the gRPC stream, which FailOpen would turn into an unscheduled request.
+                log.exception("internal error handling an ext_proc %s message",
+                              msg.WhichOneof("request"))
+                yield immediate(RequestError("internal error in the endpoint picker"))
+                return
+            for response in responses:
                 yield response
             stream.after()
             if stream.closed:
