@@ -66,3 +66,16 @@ def test_engine_for_command(argv: list[str], expected: str | None) -> None:
 def test_side_ports(engine: str, role: str) -> None:
     ports = get_adapter(engine).side_ports(ServeSpec(model="m", role=role))  # type: ignore[arg-type]
     assert ports == ((8998,) if (engine, role) == ("sglang", "prefill") else ())
+
+
+def test_env_prefixes_name_only_this_engine(engine: str) -> None:
+    """`llmd render` keeps one engine's env (VLLM_*) off the other's containers by prefix."""
+    from llmd.engines import ENGINES
+
+    own = get_adapter(engine).env_prefixes
+    assert own and all(p.isupper() and p.endswith("_") for p in own)
+    for other in ENGINES:
+        if other != engine:
+            theirs = get_adapter(other).env_prefixes
+            assert not [(a, b) for a in own for b in theirs
+                        if a.startswith(b) or b.startswith(a)]

@@ -182,9 +182,12 @@ class EngineAdapter(Protocol):
     engine_type_label: ClassVar[str]
     """Value of the `llm-d.ai/engine-type` pod label."""
     sidecar_connector: ClassVar[str]
+    """`llmd sidecar --kv-connector` value for this engine's P/D protocol."""
     serve_model_command: ClassVar[str]
     """ModelService `modelCommand` that runs this engine's server (`vllmServe`, `sglangServe`)."""
-    """`llmd sidecar --kv-connector` value for this engine's P/D protocol."""
+    env_prefixes: ClassVar[tuple[str, ...]]
+    """Prefixes of the environment variables only this engine reads (`VLLM_`): a renderer keeps
+    them off the other engines' containers."""
     metric_names: ClassVar[MetricNames]
     pd: ClassVar[PdProtocol]
     """The engine's P/D handshake (what the legs carry, how the decode side gets the KV)."""

@@ -29,6 +29,7 @@ class SGLangAdapter:
     engine_type_label: ClassVar[str] = "sglang"
     sidecar_connector: ClassVar[str] = "sglang"
     serve_model_command: ClassVar[str] = "sglangServe"
+    env_prefixes: ClassVar[tuple[str, ...]] = ("SGLANG_", "SGL_")  # SGL_ is the older spelling
     default_port: ClassVar[int] = 30000
     listen_host: ClassVar[str | None] = "0.0.0.0"  # SGLang's default host is 127.0.0.1
     tp_spans_nodes: ClassVar[bool] = True  # --nnodes/--node-rank: one TP group over hosts

@@ -29,6 +29,7 @@ class VllmAdapter:
     engine_type_label: ClassVar[str] = "vllm"
     sidecar_connector: ClassVar[str] = "nixlv2"
     serve_model_command: ClassVar[str] = "vllmServe"
+    env_prefixes: ClassVar[tuple[str, ...]] = ("VLLM_",)
     default_port: ClassVar[int] = 8000
     listen_host: ClassVar[str | None] = None  # vLLM binds every interface by default
     tp_spans_nodes: ClassVar[bool] = False  # only with Ray, which llmd does not deploy
