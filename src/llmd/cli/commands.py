@@ -88,6 +88,9 @@ def epp(
     pool_namespace: Annotated[str, typer.Option(help="InferencePool namespace")] = "default",
     refresh_metrics_interval_s: Annotated[float, typer.Option(help="scrape interval")] = 0.05,
     scrape_timeout_s: Annotated[float, typer.Option(help="timeout of one scrape")] = 1.0,
+    stale_after_s: Annotated[float, typer.Option(
+        help="an endpoint with no good scrape for this long stops being a candidate (one whose "
+             "scrape is refused stops at once); its next good scrape brings it back")] = 2.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     list_plugins: Annotated[bool, typer.Option(help="print plugin types and parameters")] = False,
     kubernetes: Annotated[bool, typer.Option(
@@ -117,7 +120,7 @@ def epp(
             endpoints_file=Path(endpoints_file) if endpoints_file else None,
             pool_name=pool_name, pool_namespace=pool_namespace,
             refresh_metrics_interval_s=refresh_metrics_interval_s,
-            scrape_timeout_s=scrape_timeout_s,
+            scrape_timeout_s=scrape_timeout_s, stale_after_s=stale_after_s,
         )
     except ValidationError as exc:
         typer.echo(str(config_error(exc, "llmd epp")), err=True)

@@ -1,9 +1,14 @@
-"""Endpoints of the pool, their labels and latest metrics; a frozen snapshot per request.
+"""Endpoints of the pool, their labels, latest metrics and health; a frozen snapshot per request.
 
-The datastore is written by discovery (the endpoint set) and the scraper (metrics) and read by
-the scheduler through `snapshot()`. The endpoint tuple is rebuilt lazily: at most once per
-snapshot after writes, so a large pool scraped every 50 ms costs O(N) per snapshot, not O(N)
+The datastore is written by discovery (the endpoint set) and the scraper (metrics, health) and
+read by the scheduler through `snapshot()`. The endpoint tuples are rebuilt lazily: at most once
+per snapshot after writes, so a large pool scraped every 50 ms costs O(N) per snapshot, not O(N)
 per scrape.
+
+Health is the filter every request passes whatever the config: an endpoint the scraper marked
+unhealthy (its scrape was refused or reset, or it has had no good scrape for longer than the
+staleness limit) is a member of the pool but not a candidate, until its next good scrape.
+A new endpoint is healthy until its scraper says otherwise.
 """
 
 from __future__ import annotations
@@ -57,12 +62,14 @@ class EndpointSpec:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """An endpoint with its latest scrape. `metrics_at` is `time.monotonic()` of that scrape."""
+    """An endpoint with its latest scrape. `metrics_at` is `time.monotonic()` of that scrape;
+    `healthy` False means the scraper took it out of scheduling (see the module docstring)."""
 
     id: EndpointId
     spec: EndpointSpec
     metrics: EndpointMetrics = field(default_factory=EndpointMetrics)
     metrics_at: float | None = None
+    healthy: bool = True
 
     @property
     def labels(self) -> Mapping[str, str]:
@@ -77,19 +84,26 @@ class Endpoint:
 class PoolSnapshot:
     """The pool as one request sees it: immutable, so scoring needs no locks.
 
-    `candidates` starts as every endpoint; filters narrow it (a new snapshot per filter).
-    `generation` changes whenever the endpoint set changes (plugins prune per-endpoint state).
+    `candidates` starts as every healthy endpoint; filters narrow it (a new snapshot per
+    filter). `members` is every endpoint of the pool, healthy or not (default: the
+    candidates). `generation` changes whenever the endpoint set changes (plugins prune
+    per-endpoint state).
     """
 
     candidates: tuple[Endpoint, ...]
     now: float
     generation: int = 0
+    members: tuple[Endpoint, ...] | None = None
 
     def with_candidates(self, candidates: Iterable[Endpoint]) -> PoolSnapshot:
-        return replace(self, candidates=tuple(candidates))
+        return replace(self, candidates=tuple(candidates),
+                       members=self.candidates if self.members is None else self.members)
 
     def ids(self) -> frozenset[EndpointId]:
-        return frozenset(ep.id for ep in self.candidates)
+        """Every member's id: per-endpoint state lives as long as the endpoint is in the pool,
+        through an unhealthy spell."""
+        return frozenset(ep.id for ep in (self.candidates if self.members is None
+                                          else self.members))
 
 
 class Datastore:
@@ -102,6 +116,7 @@ class Datastore:
         self._clock = clock
         self._by_id: dict[EndpointId, Endpoint] = {}
         self._tuple: tuple[Endpoint, ...] | None = ()
+        self._healthy: tuple[Endpoint, ...] | None = ()
         self.generation = 0
 
     def set_endpoints(self, specs: Iterable[EndpointSpec]) -> None:
@@ -117,15 +132,25 @@ class Datastore:
             self.generation += 1
             log.info("pool endpoints: %s", ", ".join(new) or "(none)")
         self._by_id = new
-        self._tuple = None
+        self._tuple = self._healthy = None
 
     def update_metrics(self, ep_id: EndpointId, metrics: EndpointMetrics) -> None:
-        """Record a successful scrape; ignored if the endpoint left meanwhile."""
+        """Record a successful scrape (which also makes the endpoint healthy); ignored if the
+        endpoint left meanwhile."""
         old = self._by_id.get(ep_id)
         if old is None:
             return
-        self._by_id[ep_id] = replace(old, metrics=metrics, metrics_at=self._clock())
-        self._tuple = None
+        self._by_id[ep_id] = replace(old, metrics=metrics, metrics_at=self._clock(),
+                                     healthy=True)
+        self._tuple = self._healthy = None
+
+    def set_healthy(self, ep_id: EndpointId, healthy: bool) -> None:
+        """Put an endpoint into scheduling or take it out; ignored if it left meanwhile."""
+        old = self._by_id.get(ep_id)
+        if old is None or old.healthy == healthy:
+            return
+        self._by_id[ep_id] = replace(old, healthy=healthy)
+        self._tuple = self._healthy = None
 
     def get(self, ep_id: EndpointId) -> Endpoint | None:
         return self._by_id.get(ep_id)
@@ -135,5 +160,12 @@ class Datastore:
             self._tuple = tuple(self._by_id.values())
         return self._tuple
 
+    def healthy(self) -> tuple[Endpoint, ...]:
+        if self._healthy is None:
+            members = self.endpoints()
+            self._healthy = tuple(ep for ep in members if ep.healthy)
+        return self._healthy
+
     def snapshot(self) -> PoolSnapshot:
-        return PoolSnapshot(self.endpoints(), self._clock(), self.generation)
+        """The healthy endpoints as candidates, every endpoint as members."""
+        return PoolSnapshot(self.healthy(), self._clock(), self.generation, self.endpoints())

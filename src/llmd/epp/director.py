@@ -82,7 +82,11 @@ class Director:
             request = self.config.parser.parse(request_id, path, headers, body, self.objectives)
         pool = self.store.snapshot()
         if not pool.candidates:
-            raise NoEndpointError("no endpoint in the inference pool can serve the request")
+            down = len(pool.members or ())
+            raise NoEndpointError(
+                f"no healthy endpoint in the inference pool: all {down} are unreachable or "
+                "their metrics are stale" if down else
+                "no endpoint in the inference pool can serve the request")
         if request.priority < 0:
             saturation = self.config.detector.saturation(pool)
             if self.metrics is not None:

@@ -45,6 +45,11 @@ class EppMetrics:
             ["plugin"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
         self._plugin_children: dict[str, Histogram] = {}
+        self.health_transitions = Counter(
+            "llmd_epp_endpoint_health_transitions_total",
+            "Endpoints entering (healthy) or leaving (unhealthy) scheduling",
+            ["endpoint", "state"], registry=registry,
+        )
         self.saturation = Gauge(
             "llmd_epp_pool_saturation_ratio", "Pool saturation at the last decision",
             registry=registry,
@@ -64,13 +69,17 @@ class EppMetrics:
                 self.decisions.remove(endpoint, outcome)
         with contextlib.suppress(KeyError):
             self.scrape_errors.remove(endpoint)
+        for state in ("healthy", "unhealthy"):
+            with contextlib.suppress(KeyError):
+                self.health_transitions.remove(endpoint, state)
 
 
 class PoolCollector(Collector):
     """Per-endpoint gauges of what the scraper last saw, read from the datastore when /metrics
     is scraped (nothing on the request path): `llmd_epp_endpoint_waiting_requests`,
-    `..._running_requests`, `..._kv_usage_ratio` and `..._metrics_age_seconds` (+Inf before the
-    first good scrape), labelled by endpoint. Like GIE's `inference_pool_per_pod_queue_size`."""
+    `..._running_requests`, `..._kv_usage_ratio`, `..._metrics_age_seconds` (+Inf before the
+    first good scrape) and `..._healthy` (1 or 0), labelled by endpoint. Like GIE's
+    `inference_pool_per_pod_queue_size`."""
 
     def __init__(self, store: Datastore, clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.clock = store, clock
@@ -84,6 +93,8 @@ class PoolCollector(Collector):
             "running": gauge("running_requests", "Running requests at the last scrape"),
             "kv": gauge("kv_usage_ratio", "KV-cache usage (0-1) at the last scrape"),
             "age": gauge("metrics_age_seconds", "Seconds since the last good scrape"),
+            "healthy": gauge("healthy", "1 while the endpoint is a scheduling candidate, 0 "
+                                        "while its scrapes fail (refused, or stale)"),
         }
         now = self.clock()
         for ep in self.store.endpoints():
@@ -91,4 +102,5 @@ class PoolCollector(Collector):
             families["running"].add_metric([ep.id], ep.metrics.running)
             families["kv"].add_metric([ep.id], ep.metrics.kv_usage)
             families["age"].add_metric([ep.id], ep.age_s(now))
+            families["healthy"].add_metric([ep.id], 1.0 if ep.healthy else 0.0)
         yield from families.values()

@@ -8,6 +8,12 @@ One loop per endpoint (a slow endpoint never delays the others), all owned by on
 and sharing one aiohttp session. A failed scrape keeps the previous metrics, which then age:
 once older than the saturation detector's `metricsStalenessThreshold` (default 2 s) the
 endpoint counts as saturated.
+
+The loops also keep each endpoint's health (`Datastore.set_healthy`): a scrape whose connection
+is refused or reset takes the endpoint out of scheduling at once (a dead process), metrics
+older than `stale_after_s` (a hung or unreachable one: timeouts, errors) take it out then, and
+the first good scrape puts it back. Each transition is logged once and counted in
+`llmd_epp_endpoint_health_transitions_total`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from llmd.engines import EndpointMetrics, MetricsPage, get_adapter
-from llmd.epp.datastore import Datastore, EndpointId, EndpointSpec
+from llmd.epp.datastore import Datastore, Endpoint, EndpointId, EndpointSpec
 from llmd.epp.metrics import EppMetrics
 from llmd.errors import EngineError
 
@@ -38,6 +44,7 @@ class ScrapeSettings:
     scheme: str = "http"
     verify_tls: bool = True
     engine_of: Callable[[EndpointSpec], str] | None = None  # None: `EndpointSpec.engine`
+    stale_after_s: float = 2.0
 
 
 class Scraper:
@@ -89,6 +96,7 @@ class Scraper:
 
     async def _loop(self, ep_id: EndpointId, stop: asyncio.Event) -> None:
         failing = False
+        joined = time.monotonic()
         while not stop.is_set():
             started = time.monotonic()
             ep = self.store.get(ep_id)
@@ -103,15 +111,50 @@ class Scraper:
                 if self.metrics is not None:
                     self.metrics.scrape_errors.labels(ep_id).inc()
                 if not failing:
-                    log.warning("scraping %s failed: %s", ep_id, exc or type(exc).__name__)
+                    log.warning("scraping %s failed: %s", ep_id, _describe(exc))
                 failing = True
+                self._judge(ep, joined, exc)
             else:
                 if failing:
                     log.info("scraping %s recovered", ep_id)
                 failing = False
+                if not ep.healthy:
+                    self._transition(ep_id, True, "its metrics answer again")
                 self.store.update_metrics(ep_id, metrics)
             delay = self.settings.interval_s - (time.monotonic() - started)
             await _wait(stop, max(delay, 0.0))
+
+    def _judge(self, ep: Endpoint, joined: float, exc: Exception) -> None:
+        """After a failed scrape: unhealthy at once when the process is gone, else once the
+        last good scrape (or the endpoint's arrival) is older than `stale_after_s`."""
+        if not ep.healthy:
+            return
+        if _refused(exc):
+            self._transition(ep.id, False, f"its metrics connection failed ({_describe(exc)})")
+            return
+        age = time.monotonic() - (joined if ep.metrics_at is None else ep.metrics_at)
+        if age > self.settings.stale_after_s:
+            self._transition(ep.id, False, f"no good scrape for {age:.1f} s "
+                                           f"(last error: {_describe(exc)})")
+
+    def _transition(self, ep_id: EndpointId, healthy: bool, why: str) -> None:
+        state = "healthy" if healthy else "unhealthy"
+        log.log(logging.INFO if healthy else logging.WARNING,
+                "endpoint %s is %s: %s", ep_id,
+                "a candidate again" if healthy else "out of scheduling", why)
+        self.store.set_healthy(ep_id, healthy)
+        if self.metrics is not None:
+            self.metrics.health_transitions.labels(ep_id, state).inc()
+
+
+def _refused(exc: Exception) -> bool:
+    """A connection that was refused, reset or dropped: the process behind it is gone. Timeouts
+    are not (a busy server answers late), nor HTTP errors (it is there)."""
+    return isinstance(exc, aiohttp.ClientConnectionError) and not isinstance(exc, TimeoutError)
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 async def _wait(stop: asyncio.Event, timeout_s: float) -> None:

@@ -54,6 +54,8 @@ class EppSettings(LlmdModel):
     pool_namespace: str = "default"
     refresh_metrics_interval_s: float = Field(default=0.05, gt=0)
     scrape_timeout_s: float = Field(default=1.0, gt=0)
+    stale_after_s: float = Field(default=2.0, gt=0, description="an endpoint without a good "
+                                 "scrape for this long stops being a candidate")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_endpoints: int = Field(default=4096, gt=0)
     drain_timeout_s: float = Field(default=5.0, ge=0)
@@ -159,7 +161,8 @@ def _scrape_settings(config: EndpointPickerConfig, settings: EppSettings) -> Scr
     log.info("metrics: %s://<endpoint>%s (%s), read by %s", source.scheme, source.path,
              source.name, extractor.name)
     return ScrapeSettings(interval_s=settings.refresh_metrics_interval_s,
-                          timeout_s=settings.scrape_timeout_s, path=source.path,
+                          timeout_s=settings.scrape_timeout_s,
+                          stale_after_s=settings.stale_after_s, path=source.path,
                           scheme=source.scheme, verify_tls=source.verify_tls,
                           engine_of=extractor.engine_of)
 
