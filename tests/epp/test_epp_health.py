@@ -161,3 +161,32 @@ def test_no_healthy_endpoint_is_a_503_that_says_so() -> None:
     with pytest.raises(NoEndpointError, match="no healthy endpoint.*all 1 are unreachable"):
         Director(store, load_config()).decide("r", "/v1/completions", {},
                                               b'{"model": "m", "prompt": "x"}')
+
+
+@pytest.mark.parametrize(("status", "leaves"), [
+    pytest.param(503, True, id="503-a-sidecar-whose-engine-is-gone"),
+    pytest.param(502, True, id="502-likewise"),
+    pytest.param(500, False, id="500-there-but-failing-goes-stale-later"),
+])
+async def test_a_proxy_saying_its_server_is_gone_counts_as_refused(status: int,
+                                                                   leaves: bool) -> None:
+    async def handler(_: web.Request) -> web.Response:
+        return web.json_response({"error": "down"}, status=status)
+
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.create_server(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    spec = EndpointSpec("127.0.0.1", int(sock.getsockname()[1]))
+    store = Datastore()
+    store.set_endpoints([spec])
+    metrics = EppMetrics(CollectorRegistry())
+    try:
+        async with _scraping(store, ScrapeSettings(interval_s=0.01, stale_after_s=60.0),
+                             metrics):
+            await _until(lambda: metrics.scrape_errors.labels(spec.id)._value.get() >= 3)
+            assert (not _candidates(store)) is leaves
+    finally:
+        await runner.cleanup()

@@ -10,7 +10,8 @@ once older than the saturation detector's `metricsStalenessThreshold` (default 2
 endpoint counts as saturated.
 
 The loops also keep each endpoint's health (`Datastore.set_healthy`): a scrape whose connection
-is refused or reset takes the endpoint out of scheduling at once (a dead process), metrics
+is refused or reset, or answered 502/503 (the P/D sidecar in front of a dead engine), takes the
+endpoint out of scheduling at once (a dead process), metrics
 older than `stale_after_s` (a hung or unreachable one: timeouts, errors) take it out then, and
 the first good scrape puts it back. Each transition is logged once and counted in
 `llmd_epp_endpoint_health_transitions_total`.
@@ -66,6 +67,8 @@ class Scraper:
         adapter = get_adapter(spec.engine if s.engine_of is None else s.engine_of(spec))
         timeout = aiohttp.ClientTimeout(total=s.timeout_s)
         async with self.session.get(url, timeout=timeout, ssl=s.verify_tls) as resp:
+            if resp.status in _PROXY_DOWN:
+                raise _ServerGone(f"GET {url}: HTTP {resp.status}")
             if resp.status != 200:
                 raise EngineError(f"GET {url}: HTTP {resp.status}")
             text = await resp.text()
@@ -147,9 +150,20 @@ class Scraper:
             self.metrics.health_transitions.labels(ep_id, state).inc()
 
 
+_PROXY_DOWN = frozenset({502, 503})
+
+
+class _ServerGone(EngineError):
+    """The metrics page answered 502/503: a proxy in front of the engine (the P/D sidecar)
+    cannot reach it."""
+
+
 def _refused(exc: Exception) -> bool:
-    """A connection that was refused, reset or dropped: the process behind it is gone. Timeouts
-    are not (a busy server answers late), nor HTTP errors (it is there)."""
+    """A connection that was refused, reset or dropped, or a proxy saying its server is: the
+    process behind it is gone. Timeouts are not (a busy server answers late), nor other HTTP
+    errors (it is there)."""
+    if isinstance(exc, _ServerGone):
+        return True
     return isinstance(exc, aiohttp.ClientConnectionError) and not isinstance(exc, TimeoutError)
 
 
