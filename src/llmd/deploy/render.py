@@ -23,6 +23,7 @@ from llmd.deploy._dra import role_claim
 from llmd.deploy._model import model_source
 from llmd.deploy._plan import plan_roles
 from llmd.deploy._sources import deep_merge, load_values_sources, render_tpl
+from llmd.deploy._types import TYPE_ERROR
 from llmd.deploy._ssrf import ssrf_pool, ssrf_rbac
 from llmd.deploy._stack import routing_objects
 from llmd.deploy._workloads import Names, role_objects
@@ -91,7 +92,9 @@ def _values_error(exc: ValidationError, source: str) -> ConfigError:
     problems = []
     for err, line in zip(exc.errors(include_url=False), config_error(exc, source).problems,
                          strict=True):
-        if err["type"] == "literal_error":
+        if err["type"] == TYPE_ERROR:
+            line = f"{source}: {format_loc(_user_loc(err['loc']))}: {err['msg']}"
+        elif err["type"] == "literal_error":
             expected = str((err.get("ctx") or {}).get("expected", ""))
             allowed = [a.strip().strip("'") for a in expected.replace(" or ", ", ").split(",")]
             value = err.get("input")

@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from llmd.config import LlmdModel
+from llmd.deploy._types import Bool, Int, Level, Quantity
 from llmd.engines import EngineName
 
 __all__ = [
@@ -95,15 +96,15 @@ class Parallelism(_Values):
     """Per-pod tensor parallelism and data parallelism over the LWS group, as the chart's
     helpers compute them from whichever fields are set (see `effective`)."""
 
-    tensor: Annotated[int | None, Field(ge=1)] = None
-    data: Annotated[int | None, Field(ge=1)] = None
-    data_local: Annotated[int | None, Field(ge=1)] = None
-    workers: Annotated[int | None, Field(ge=1)] = None
+    tensor: Annotated[Int | None, Field(ge=1)] = None
+    data: Annotated[Int | None, Field(ge=1)] = None
+    data_local: Annotated[Int | None, Field(ge=1)] = None
+    workers: Annotated[Int | None, Field(ge=1)] = None
 
 
 class Resources(_Values):
-    limits: dict[str, str | int | float] = {}
-    requests: dict[str, str | int | float] = {}
+    limits: dict[str, Quantity] = {}
+    requests: dict[str, Quantity] = {}
     claims: list[dict[str, str]] = []
 
 
@@ -125,7 +126,7 @@ class Container(_Values):
     image_pull_policy: str = ""
     ports: list[Json] = []
     resources: Resources = Field(default_factory=Resources)
-    mount_model_volume: bool = False
+    mount_model_volume: Bool = False
     volume_mounts: list[Json] = []
     extra_config: Json = {}
     security_context: Json | None = None
@@ -133,9 +134,9 @@ class Container(_Values):
     readiness_probe: Json | None = None
     startup_probe: Json | None = None
     working_dir: str | None = None
-    stdin: bool | None = None
-    tty: bool | None = None
-    probes: bool = True
+    stdin: Bool | None = None
+    tty: Bool | None = None
+    probes: Bool = True
     """llmd: add the engine's startup/readiness/liveness probes when none are given."""
 
 
@@ -151,7 +152,7 @@ def _default_container() -> Container:
 
 class RoleAccelerator(_Values):
     type: str | None = None
-    dra: bool | None = None
+    dra: Bool | None = None
 
 
 class AcceleratorTypes(_Values):
@@ -160,7 +161,7 @@ class AcceleratorTypes(_Values):
 
 
 class PodMonitorValues(_Values):
-    enabled: bool = False
+    enabled: Bool = False
     port_name: str = "metrics"
     path: str = "/metrics"
     interval: str = "30s"
@@ -177,14 +178,14 @@ class Monitoring(_Values):
 
 
 class Autoscaling(_Values):
-    enabled: bool = False
+    enabled: Bool = False
 
 
 class RoleValues(_Values):
     """`decode` or `prefill`."""
 
-    create: bool = True
-    replicas: Annotated[int, Field(ge=0)] = 1
+    create: Bool = True
+    replicas: Annotated[Int, Field(ge=0)] = 1
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     parallelism: Parallelism = Field(default_factory=Parallelism)
     accelerator: RoleAccelerator | None = None
@@ -200,12 +201,12 @@ class RoleValues(_Values):
     pod_annotations: Json = {}
     scheduler_name: str | None = None
     priority_class_name: str | None = None
-    enable_service_links: bool | None = None
-    termination_grace_period_seconds: int | None = None
-    host_ipc: Annotated[bool | None, Field(alias="hostIPC")] = None
-    host_pid: Annotated[bool | None, Field(alias="hostPID")] = None
+    enable_service_links: Bool | None = None
+    termination_grace_period_seconds: Int | None = None
+    host_ipc: Annotated[Bool | None, Field(alias="hostIPC")] = None
+    host_pid: Annotated[Bool | None, Field(alias="hostPID")] = None
     sub_group_policy: Json | None = None
-    sub_group_exclusive_topology: bool | None = None
+    sub_group_exclusive_topology: Bool | None = None
     accelerator_types: AcceleratorTypes = Field(default_factory=AcceleratorTypes)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     extra_config: Json = {}
@@ -214,23 +215,23 @@ class RoleValues(_Values):
 
 
 class PrefillValues(RoleValues):
-    replicas: Annotated[int, Field(ge=0)] = 0
+    replicas: Annotated[Int, Field(ge=0)] = 0
 
 
 class ModelArtifacts(_Values):
     name: str = "random/model"
     uri: str = "hf://{{ .Values.modelArtifacts.name }}"
-    size: str | int = "5Mi"
+    size: Quantity = "5Mi"
     auth_secret_name: str = ""
     mount_path: str = "/model-cache"
-    read_only: bool = True
+    read_only: Bool = True
     labels: dict[str, str] = Field(
         default_factory=lambda: {"llm-d.ai/inference-serving": "true"})
 
 
 class Accelerator(_Values):
     type: str = "nvidia"
-    dra: bool = False
+    dra: Bool = False
     resources: dict[str, str] = Field(default_factory=lambda: dict(ACCELERATOR_RESOURCES))
     env: dict[str, list[Json]] = Field(default_factory=lambda: dict(ACCELERATOR_ENV))
     resource_claim_templates: Json = Field(
@@ -241,7 +242,7 @@ class SsrfProtection(_Values):
     """llmd: the routing sidecar calls only prefill targets that are pods of an InferencePool
     (llm-d's `--enable-ssrf-protection`, which the chart cannot render), with RBAC to watch it."""
 
-    enabled: bool = False
+    enabled: Bool = False
     inference_pool: str | None = None
     """`name` or `namespace/name`; default: the rendered InferencePool (`routing.inferencePool`)
     in the pods' own namespace."""
@@ -255,18 +256,18 @@ class Proxy(_Values):
 
     # Helm `null` removes a chart default, and with it the flag it would render.
     nullable: ClassVar[frozenset[str]] = frozenset({"secure", "zapEncoder", "zapLogLevel"})
-    enabled: bool = True
+    enabled: Bool = True
     image: str = DEFAULT_LLMD_IMAGE
     image_pull_policy: str = "Always"
-    target_port: Annotated[int, Field(ge=1, le=65535)] = 8200
+    target_port: Annotated[Int, Field(ge=1, le=65535)] = 8200
     connector: str | None = None
     """None: the decode engine's own connector (`nixlv2` for vLLM, `sglang` for SGLang)."""
-    secure: bool | None = False
-    prefiller_use_tls: Annotated[bool | None, Field(alias="prefillerUseTLS")] = None
+    secure: Bool | None = False
+    prefiller_use_tls: Annotated[Bool | None, Field(alias="prefillerUseTLS")] = None
     cert_path: str | None = None
-    zap_devel: bool | None = None
+    zap_devel: Bool | None = None
     zap_encoder: str | None = "json"
-    zap_log_level: str | int | None = "debug"
+    zap_log_level: Level | None = "debug"
     zap_stacktrace_level: str | None = None
     zap_time_encoding: str | None = None
     resources: Json | None = None
@@ -278,9 +279,9 @@ class Proxy(_Values):
 class InferencePool(_Values):
     """llmd: an `inference.networking.k8s.io/v1` InferencePool over the model's pods."""
 
-    enabled: bool = False
+    enabled: Bool = False
     name: str | None = None
-    target_ports: list[int] | None = None
+    target_ports: list[Int] | None = None
     """Default: `[routing.servicePort]` (the sidecar, or the engine without one)."""
     app_protocol: Literal["http", "kubernetes.io/h2c"] | None = None
     failure_mode: Literal["FailOpen", "FailClose"] = "FailOpen"
@@ -289,11 +290,11 @@ class InferencePool(_Values):
 class Epp(_Values):
     """llmd: the endpoint picker (`llmd epp`) for the pool, with its RBAC and config."""
 
-    enabled: bool | None = None
+    enabled: Bool | None = None
     """Default: on when the InferencePool is."""
     image: str = DEFAULT_LLMD_IMAGE
     image_pull_policy: str = "IfNotPresent"
-    replicas: Annotated[int, Field(ge=1)] = 1
+    replicas: Annotated[Int, Field(ge=1)] = 1
     config: Json | None = None
     """An EndpointPickerConfig; default: llm-d's default plugins (P/D-aware when P/D is on)."""
     extra_args: list[str] = []
@@ -304,7 +305,7 @@ class Epp(_Values):
 class HttpRoute(_Values):
     """llmd: an HTTPRoute from a Gateway to the InferencePool."""
 
-    enabled: bool = False
+    enabled: Bool = False
     name: str | None = None
     parent_refs: list[Json] = []
     path_prefix: str = "/"
@@ -312,7 +313,7 @@ class HttpRoute(_Values):
 
 
 class Routing(_Values):
-    service_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    service_port: Annotated[Int, Field(ge=1, le=65535)] = 8000
     proxy: Proxy = Field(default_factory=Proxy)
     inference_pool: InferencePool = Field(default_factory=InferencePool)
     epp: Epp = Field(default_factory=Epp)
@@ -337,7 +338,7 @@ class TracingVllm(_Values):
 class Tracing(_Values):
     """OpenTelemetry traces from the engines (the adapter's flags) and the sidecar (env)."""
 
-    enabled: bool = False
+    enabled: Bool = False
     otlp_endpoint: str = "http://otel-collector:4317"
     sampling: Sampling = Field(default_factory=Sampling)
     service_names: ServiceNames = Field(default_factory=ServiceNames)
@@ -347,9 +348,9 @@ class Tracing(_Values):
 class Requester(_Values):
     """Fast-model-actuation dual pods: known so they are not reported, not rendered by llmd."""
 
-    enable: bool = False
+    enable: Bool = False
     image: str = ""
-    admin_port: int = 8081
+    admin_port: Int = 8081
     port: Json = {}
     readiness_probe: Json = {}
     resources: Json = {}
@@ -358,7 +359,7 @@ class Requester(_Values):
 class LegacyDra(_Values):
     """v0.3.8's top-level `dra` block (replaced by `accelerator.dra` in v0.4.0)."""
 
-    enabled: bool = False
+    enabled: Bool = False
     type: str | None = None
     claim_templates: list[Json] = []
 
@@ -367,14 +368,14 @@ class Values(_Values):
     """The whole values tree."""
 
     common: Json = {}
-    enabled: bool = True
+    enabled: Bool = True
     fullname_override: str = ""
     name_override: str = ""
     service_account_override: str = ""
     scheduler_name: str | None = None
     tracing: Tracing = Field(default_factory=Tracing)
     model_artifacts: ModelArtifacts = Field(default_factory=ModelArtifacts)
-    multinode: bool = False
+    multinode: Bool = False
     accelerator: Accelerator = Field(default_factory=Accelerator)
     requester: Requester = Field(default_factory=Requester)
     routing: Routing = Field(default_factory=Routing)
