@@ -91,6 +91,11 @@ def epp(
     stale_after_s: Annotated[float, typer.Option(
         help="an endpoint with no good scrape for this long stops being a candidate (one whose "
              "scrape is refused stops at once); its next good scrape brings it back")] = 2.0,
+    fallback_endpoints: Annotated[int, typer.Option(
+        help="also name this many next-best endpoints after the destination (GIE's "
+             "comma-separated x-gateway-destination-endpoint; the sidecar's prefill list too), "
+             "for a gateway that retries on the next when one refuses, as `llmd gateway "
+             "--endpoint ...` does; 0 for gateways that accept one ip:port")] = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     list_plugins: Annotated[bool, typer.Option(help="print plugin types and parameters")] = False,
     kubernetes: Annotated[bool, typer.Option(
@@ -121,6 +126,7 @@ def epp(
             pool_name=pool_name, pool_namespace=pool_namespace,
             refresh_metrics_interval_s=refresh_metrics_interval_s,
             scrape_timeout_s=scrape_timeout_s, stale_after_s=stale_after_s,
+            fallback_endpoints=fallback_endpoints,
         )
     except ValidationError as exc:
         typer.echo(str(config_error(exc, "llmd epp")), err=True)

@@ -39,6 +39,12 @@ class Decision:
     def endpoint(self) -> str:
         return self.result.destination.id
 
+    @property
+    def destination_value(self) -> str:
+        """`x-gateway-destination-endpoint`: the destination, then its fallbacks, comma
+        separated (GIE's multi-endpoint form; a single `ip:port` without fallbacks)."""
+        return ",".join(ep.id for ep in self.result.destinations)
+
 
 class Director:
     def __init__(
@@ -48,10 +54,13 @@ class Director:
         metrics: EppMetrics | None = None,
         objectives: Mapping[str, int] | None = None,
         rng: random.Random | None = None,
+        fallback_endpoints: int = 0,
     ) -> None:
         self.store, self.config, self.metrics = store, config, metrics
         self.objectives = dict(config.objectives) | dict(objectives or {})
         self.rng = rng or random.Random()
+        self.fallback_endpoints = fallback_endpoints
+        config.scheduler.alternates = fallback_endpoints
         if metrics is not None:
             config.scheduler.timer = metrics.observe_plugin
 
@@ -98,8 +107,10 @@ class Director:
                 )
         scheduler = self.config.scheduler
         if body is None:  # llm-d sends body-less requests to a random endpoint
-            ep = self.rng.choice(pool.candidates)
-            result = SchedulingResult({"default": ProfileResult((ep,))}, primary="default")
+            picked = self.rng.sample(pool.candidates,
+                                     min(len(pool.candidates), 1 + self.fallback_endpoints))
+            result = SchedulingResult(
+                {"default": ProfileResult((picked[0],), tuple(picked[1:]))}, primary="default")
         else:
             scheduled = scheduler.schedule(request, pool)
             if scheduled is None:

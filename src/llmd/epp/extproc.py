@@ -168,7 +168,7 @@ class _Stream:
             # Nothing else to process (the response path is skipped): closing the stream
             # cleanly now lets Envoy proceed at once and saves gRPC work per request.
             self.closed = True
-        return routed(phase, decision.endpoint, decision.result.headers,
+        return routed(phase, decision.destination_value, decision.result.headers,
                       decision.response_headers)
 
 

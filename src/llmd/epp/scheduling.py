@@ -49,8 +49,11 @@ class SchedulerProfile:
     picker: Picker
 
     def run(self, request: InferenceRequest, pool: PoolSnapshot,
-            timer: PluginTimer = _ignore) -> ProfileResult | None:
-        """Filter, score and pick, timing each plugin; None when no candidate is left."""
+            timer: PluginTimer = _ignore, alternates: int = 0) -> ProfileResult | None:
+        """Filter, score and pick, timing each plugin; None when no candidate is left.
+
+        `alternates`: how many of the best remaining candidates (by total score) to return
+        besides the picker's targets."""
         for f in self.filters:
             t0 = perf_counter()
             kept = f.filter(request, pool)
@@ -74,7 +77,14 @@ class SchedulerProfile:
         t0 = perf_counter()
         targets = self.picker.pick(request, scored)
         timer(self.picker.name, perf_counter() - t0)
-        return ProfileResult(targets) if targets else None
+        if not targets:
+            return None
+        if alternates <= 0 or len(scored) <= len(targets):
+            return ProfileResult(targets)
+        chosen = {ep.id for ep in targets}
+        rest = sorted((item for item in scored if item[0].id not in chosen),
+                      key=lambda item: item[1], reverse=True)
+        return ProfileResult(targets, tuple(ep for ep, _ in rest[:alternates]))
 
 
 class Scheduler:
@@ -94,6 +104,9 @@ class Scheduler:
         self.hooks = tuple(hooks)
         self.response_hooks = tuple(response_hooks)
         self.timer: PluginTimer = _ignore
+        self.alternates = 0
+        """Fallback endpoints each profile returns besides its targets (the EPP's
+        `--fallback-endpoints`)."""
 
     def schedule(self, request: InferenceRequest, pool: PoolSnapshot) -> SchedulingResult | None:
         """The decision for `request`; None when no endpoint can serve it."""
@@ -108,7 +121,7 @@ class Scheduler:
             if not todo:
                 break
             for name, profile in todo.items():
-                results[name] = profile.run(request, pool, timer)
+                results[name] = profile.run(request, pool, timer, self.alternates)
         return self.handler.process_results(request, results)
 
     def response_headers(

@@ -56,6 +56,10 @@ class EppSettings(LlmdModel):
     scrape_timeout_s: float = Field(default=1.0, gt=0)
     stale_after_s: float = Field(default=2.0, gt=0, description="an endpoint without a good "
                                  "scrape for this long stops being a candidate")
+    fallback_endpoints: int = Field(
+        default=0, ge=0, le=16, description="endpoints named after the destination, best "
+        "first, for a gateway that tries the next when one refuses (GIE's multi-endpoint "
+        "`x-gateway-destination-endpoint`); 0 for gateways that take one `ip:port`")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_endpoints: int = Field(default=4096, gt=0)
     drain_timeout_s: float = Field(default=5.0, ge=0)
@@ -106,7 +110,8 @@ async def serve(
     metrics = EppMetrics(registry_)
     store = Datastore(max_endpoints=settings.max_endpoints)
     registry_.register(PoolCollector(store))
-    director = Director(store, config, metrics, objectives)
+    director = Director(store, config, metrics, objectives,
+                        fallback_endpoints=settings.fallback_endpoints)
     scrape = _scrape_settings(config, settings)
 
     async with AsyncExitStack() as stack:

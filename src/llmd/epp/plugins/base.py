@@ -53,9 +53,16 @@ class NoParams(LlmdModel):
 
 @dataclass(frozen=True, slots=True)
 class ProfileResult:
-    """The endpoints one profile picked, best first (usually one)."""
+    """The endpoints one profile picked, best first (usually one), and `alternates`: the next
+    best candidates of the same profile (filtered and scored like the targets), best first,
+    for the gateway to try when the targets cannot be reached (GIE's fallback endpoints)."""
 
     targets: tuple[Endpoint, ...]
+    alternates: tuple[Endpoint, ...] = ()
+
+    def ranked(self) -> tuple[Endpoint, ...]:
+        """Targets, then alternates: the order a gateway tries them in."""
+        return self.targets + self.alternates
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,12 @@ class SchedulingResult:
     @property
     def destination(self) -> Endpoint:
         return self.results[self.primary].targets[0]
+
+    @property
+    def destinations(self) -> tuple[Endpoint, ...]:
+        """The primary profile's targets then alternates: where the gateway may send the
+        request, in order (the first one that accepts the connection serves it)."""
+        return self.results[self.primary].ranked()
 
 
 class Plugin(Protocol):

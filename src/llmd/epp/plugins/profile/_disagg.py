@@ -28,6 +28,18 @@ def needs_prefill(target: Endpoint) -> bool:
     return not get_adapter(target.spec.engine).pd.decode_alone
 
 
+def _same_engine(decoded: ProfileResult) -> ProfileResult:
+    """The decode result with only endpoints of the first target's engine: a retry on another
+    decode endpoint must speak the same P/D protocol as the prefill endpoint chosen for the
+    first (and, without a prefill, serve alone the way the first would)."""
+    first = decoded.targets[0]
+    engine = first.spec.engine
+    if all(ep.spec.engine == engine for ep in decoded.ranked()):
+        return decoded
+    return ProfileResult(tuple(ep for ep in decoded.targets if ep.spec.engine == engine),
+                         tuple(ep for ep in decoded.alternates if ep.spec.engine == engine))
+
+
 class DecodeFirst:
     """Decode profile first (primary), then the prefill profile when the decider approves.
 
@@ -83,12 +95,13 @@ class DecodeFirst:
         decoded = results.get(self.decode_profile)
         if decoded is None:
             return None
-        chosen = {self.decode_profile: decoded}
+        chosen = {self.decode_profile: _same_engine(decoded)}
         headers: dict[str, str] = {}
         prefilled = results.get(self.prefill_profile)
         if prefilled is not None:
             chosen[self.prefill_profile] = prefilled
-            headers[PREFILLER_HEADER] = prefilled.targets[0].id  # `[v6]:port` for IPv6
+            # Best first, `[v6]:port` for IPv6; the sidecar tries the next when one refuses.
+            headers[PREFILLER_HEADER] = ",".join(ep.id for ep in prefilled.ranked())
         if self.prefill_profile in results:
             self._note_prefill(request, found=prefilled is not None)
         return SchedulingResult(chosen, primary=self.decode_profile, headers=headers)
