@@ -16,6 +16,7 @@ Each `RequestError` carries the HTTP status and the OpenAI error `type`, so ever
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 
@@ -84,15 +85,38 @@ class NoEndpointError(RequestError):
 
 
 def error_body(status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
-    """An OpenAI-style error body for a status that has no exception of its own."""
+    """An OpenAI-style error body for a status that has no exception of its own; the `type` is
+    `error_type`, else `status_type(status)`."""
     return {
         "error": {
             "message": message,
-            "type": error_type or _TYPE_BY_STATUS.get(status, "InternalServerError"),
+            "type": error_type or status_type(status),
             "param": None,
             "code": status,
         }
     }
+
+
+def status_type(status: int) -> str:
+    """The OpenAI-style error `type` for an HTTP error status.
+
+    The type of llmd's own exception for 400, 404, 413, 429 and 503; otherwise the status's
+    name in CamelCase ending in `Error`, as the OpenAI SDK names its exceptions (405
+    `MethodNotAllowedError`, 409 `ConflictError`, 422 `UnprocessableEntityError`, 431
+    `RequestHeaderFieldsTooLargeError`, 500 `InternalServerError`). A status `http.HTTPStatus`
+    does not know is `ClientError` below 500 and `InternalServerError` from 500.
+    """
+    known = _TYPE_BY_STATUS.get(status)
+    if known is not None:
+        return known
+    name = _STABLE_NAMES.get(status)
+    if name is None:
+        try:
+            name = HTTPStatus(status).name
+        except ValueError:
+            return "ClientError" if status < 500 else "InternalServerError"
+    camel = "".join(word.capitalize() for word in name.split("_"))
+    return camel if camel.endswith("Error") else camel + "Error"
 
 
 _TYPE_BY_STATUS = {
@@ -104,4 +128,10 @@ _TYPE_BY_STATUS = {
         RequestShedError,
         NoEndpointError,
     )
+}
+# Python 3.13 renamed these statuses (RFC 9110); one name on every Python llmd supports.
+_STABLE_NAMES = {
+    414: "URI_TOO_LONG",
+    416: "RANGE_NOT_SATISFIABLE",
+    422: "UNPROCESSABLE_ENTITY",
 }
