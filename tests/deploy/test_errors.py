@@ -67,7 +67,8 @@ CASES = [
                   "containers": [_container(modelCommand="sglangServe")]},
                   "decode": {"containers": [_container(modelCommand="sglangServe")]}},
                  "routing.proxy.connector: 'nixlv2' speaks vllm's P/D protocol, but decode "
-                 "runs sglang (use 'sglang'", id="connector-mismatch"),
+                 "runs sglang (decode.containers[0].modelCommand 'sglangServe'): use 'sglang'",
+                 id="connector-mismatch"),
     pytest.param({"modelArtifacts": {"uri": "s3://bucket/model"}},
                  "modelArtifacts.uri: 's3://bucket/model' is not one of hf://MODEL",
                  id="bad-uri-scheme"),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llmd.deploy._dra import RoleClaim
 from llmd.deploy._model import VOLUME, ModelSource
 from llmd.deploy._plan import RolePlan
+from llmd.deploy._problems import Problems
 from llmd.deploy._sources import deep_merge
 from llmd.deploy._ssrf import SsrfPool
 from llmd.deploy.values import Container, Values
@@ -41,6 +42,8 @@ class ContainerContext:
     """The role's DRA accelerator claim (then no device-plugin counts)."""
     ssrf: SsrfPool | None = None
     """The InferencePool the routing sidecar's SSRF allowlist follows, if protection is on."""
+    problems: Problems = field(default_factory=Problems)
+    """Where a container's problems go, so the next container is still checked."""
 
 
 def engine_container(ctx: ContainerContext, index: int) -> dict[str, Any]:
@@ -49,8 +52,8 @@ def engine_container(ctx: ContainerContext, index: int) -> dict[str, Any]:
     engine = ctx.plan.container_engines[index]
     where = f"{ctx.plan.name}.containers[{index}]"
     if not c.image:
-        raise ConfigError(f"{where}.image: required")
-    out: dict[str, Any] = {"name": c.name or "vllm", "image": c.image}
+        ctx.problems.add(f"{where}.image: required")
+    out: dict[str, Any] = {"name": c.name or "vllm", "image": c.image or ""}
     if c.security_context:
         out["securityContext"] = c.security_context
     if c.image_pull_policy:

@@ -9,16 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from llmd.deploy._pd import EngineSource, check_pd
 from llmd.deploy.values import Container, RoleValues, Values
-from llmd.engines import (
-    ADAPTERS,
-    DEFAULT_ENGINE,
-    ENGINES,
-    EngineName,
-    engine_for_command,
-    get_adapter,
-)
-from llmd.errors import ConfigError
+from llmd.engines import ADAPTERS, DEFAULT_ENGINE, EngineName, engine_for_command, get_adapter
 
 __all__ = ["Parallel", "RolePlan", "plan_roles"]
 
@@ -58,14 +51,16 @@ class RolePlan:
     """The engine of the role's serving containers (labels, probes, sidecar connector)."""
     container_engines: tuple[EngineName | None, ...]
     """Per container: its engine, None for a custom container that runs no known engine."""
+    engine_source: EngineSource | None
+    """Where `engine` comes from; None when no container runs a known engine (the default)."""
     engine_port: int
     pd: bool
     multinode: bool
 
 
-def plan_roles(values: Values, warnings: list[str]) -> list[RolePlan]:
-    """The decode and prefill plans for roles with `create: true`, checked."""
-    errors: list[str] = []
+def plan_roles(values: Values, warnings: list[str], errors: list[str]) -> list[RolePlan]:
+    """The decode and prefill plans for roles with `create: true`; every problem found is
+    appended to `errors` (the plans are then only good for finding more problems)."""
     routing = values.routing
     prefill, decode = values.prefill, values.decode
     pd = prefill.create and prefill.replicas > 0 and decode.create
@@ -82,30 +77,28 @@ def plan_roles(values: Values, warnings: list[str]) -> list[RolePlan]:
     for name, role in (("decode", decode), ("prefill", prefill)):
         if not role.create:
             continue
-        plan = _plan_role(name, role, values, pd, errors, warnings)  # type: ignore[arg-type]
-        if plan is not None:
-            plans.append(plan)
-    if errors:
-        raise ConfigError(errors)
+        plans.append(_plan_role(name, role, values, pd, errors, warnings))  # type: ignore[arg-type]
+    check_pd(plans, values, errors)
     return plans
 
 
 def _plan_role(name: RoleName, role: RoleValues, values: Values, pd: bool, errors: list[str],
-               warnings: list[str]) -> RolePlan | None:
+               warnings: list[str]) -> RolePlan:
     parallel = _parallel(name, role, values.multinode, errors)
-    engines = tuple(_container_engine(f"{name}.containers[{i}]", c, errors, warnings)
-                    for i, c in enumerate(role.containers))
+    found = [_container_engine(f"{name}.containers[{i}]", c, errors)
+             for i, c in enumerate(role.containers)]
+    engines = tuple(e for e, _ in found)
     if not role.containers:
         errors.append(f"{name}.containers: at least one container is required")
-    serving = [e for e in engines if e is not None]
-    engine: EngineName = serving[0] if serving else DEFAULT_ENGINE
+    serving = [(e, why) for e, why in found if e is not None]
+    engine: EngineName = serving[0][0] if serving else DEFAULT_ENGINE
     if not serving and role.containers:
         warnings.append(
             f"{name}.containers: no container runs a known engine; pods are labelled "
             f"{DEFAULT_ENGINE!r} (set `engine:` on the serving container)")
-    if parallel is None:
-        return None
-    if values.multinode:
+    if parallel is None:  # reported; one rank per pod, so the containers are still checked
+        parallel = Parallel(tensor=role.parallelism.tensor or 1, data=1, data_local=1, workers=1)
+    elif values.multinode:
         adapter = get_adapter(engine)
         if parallel.data != parallel.data_local * parallel.workers and not adapter.tp_spans_nodes:
             errors.append(
@@ -120,10 +113,9 @@ def _plan_role(name: RoleName, role: RoleValues, values: Values, pd: bool, error
     proxy = values.routing.proxy
     port = values.routing.service_port if name == "prefill" or not proxy.enabled \
         else proxy.target_port
-    _check_connector(name, engine, values, pd, errors)
     return RolePlan(name=name, values=role, parallel=parallel, engine=engine,
-                    container_engines=engines, engine_port=port, pd=pd,
-                    multinode=values.multinode)
+                    container_engines=engines, engine_source=serving[0][1] if serving else None,
+                    engine_port=port, pd=pd, multinode=values.multinode)
 
 
 def _parallel(name: str, role: RoleValues, multinode: bool, errors: list[str]) -> Parallel | None:
@@ -171,32 +163,25 @@ def _parallel(name: str, role: RoleValues, multinode: bool, errors: list[str]) -
     return Parallel(tensor=tensor, data=data, data_local=local, workers=workers)
 
 
-def _container_engine(where: str, c: Container, errors: list[str],
-                      warnings: list[str]) -> EngineName | None:
+def _container_engine(where: str, c: Container,
+                      errors: list[str]) -> tuple[EngineName | None, EngineSource]:
     command = c.model_command or "custom"
     implied = _COMMAND_ENGINE.get(command)
     if implied is not None:
         if c.engine is not None and c.engine != implied:
             errors.append(f"{where}.engine: {c.engine!r} contradicts modelCommand {command} "
                           f"(which runs {implied})")
-        return implied
+        return implied, EngineSource(f"{where}.modelCommand", repr(command))
+    if c.engine is not None:
+        source = EngineSource(f"{where}.engine", repr(c.engine))
+        if command == "custom" and not c.command:
+            errors.append(f"{where}.command: required when modelCommand is custom (or unset)")
+        return c.engine, source
     if command == "imageDefault":
-        return c.engine or DEFAULT_ENGINE
+        return DEFAULT_ENGINE, EngineSource(f"{where}.modelCommand",
+                                            "'imageDefault' (no engine: set)")
+    source = EngineSource(f"{where}.command", "the command")
     if not c.command:
         errors.append(f"{where}.command: required when modelCommand is custom (or unset)")
-        return c.engine
-    return c.engine or engine_for_command([*c.command, *c.args])
-
-
-def _check_connector(name: str, engine: EngineName, values: Values, pd: bool,
-                     errors: list[str]) -> None:
-    connector = values.routing.proxy.connector
-    if name != "decode" or not pd or connector is None:
-        return
-    own = get_adapter(engine).sidecar_connector
-    engine_connectors = {get_adapter(e).sidecar_connector: e for e in ENGINES}
-    if connector in engine_connectors and connector != own:
-        errors.append(
-            f"routing.proxy.connector: {connector!r} speaks "
-            f"{engine_connectors[connector]}'s P/D protocol, but decode runs {engine} "
-            f"(use {own!r}, or leave it unset)")
+        return None, source
+    return engine_for_command([*c.command, *c.args]), source

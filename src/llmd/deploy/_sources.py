@@ -4,12 +4,17 @@ Maps merge key by key; lists and scalars replace; a later `null` removes an earl
 models then see the key as unset). `--set` follows Helm's strvals: `a.b=c`, `a.b[0].c=d`,
 several comma-separated, `\\.` for a literal dot, `{x,y}` for a list, and `true`/`false`/`null`
 and integers typed.
+
+`load_sources()` also remembers which source set each value (`Sources.blame`), so a problem
+caused by `--set decode.replicas=true` names that argument and one caused by a file names the
+file.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +22,15 @@ import yaml
 
 from llmd.errors import ConfigError
 
-__all__ = ["deep_merge", "load_values_sources", "parse_set", "render_tpl"]
+__all__ = ["Loc", "Sources", "deep_merge", "load_sources", "load_values_sources", "parse_loc",
+           "parse_set", "render_tpl"]
+
+Loc = tuple[str | int, ...]
 
 _INDEX = re.compile(r"^(?P<key>.*?)\[(?P<index>\d+)\]$")
 _TPL = re.compile(r"\{\{-?\s*(?P<expr>[^{}]*?)\s*-?\}\}")
 _INT = re.compile(r"^-?(0|[1-9][0-9]*)$")
+_LOC_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -35,15 +44,98 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class Sources:
+    """The merged values tree and, per value, the source that set it last: a file's path or
+    `--set EXPR`. Lists are values as a whole unless a `--set` indexed into one."""
+
+    tree: dict[str, Any]
+    origins: dict[Loc, str] = field(default_factory=dict)
+    fallback: str = "values"
+    """Named when nothing in the tree says where a problem came from."""
+
+    def blame(self, loc: Loc, mentioned: Iterable[Loc] = ()) -> str:
+        """The sources behind a problem at `loc` that also names the paths `mentioned`: the
+        setter of `loc` (or of the list it is in) and of each mentioned path; when none of
+        them was set by anyone, the sources that set anything under `loc`'s nearest parent."""
+        labels: list[str] = []
+        for where in (loc, *mentioned):
+            label = self._setter(where)
+            if label is not None and label not in labels:
+                labels.append(label)
+        for n in range(len(loc), -1, -1):
+            if labels:
+                break
+            for path, label in self.origins.items():
+                if path[:n] == loc[:n] and label not in labels:
+                    labels.append(label)
+        return ", ".join(labels) or self.fallback
+
+    def _setter(self, loc: Loc) -> str | None:
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in self.origins:
+                return self.origins[loc[:n]]
+        return None
+
+
 def load_values_sources(files: Sequence[Path | str], sets: Sequence[str] = ()) -> dict[str, Any]:
     """Merge the files in order, then apply each `--set` expression."""
+    return load_sources(files, sets).tree
+
+
+def load_sources(files: Sequence[Path | str], sets: Sequence[str] = ()) -> Sources:
+    """`load_values_sources` that also records where each value came from. Every unreadable
+    file and bad `--set` is reported at once, in one ConfigError."""
     tree: dict[str, Any] = {}
+    origins: dict[Loc, str] = {}
+    problems: list[str] = []
     for file in files:
-        tree = deep_merge(tree, _load_file(Path(file)))
+        try:
+            data = _load_file(Path(file))
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        tree = deep_merge(tree, data)
+        _record(origins, (), data, str(file))
     for expr in sets:
-        for key, value in _split_set(expr):
-            _assign(tree, key, value, expr)
-    return tree
+        try:
+            for key, value in _split_set(expr):
+                _assign(tree, key, value, expr)
+                _record(origins, tuple(_keys(key)), value, f"--set {expr}")
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    for loc in [loc for loc in origins if not _is_leaf(tree, loc)]:
+        del origins[loc]  # replaced by a map, or removed
+    return Sources(tree, origins, ", ".join(str(f) for f in files) or "values")
+
+
+def _record(origins: dict[Loc, str], loc: Loc, value: Any, label: str) -> None:
+    if isinstance(value, dict) and value:
+        for key, child in value.items():
+            _record(origins, (*loc, key), child, label)
+        return
+    for path in [p for p in origins if p[:len(loc)] == loc]:
+        del origins[path]  # a later source replaced the value and everything under it
+    origins[loc] = label
+
+
+def _is_leaf(tree: Any, loc: Loc) -> bool:
+    node = tree
+    for key in loc:
+        if isinstance(key, int) and isinstance(node, list) and key < len(node):
+            node = node[key]
+        elif isinstance(key, str) and isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            return False
+    return not isinstance(node, dict) or not node
+
+
+def parse_loc(path: str) -> Loc:
+    """`decode.containers[0].image` → `("decode", "containers", 0, "image")`."""
+    return tuple(int(m[1]) if m[1] is not None else m[2] for m in _LOC_PART.finditer(path))
 
 
 def _load_file(path: Path) -> dict[str, Any]:

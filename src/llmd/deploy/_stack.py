@@ -40,6 +40,10 @@ def routing_objects(values: Values, names: Names, pd: bool) -> list[dict[str, An
     if pool_on and not values.model_artifacts.labels:
         errors.append("modelArtifacts.labels: the InferencePool selects pods by these labels; "
                       "give at least one")
+    ports = routing.inference_pool.target_ports or [routing.service_port]
+    if pool_on and (len(set(ports)) != len(ports) or not 1 <= len(ports) <= 8):
+        errors.append(f"routing.inferencePool.targetPorts: {ports} must be 1 to 8 "
+                      "distinct ports")
     if errors:
         raise ConfigError(errors)
     pool_name = routing.inference_pool.name or names.fullname
@@ -57,9 +61,6 @@ def routing_objects(values: Values, names: Names, pd: bool) -> list[dict[str, An
 def _pool(values: Values, names: Names, name: str, epp: str | None) -> dict[str, Any]:
     pool = values.routing.inference_pool
     ports = pool.target_ports or [values.routing.service_port]
-    if len(set(ports)) != len(ports) or not 1 <= len(ports) <= 8:
-        raise ConfigError(f"routing.inferencePool.targetPorts: {ports} must be 1 to 8 "
-                          "distinct ports")
     spec: dict[str, Any] = {"selector": {"matchLabels": dict(values.model_artifacts.labels)},
                             "targetPorts": [{"number": p} for p in ports]}
     if pool.app_protocol:

@@ -11,6 +11,7 @@ from llmd.deploy._containers import (
     engine_container,
     otel_env,
 )
+from llmd.deploy._pd import go_sidecar
 from llmd.deploy._plan import RolePlan
 from llmd.deploy._sources import deep_merge
 from llmd.deploy._ssrf import ssrf_args, ssrf_env
@@ -19,7 +20,6 @@ from llmd.errors import ConfigError
 
 __all__ = ["Names", "pod_labels", "role_objects"]
 
-GO_SIDECAR_IMAGES = ("llm-d-routing-sidecar", "llm-d-router-disagg-sidecar")
 WORKER_LABEL = "llm-d.ai/multinode-worker"
 
 
@@ -130,7 +130,8 @@ def _pod_spec(ctx: ContainerContext, service_account: str, *, leader: bool) -> d
         spec["nodeSelector"] = role.node_selector
     init = []
     if plan.name == "decode" and values.routing.proxy.enabled and leader:
-        init.append(_proxy(ctx))
+        with ctx.problems.collect():
+            init.append(_proxy(ctx))
     init += role.init_containers
     if init:
         spec["initContainers"] = init
@@ -170,7 +171,10 @@ def _pod_spec(ctx: ContainerContext, service_account: str, *, leader: bool) -> d
                           "resourceClaimTemplateName": ctx.claim.template_name})
     if claims:
         spec["resourceClaims"] = claims
-    spec["containers"] = [engine_container(ctx, i) for i in range(len(role.containers))]
+    spec["containers"] = []
+    for i in range(len(role.containers)):
+        with ctx.problems.collect():
+            spec["containers"].append(engine_container(ctx, i))
     if role.tolerations:
         spec["tolerations"] = role.tolerations
     if role.extra_config:
@@ -183,7 +187,7 @@ def _proxy(ctx: ContainerContext) -> dict[str, Any]:
     proxy = routing.proxy
     connector = proxy.connector or get_adapter(ctx.plan.engine).sidecar_connector
     out: dict[str, Any] = {"name": "routing-proxy"}
-    go_image = any(image in proxy.image for image in GO_SIDECAR_IMAGES)
+    go_image = go_sidecar(ctx.values)
     if go_image:
         out["args"] = _go_sidecar_args(routing.service_port, proxy.target_port, connector, proxy)
     else:

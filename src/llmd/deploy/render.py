@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from llmd.config import config_error, did_you_mean, format_loc
 from llmd.deploy._containers import ContainerContext
 from llmd.deploy._dra import role_claim
-from llmd.deploy._model import model_source
+from llmd.deploy._model import VOLUME, ModelSource, model_source
 from llmd.deploy._plan import plan_roles
-from llmd.deploy._sources import deep_merge, load_values_sources, render_tpl
-from llmd.deploy._types import TYPE_ERROR
+from llmd.deploy._problems import Problems, mentions, report, unknown_entries, validate
+from llmd.deploy._sources import Sources, deep_merge, load_sources, render_tpl
 from llmd.deploy._ssrf import ssrf_pool, ssrf_rbac
 from llmd.deploy._stack import routing_objects
 from llmd.deploy._workloads import Names, role_objects
@@ -46,24 +45,29 @@ class Rendered:
 
 def render_files(files: Sequence[Path | str], sets: Sequence[str] = (), *,
                  release: str = "llmd", namespace: str | None = None) -> Rendered:
-    tree = load_values_sources(files, sets)
-    source = ", ".join(str(f) for f in files) or "values"
-    return render_values(tree, release=release, namespace=namespace, source=source)
+    """Render the merged `-f` files and `--set` expressions; a ConfigError lists every
+    problem, each naming the file or `--set` argument that set the value."""
+    return _render_sources(load_sources(files, sets), release, namespace)
 
 
 def render_values(tree: dict[str, Any], *, release: str = "llmd", namespace: str | None = None,
                   source: str = "values") -> Rendered:
-    tree = _merge_chart_maps(tree)
-    try:
-        values = Values.model_validate(tree)
-    except ValidationError as exc:
-        raise _values_error(exc, source) from None
-    warnings = [f"{source}: {w}" for w in unknown_keys(values)]
-    try:
-        objects = _render(values, release, namespace, warnings)
-    except ConfigError as exc:
-        raise ConfigError([f"{source}: {p}" for p in exc.problems]) from None
-    return Rendered(objects, warnings)
+    """Render an already merged values tree; problems name `source`."""
+    return _render_sources(Sources(tree, fallback=source), release, namespace)
+
+
+def _render_sources(sources: Sources, release: str, namespace: str | None) -> Rendered:
+    values, lines, removed = validate(_merge_chart_maps(sources.tree))
+    unknown = unknown_entries(Values, sources.tree)
+    warnings: list[str] = []
+    objects: list[dict[str, Any]] = []
+    if values is not None:
+        problems = Problems()
+        objects = _render(values, release, namespace, warnings, problems)
+        lines += [line for line in problems.lines if not mentions(line, removed)]
+    if lines:
+        raise ConfigError(report(lines, sources, unknown))
+    return Rendered(objects, report([u.line for u in unknown] + warnings, sources, ()))
 
 
 def _merge_chart_maps(tree: dict[str, Any]) -> dict[str, Any]:
@@ -87,31 +91,12 @@ def _merge_chart_maps(tree: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _values_error(exc: ValidationError, source: str) -> ConfigError:
-    """`config_error`, with enum choices listed plainly: `'x' is not one of a, b, c`."""
-    problems = []
-    for err, line in zip(exc.errors(include_url=False), config_error(exc, source).problems,
-                         strict=True):
-        if err["type"] == TYPE_ERROR:
-            line = f"{source}: {format_loc(_user_loc(err['loc']))}: {err['msg']}"
-        elif err["type"] == "literal_error":
-            expected = str((err.get("ctx") or {}).get("expected", ""))
-            allowed = [a.strip().strip("'") for a in expected.replace(" or ", ", ").split(",")]
-            value = err.get("input")
-            hint = did_you_mean(str(value), allowed)
-            line = (f"{source}: {format_loc(_user_loc(err['loc']))}: {value!r} is not one of "
-                    f"{', '.join(allowed)}{hint}")
-        problems.append(line)
-    return ConfigError(problems)
-
-
-def _user_loc(loc: Sequence[Any]) -> list[int | str]:
-    return [p for p in loc if isinstance(p, int) or ("[" not in p and "-" not in p[:1])]
-
-
-def _render(values: Values, release: str, namespace: str | None,
-            warnings: list[str]) -> list[dict[str, Any]]:
-    _unsupported(values)
+def _render(values: Values, release: str, namespace: str | None, warnings: list[str],
+            problems: Problems) -> list[dict[str, Any]]:
+    """The objects; every independent part is rendered even after another failed, so that
+    `problems` holds all of them."""
+    with problems.collect():
+        _unsupported(values)
     if not values.enabled:
         return []
     fullname = _fullname(values, release)
@@ -128,9 +113,16 @@ def _render(values: Values, release: str, namespace: str | None,
             return {k: tpl(v, f"{where}.{k}") for k, v in obj.items()}
         return obj
 
-    uri = tpl(values.model_artifacts.uri, "modelArtifacts.uri")
-    source = model_source(values.model_artifacts, uri)
-    plans = plan_roles(values, warnings)
+    source = None
+    with problems.collect():
+        source = model_source(values.model_artifacts,
+                              tpl(values.model_artifacts.uri, "modelArtifacts.uri"))
+    if source is None:  # reported; the containers are still checked
+        source = ModelSource("hf", values.model_artifacts.name, {"name": VOLUME, "emptyDir": {}},
+                             False, ())
+    errors: list[str] = []
+    plans = plan_roles(values, warnings, errors)
+    problems.add(*errors)
     if source.scheme == "oci":
         warnings.append("modelArtifacts.uri: oci:// models are served from the image volume "
                         f"at {values.model_artifacts.mount_path} (the chart cannot render this)")
@@ -139,7 +131,9 @@ def _render(values: Values, release: str, namespace: str | None,
     if not values.service_account_override:
         objects.append({"apiVersion": "v1", "kind": "ServiceAccount",
                         "metadata": names.meta(fullname)})
-    ssrf = ssrf_pool(values, fullname, any(p.name == "decode" for p in plans))
+    ssrf = None
+    with problems.collect():
+        ssrf = ssrf_pool(values, fullname, any(p.name == "decode" for p in plans))
     if ssrf is not None:
         objects += ssrf_rbac(ssrf, names, account)
     for plan in plans:
@@ -148,11 +142,15 @@ def _render(values: Values, release: str, namespace: str | None,
             objects.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
                             "metadata": names.meta(claim.template_name),
                             "spec": claim.template})
-        ctx = ContainerContext(values, plan, source, tpl, claim=claim, ssrf=ssrf)
-        objects += role_objects(ctx, names, account)
-    pd = any(p.pd for p in plans)
-    objects += routing_objects(values, names, pd)
-    objects += [tpl(o, f"extraObjects[{i}]") for i, o in enumerate(values.extra_objects)]
+        ctx = ContainerContext(values, plan, source, tpl, claim=claim, ssrf=ssrf,
+                               problems=problems)
+        with problems.collect():
+            objects += role_objects(ctx, names, account)
+    with problems.collect():
+        objects += routing_objects(values, names, any(p.pd for p in plans))
+    for i, obj in enumerate(values.extra_objects):
+        with problems.collect():
+            objects.append(tpl(obj, f"extraObjects[{i}]"))
     return objects
 
 
@@ -178,25 +176,9 @@ def _fullname(values: Values, release: str) -> str:
 
 
 def unknown_keys(values: BaseModel) -> list[str]:
-    """`path: unknown key` for every key the chart would silently ignore."""
-    out: list[str] = []
-    _walk(values, (), out)
-    return out
-
-
-def _walk(model: BaseModel, loc: tuple[int | str, ...], out: list[str]) -> None:
-    known = [f.alias or name for name, f in type(model).model_fields.items()]
-    for key in model.model_extra or {}:
-        out.append(f"{format_loc([*loc, key])}: unknown key, ignored{did_you_mean(key, known)}")
-    for name, info in type(model).model_fields.items():
-        value = getattr(model, name)
-        key = info.alias or name
-        if isinstance(value, BaseModel):
-            _walk(value, (*loc, key), out)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, BaseModel):
-                    _walk(item, (*loc, key, i), out)
+    """`path: unknown key, ignored` for every key the chart would silently ignore."""
+    data = values.model_dump(by_alias=True, exclude_unset=True)
+    return [u.line for u in unknown_entries(type(values), data)]
 
 
 class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
