@@ -118,12 +118,35 @@ async def test_pd_stack_disaggregates_long_prompts_only(engine: str) -> None:
         for ep in stack.prefill:
             child = next(c for c in stack.children if c.spec.name == ep.name)
             await stop_process(child.proc)
-        start = time.monotonic()
-        with pytest.raises(openai.APIStatusError) as info:
-            await gw.completions.create(model=MODEL, prompt=long_prompt(3), max_tokens=3)
-        assert time.monotonic() - start < 15
-        assert info.value.status_code in (502, 503), info.value
-        assert "prefill" in info.value.message or "bootstrap" in info.value.message
+        await _epp_sees_unhealthy(http, stack, {ep.address for ep in stack.prefill})
+        # Every prefill endpoint is gone: a decode role that serves alone (vLLM) computes the
+        # prompt itself; one that cannot (SGLang decode mode) is a 503 saying why.
+        if alone:
+            raw = await gw.completions.with_raw_response.create(
+                model=MODEL, prompt=long_prompt(3), max_tokens=3)
+            assert raw.headers[KV_SOURCE] == "local"
+        else:
+            start = time.monotonic()
+            with pytest.raises(openai.APIStatusError) as info:
+                await gw.completions.create(model=MODEL, prompt=long_prompt(3), max_tokens=3)
+            assert time.monotonic() - start < 15
+            assert info.value.status_code == 503, info.value
+            assert "no prefill endpoint" in info.value.message
+
+
+async def _epp_sees_unhealthy(http: aiohttp.ClientSession, stack: LocalStack,
+                              addresses: set[str]) -> None:
+    """Until the EPP's /metrics reports every one of `addresses` out of scheduling."""
+    assert stack.epp is not None
+    async with asyncio.timeout(10):
+        while True:
+            async with http.get(stack.epp.metrics_url) as resp:
+                text = await resp.text()
+            down = {s.labels["endpoint"] for f in text_string_to_metric_families(text)
+                    for s in f.samples if s.name == "llmd_epp_endpoint_healthy" and not s.value}
+            if addresses <= down:
+                return
+            await asyncio.sleep(0.05)  # polling a condition under a deadline
 
 
 async def _never_cross(gw: openai.AsyncOpenAI, engine: str) -> None:

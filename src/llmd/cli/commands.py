@@ -322,9 +322,14 @@ def up(
 def gateway(
     epp: Annotated[str | None, typer.Option(
         help="EPP ext_proc host:port (omit for plain round robin over --fallback)")] = None,
+    endpoint: Annotated[list[str] | None, typer.Option(
+        help="the pool's ip:port endpoints (repeatable): Envoy connects only to these and, "
+             "when one refuses, retries the next the EPP named (llmd epp "
+             "--fallback-endpoints); without any, it connects to the one ip:port the EPP "
+             "names")] = None,
     fallback: Annotated[list[str] | None, typer.Option(
         help="ip:port used when the EPP is down with FailOpen, or always without --epp "
-             "(repeatable)")] = None,
+             "(repeatable; default: the --endpoint list)")] = None,
     failure_mode: Annotated[str, typer.Option(help="FailOpen or FailClose")] = "FailClose",
     ext_proc_mode: Annotated[str, typer.Option(help="buffered or full-duplex")] = "buffered",
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
@@ -333,7 +338,7 @@ def gateway(
     concurrency: Annotated[int, typer.Option(help="Envoy worker threads")] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
-    """Run Envoy in front of the pool: ext_proc to the EPP, ORIGINAL_DST to its choice."""
+    """Run Envoy in front of the pool: ext_proc to the EPP, then the endpoint it picked."""
     from pydantic import ValidationError
 
     from llmd.config import config_error
@@ -342,7 +347,8 @@ def gateway(
     try:
         spec = GatewaySpec(
             host=host, port=port, admin_port=admin_port, epp=epp,
-            fallback_endpoints=tuple(fallback or ()), failure_mode=failure_mode,
+            endpoints=tuple(endpoint or ()), fallback_endpoints=tuple(fallback or ()),
+            failure_mode=failure_mode,
             ext_proc_mode=ext_proc_mode,
         )
     except ValidationError as exc:

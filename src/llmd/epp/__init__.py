@@ -17,6 +17,7 @@ from llmd.epp.discovery import (
 )
 from llmd.epp.headers import (
     DESTINATION_HEADER,
+    LB_METADATA_NAMESPACE,
     PREFILLER_HEADER,
     RESPONSE_HEADERS,
     RESPONSE_METADATA_NAMESPACE,
@@ -42,6 +43,7 @@ __all__ = [
     "EndpointSpec",
     "EppSettings",
     "InferenceRequest",
+    "LB_METADATA_NAMESPACE",
     "Listening",
     "PLUGINS",
     "PREFILLER_HEADER",

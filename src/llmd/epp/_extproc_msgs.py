@@ -10,10 +10,14 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
-from llmd.epp.headers import DESTINATION_HEADER, PREFILLER_HEADER, RESPONSE_METADATA_NAMESPACE
+from llmd.epp.headers import (
+    DESTINATION_HEADER,
+    LB_METADATA_NAMESPACE,
+    PREFILLER_HEADER,
+    RESPONSE_METADATA_NAMESPACE,
+)
 from llmd.errors import RequestError
 
-LB_METADATA_NAMESPACE = "envoy.lb"
 BODY_CHUNK_BYTES = 62_000  # what GIE re-sends per message (pkg/common/envoy/chunking.go)
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _REMOVABLE = (PREFILLER_HEADER,)

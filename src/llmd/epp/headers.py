@@ -16,6 +16,7 @@ from __future__ import annotations
 
 __all__ = [
     "DESTINATION_HEADER",
+    "LB_METADATA_NAMESPACE",
     "PREFILLER_HEADER",
     "RESPONSE_HEADERS",
     "RESPONSE_METADATA_NAMESPACE",
@@ -24,7 +25,11 @@ __all__ = [
 ]
 
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
-"""`ip:port` of the endpoint Envoy's ORIGINAL_DST cluster connects to (GIE protocol)."""
+"""`ip:port` of the endpoint the gateway connects to, or several, comma separated and best
+first, for a gateway that tries the next when one refuses (GIE protocol)."""
+
+LB_METADATA_NAMESPACE = "envoy.lb"
+"""Dynamic metadata namespace carrying the same destination value (GIE protocol)."""
 
 PREFILLER_HEADER = "x-prefiller-host-port"
 """`ip:port` (`[v6]:port`) of the prefill endpoint for the decode pod's sidecar (llm-d P/D)."""

@@ -3,21 +3,34 @@
 The shape follows ../shared/reference/envoy-extproc.md (checked with Envoy 1.40):
 
 - `header_mutation` first strips any client-sent `x-gateway-destination-endpoint` and
-  `x-prefiller-host-port`, so only the EPP can choose an endpoint or a prefill target (also on
-  the FailOpen route, where the EPP never saw the request);
+  `x-prefiller-host-port`, and the `x-envoy-*` headers that would let a client change retries
+  or timeouts, so only the EPP can choose an endpoint or a prefill target (also on the FailOpen
+  route, where the EPP never saw the request);
 - `ext_proc` to the EPP cluster (HTTP/2) with `request_body_mode: BUFFERED`; the response path
   is skipped (`response_header_mode: SKIP`, `response_body_mode: NONE`). `ext_proc_mode:
   full-duplex` uses GIE's `FULL_DUPLEX_STREAMED` both ways instead (what other Gateway API
   inference gateways send the EPP);
-- route 1: requests carrying the EPP's header go to the `ORIGINAL_DST` cluster keyed on it
-  (`timeout: 0s`: no whole-request limit for long streams), and the response gets the headers
-  the EPP named in `llmd.response_headers` dynamic metadata (the session token; ext_proc
-  accepts that one namespace from the EPP). `%DYNAMIC_METADATA%`, not `%REQ%` of an internal
-  request header: removing such a header before it goes upstream empties `%REQ%` too, and a
-  header absent from the metadata is simply not added;
+- route 1: requests carrying the EPP's header go to the `pool` cluster (`timeout: 0s`: no
+  whole-request limit for long streams), and the response gets the headers the EPP named in
+  `llmd.response_headers` dynamic metadata (the session token; ext_proc accepts that one
+  namespace from the EPP). `%DYNAMIC_METADATA%`, not `%REQ%` of an internal request header:
+  removing such a header before it goes upstream empties `%REQ%` too, and a header absent from
+  the metadata is simply not added;
+- the `pool` cluster: with the pool's `endpoints` known, a STATIC cluster of exactly those with
+  Envoy's `override_host` load balancer reading the EPP's header, which may name several
+  endpoints best first (GIE's multi-endpoint protocol, `llmd epp --fallback-endpoints`): an
+  attempt whose connection is refused or reset before response headers is retried on the next
+  one, up to `retries` times, and when the list is used up the fallback balancer selects no host
+  (a 503), so nothing the EPP did not name is ever reached. Without `endpoints`, an
+  `ORIGINAL_DST` cluster connects to the one `ip:port` the EPP names, with no retry elsewhere;
 - route 2: requests without it (the EPP is down or timed out) follow the pool's failure mode:
-  FailOpen sends them round-robin to the fallback endpoints, FailClose answers 503 with an
-  OpenAI-style JSON body. ext_proc itself always "allows" failures so that route 2 decides.
+  FailOpen sends them round-robin to the fallback endpoints (retrying another one on a refused
+  connection), FailClose answers 503 with an OpenAI-style JSON body. ext_proc itself always
+  "allows" failures so that route 2 decides;
+- the listener bounds slow clients (`request_headers_timeout_s` for the header block,
+  `request_timeout_s` for the whole request, `idle_timeout_s` between requests) and header size
+  (`max_request_headers_kb`, Envoy's 60 KB default, which the simulators accept too), and every
+  error Envoy generates itself is OpenAI-style JSON (`_local_reply`).
 
 Without an EPP (`epp=None`) the gateway is plain round-robin over the fallback endpoints, the
 baseline `bench/epp_overhead.py` compares against.
@@ -33,11 +46,13 @@ from pydantic import Field, field_validator
 from llmd.config import LlmdModel
 from llmd.epp import (
     DESTINATION_HEADER,
+    LB_METADATA_NAMESPACE,
     RESPONSE_HEADERS,
     RESPONSE_METADATA_NAMESPACE,
     ROUTING_HEADERS,
 )
 from llmd.errors import error_body
+from llmd.gateway._local_reply import local_reply_config
 
 __all__ = ["ExtProcMode", "FailureMode", "GatewaySpec", "render_bootstrap"]
 
@@ -60,15 +75,33 @@ class GatewaySpec(LlmdModel):
         default="buffered",
         description="buffered: llmd's default, response path skipped; full-duplex: GIE's "
         "FULL_DUPLEX_STREAMED both ways, as Gateway API inference gateways configure it")
+    endpoints: tuple[str, ...] = Field(
+        (), description="the pool's ip:port endpoints, when known: the EPP's fallback list is "
+        "retried in order on a refused connection, and nothing else is ever reached; empty: "
+        "ORIGINAL_DST to the single ip:port the EPP names")
     fallback_endpoints: tuple[str, ...] = Field(
-        (), description="ip:port endpoints for FailOpen (and round-robin without an EPP)"
-    )
+        (), description="ip:port endpoints for FailOpen (and round-robin without an EPP); "
+        "empty: `endpoints`")
+    retries: int = Field(default=3, ge=0, le=16, description="further attempts after a "
+                         "refused or reset connection (each on the EPP's next endpoint)")
     ext_proc_message_timeout_s: float = Field(default=10.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
-    stream_idle_timeout_s: float = Field(default=3600.0, ge=0)
+    stream_idle_timeout_s: float = Field(default=300.0, ge=0, description="no bytes either way "
+                                         "on a request for this long ends it (0: never)")
+    request_headers_timeout_s: float = Field(default=10.0, gt=0, description="time a client "
+                                             "has to send its whole header block")
+    request_timeout_s: float = Field(default=60.0, gt=0, description="time a client has to "
+                                     "send its whole request (headers and body)")
+    idle_timeout_s: float = Field(default=300.0, gt=0, description="an idle client "
+                                  "connection is closed after this long")
+    max_request_headers_kb: int = Field(default=60, gt=0, le=8192)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
-    @field_validator("epp", "fallback_endpoints")
+    @property
+    def failopen_endpoints(self) -> tuple[str, ...]:
+        return self.fallback_endpoints or self.endpoints
+
+    @field_validator("epp", "endpoints", "fallback_endpoints")
     @classmethod
     def _host_ports(cls, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
         for item in (value,) if isinstance(value, str) else value or ():
@@ -86,24 +119,37 @@ def render_bootstrap(spec: GatewaySpec) -> dict[str, Any]:
     if spec.epp is not None:
         clusters += [_epp_cluster(spec), _pool_cluster(spec)]
         http_filters.append(_ext_proc_filter(spec))
+        route: dict[str, Any] = {"cluster": "pool", "timeout": "0s"}
+        if spec.endpoints and spec.retries:
+            route["retry_policy"] = _retry_policy(spec)
         routes.append({
             "match": {"prefix": "/", "headers": [
                 {"name": DESTINATION_HEADER, "present_match": True}]},
-            "route": {"cluster": "pool", "timeout": "0s"},
+            "route": route,
             "response_headers_to_add": [{
                 "header": {"key": h,
                            "value": f"%DYNAMIC_METADATA({RESPONSE_METADATA_NAMESPACE}:{h})%"},
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             } for h in RESPONSE_HEADERS],
         })
-    use_fallback = spec.fallback_endpoints and (spec.epp is None or spec.failure_mode == "FailOpen")
+    use_fallback = spec.failopen_endpoints and (spec.epp is None
+                                                or spec.failure_mode == "FailOpen")
     if use_fallback:
         clusters.append(_fallback_cluster(spec))
-        routes.append({"match": {"prefix": "/"}, "route": {"cluster": "fallback", "timeout": "0s"}})
+        fallback: dict[str, Any] = {"cluster": "fallback", "timeout": "0s"}
+        if spec.retries:
+            fallback["retry_policy"] = {**_retry_policy(spec), "retry_host_predicate": [{
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {"@type": _T + "extensions.retry.host.previous_hosts.v3."
+                                               "PreviousHostsPredicate"}}]}
+        routes.append({"match": {"prefix": "/"}, "route": fallback})
     else:
         body = error_body(503, "the endpoint picker is unavailable and the pool fails closed")
         routes.append({"match": {"prefix": "/"}, "direct_response": {
-            "status": 503, "body": {"inline_string": json.dumps(body)}}})
+            "status": 503, "body": {"inline_string": json.dumps(body)}},
+            "response_headers_to_add": [{
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]})
     http_filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": _T + "extensions.filters.http.router.v3.Router"}})
     hcm = {
@@ -111,10 +157,14 @@ def render_bootstrap(spec: GatewaySpec) -> dict[str, Any]:
         "stat_prefix": "gateway",
         "codec_type": "AUTO",
         "stream_idle_timeout": _dur(spec.stream_idle_timeout_s),
-        "request_timeout": "0s",
+        "request_headers_timeout": _dur(spec.request_headers_timeout_s),
+        "request_timeout": _dur(spec.request_timeout_s),
+        "common_http_protocol_options": {"idle_timeout": _dur(spec.idle_timeout_s)},
+        "max_request_headers_kb": spec.max_request_headers_kb,
         "route_config": {"name": "pool", "virtual_hosts": [
             {"name": "pool", "domains": ["*"], "routes": routes}]},
         "http_filters": http_filters,
+        "local_reply_config": local_reply_config(),
     }
     return {
         "admin": {"address": _addr(spec.host, spec.admin_port)},
@@ -133,11 +183,34 @@ def render_bootstrap(spec: GatewaySpec) -> dict[str, Any]:
     }
 
 
+# Envoy obeys these request headers from any client (retries, timeouts, the ORIGINAL_DST
+# target); only the gateway's own config may decide those.
+_ENVOY_CONTROL_HEADERS = (
+    "x-envoy-max-retries", "x-envoy-retry-on", "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-status-codes", "x-envoy-retriable-header-names",
+    "x-envoy-upstream-rq-timeout-ms", "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-hedge-on-per-try-timeout", "x-envoy-original-dst-host",
+    "x-envoy-upstream-alt-stat-name", "x-envoy-expected-rq-timeout-ms",
+)
+
+
 def _strip_destination_filter() -> dict[str, Any]:
+    removed = (*ROUTING_HEADERS, *_ENVOY_CONTROL_HEADERS)
     return {"name": "envoy.filters.http.header_mutation", "typed_config": {
         "@type": _T + "extensions.filters.http.header_mutation.v3.HeaderMutation",
-        "mutations": {"request_mutations": [{"remove": h} for h in ROUTING_HEADERS]},
+        "mutations": {"request_mutations": [{"remove": h} for h in removed]},
     }}
+
+
+def _retry_policy(spec: GatewaySpec) -> dict[str, Any]:
+    """Retry what cannot have reached a model server's output: a refused connection, a stream
+    refused or reset before response headers (a process that died while taking the request).
+    Retries never happen once response headers went to the client."""
+    return {
+        "retry_on": "connect-failure,refused-stream,reset",
+        "num_retries": spec.retries,
+        "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
+    }
 
 
 def _ext_proc_filter(spec: GatewaySpec) -> dict[str, Any]:
@@ -189,32 +262,70 @@ def _epp_cluster(spec: GatewaySpec) -> dict[str, Any]:
 
 
 def _pool_cluster(spec: GatewaySpec) -> dict[str, Any]:
+    if not spec.endpoints:
+        return {
+            "name": "pool",
+            "type": "ORIGINAL_DST",
+            "lb_policy": "CLUSTER_PROVIDED",
+            "connect_timeout": _dur(spec.connect_timeout_s),
+            "original_dst_lb_config": {"use_http_header": True,
+                                       "http_header_name": DESTINATION_HEADER},
+            "circuit_breakers": _breakers(),
+        }
     return {
         "name": "pool",
-        "type": "ORIGINAL_DST",
-        "lb_policy": "CLUSTER_PROVIDED",
+        "type": "STATIC",
         "connect_timeout": _dur(spec.connect_timeout_s),
-        "original_dst_lb_config": {"use_http_header": True,
-                                   "http_header_name": DESTINATION_HEADER},
+        "load_assignment": _assignment("pool", spec.endpoints),
+        "load_balancing_policy": {"policies": [_policy(
+            "override_host", "override_host.v3.OverrideHost", {
+                # The header and the `envoy.lb` metadata carry the same list (GIE); the
+                # header is read first because the EPP sets both and a client cannot.
+                "override_host_sources": [
+                    {"header": DESTINATION_HEADER},
+                    {"metadata": {"key": LB_METADATA_NAMESPACE,
+                                  "path": [{"key": DESTINATION_HEADER}]}}],
+                "fallback_policy": {"policies": [_NO_HOST]},
+            })]},
         "circuit_breakers": _breakers(),
     }
 
 
+def _policy(name: str, proto: str, config: dict[str, Any]) -> dict[str, Any]:
+    return {"typed_extension_config": {
+        "name": f"envoy.load_balancing_policies.{name}",
+        "typed_config": {"@type": _T + f"extensions.load_balancing_policies.{proto}",
+                         **config}}}
+
+
+# override_host's fallback once the EPP's list is used up (or names no pool member): a subset
+# balancer whose only subset needs a key no endpoint has, without fallback, selects no host.
+_NO_HOST = _policy("subset", "subset.v3.Subset", {
+    "subset_selectors": [{"keys": ["llmd-never-matches"]}],
+    "fallback_policy": "NO_FALLBACK",
+    "subset_lb_policy": {"policies": [_policy("round_robin", "round_robin.v3.RoundRobin", {})]},
+})
+
+
 def _fallback_cluster(spec: GatewaySpec) -> dict[str, Any]:
-    eps = [{"endpoint": {"address": _addr(*_split(e))}} for e in spec.fallback_endpoints]
     return {
         "name": "fallback",
         "type": "STATIC",
         "lb_policy": "ROUND_ROBIN",
         "connect_timeout": _dur(spec.connect_timeout_s),
-        "load_assignment": {"cluster_name": "fallback", "endpoints": [{"lb_endpoints": eps}]},
+        "load_assignment": _assignment("fallback", spec.failopen_endpoints),
         "circuit_breakers": _breakers(),
     }
 
 
+def _assignment(cluster: str, endpoints: tuple[str, ...]) -> dict[str, Any]:
+    eps = [{"endpoint": {"address": _addr(*_split(e))}} for e in endpoints]
+    return {"cluster_name": cluster, "endpoints": [{"lb_endpoints": eps}]}
+
+
 def _breakers() -> dict[str, Any]:
     return {"thresholds": [{"max_connections": _BIG, "max_pending_requests": _BIG,
-                            "max_requests": _BIG, "max_retries": 3}]}
+                            "max_requests": _BIG, "max_retries": _BIG}]}
 
 
 def _addr(host: str, port: int) -> dict[str, Any]:

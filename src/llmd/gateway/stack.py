@@ -70,6 +70,9 @@ class StackSpec(LlmdModel):
     failure_mode: FailureMode = "FailClose"
     ext_proc_mode: ExtProcMode = Field("buffered", description="how Envoy talks to the EPP "
                                        "(see GatewaySpec.ext_proc_mode)")
+    fallback_endpoints: int = Field(2, ge=0, le=16, description="`llmd epp "
+                                    "--fallback-endpoints`: endpoints Envoy tries after a "
+                                    "refused connection to the EPP's pick")
     envoy_concurrency: int = Field(1, ge=1, description="Envoy worker threads")
     start_timeout_s: float = Field(60.0, gt=0, description="per child, to become healthy")
     pd: bool = Field(False, description="P/D: engines are decode sims behind sidecars, plus "
@@ -202,7 +205,7 @@ class LocalStack:
                             epp=self.epp.address if self.epp else None,
                             failure_mode=self.spec.failure_mode,
                             ext_proc_mode=self.spec.ext_proc_mode,
-                            fallback_endpoints=tuple(e.address for e in self.endpoints)),
+                            endpoints=tuple(e.address for e in self.endpoints)),
                 supervisor=self._sup, concurrency=self.spec.envoy_concurrency,
                 ready_timeout_s=self.spec.start_timeout_s))
             self._progress("envoy", "ready")
@@ -228,6 +231,7 @@ class LocalStack:
         argv = [sys.executable, "-c", "from llmd.cli import main; main()", "epp",
                 "--host", spec.host, "--grpc-port", str(ports[0]),
                 "--grpc-health-port", str(ports[1]), "--metrics-port", str(ports[2]),
+                "--fallback-endpoints", str(spec.fallback_endpoints),
                 "--log-level", self.log_level]
         role = ",role=decode" if spec.pd else ""
         for ep in self.endpoints:

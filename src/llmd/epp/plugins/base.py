@@ -114,7 +114,8 @@ class ProfileHandler(Protocol):
     def process_results(
         self, request: InferenceRequest, results: Mapping[str, ProfileResult | None]
     ) -> SchedulingResult | None:
-        """Combine the profile results; None when no endpoint can serve (→ 503)."""
+        """Combine the profile results; None when no endpoint can serve (→ 503). A handler
+        that knows better why may raise `NoEndpointError` with its own message."""
         ...
 
 

@@ -13,6 +13,7 @@ from llmd.epp.plugins.base import Decider, ProfileResult, SchedulingResult
 from llmd.epp.plugins.filter._roles import role_of
 from llmd.epp.plugins.filter.decode_engine import DECODE_PICK_KEY
 from llmd.epp.request import InferenceRequest
+from llmd.errors import NoEndpointError
 
 if TYPE_CHECKING:
     from llmd.epp.scheduling import SchedulerProfile
@@ -104,6 +105,11 @@ class DecodeFirst:
             headers[PREFILLER_HEADER] = ",".join(ep.id for ep in prefilled.ranked())
         if self.prefill_profile in results:
             self._note_prefill(request, found=prefilled is not None)
+            target = decoded.targets[0]
+            if prefilled is None and needs_prefill(target):
+                raise NoEndpointError(
+                    f"no prefill endpoint can serve the request, and decode endpoint "
+                    f"{target.id} ({target.spec.engine}) cannot serve it without one")
         return SchedulingResult(chosen, primary=self.decode_profile, headers=headers)
 
     def _note_prefill(self, request: InferenceRequest, *, found: bool) -> None:
