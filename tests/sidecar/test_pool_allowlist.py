@@ -8,7 +8,8 @@ whenever a watch ends. Everything else is real: the `llmd sidecar` process (poin
 with `--kube-api-server`), and prefill and decode simulators of each engine's dialect.
 
 Prefill simulator A listens on 127.0.0.1, B on 127.0.0.2 (Linux routes 127.0.0.0/8 to `lo`);
-for SGLang both use one bootstrap port number, since the sidecar sends one.
+for SGLang both use one bootstrap port number, since the sidecar sends one. Their ports are
+ephemeral, so the pools name them as their target ports.
 """
 
 from __future__ import annotations
@@ -104,8 +105,16 @@ async def _until(pred: Callable[[], Awaitable[bool]], timeout_s: float, what: st
         await asyncio.sleep(0.05)
 
 
+SimsHook = Callable[[RunningSim, RunningSim], Awaitable[None]]
+
+
 @asynccontextmanager
-async def _stack(kmock: Any, engine: str, *sidecar_args: str) -> AsyncIterator[Stack]:
+async def _stack(kmock: Any, engine: str, *sidecar_args: str,
+                 before: SimsHook | None = None,
+                 args: Callable[[RunningSim, RunningSim], tuple[str, ...]] | None = None
+                 ) -> AsyncIterator[Stack]:
+    """The stack; `before(a, b)` runs once the prefill sims listen and before the sidecar
+    starts (to create a pool with their ports), `args(a, b)` adds sidecar flags."""
     base: dict[str, Any] = {"engine": engine, "port": 0, "time_scale": 0.0}
     async with AsyncExitStack() as stack:
         a = await stack.enter_async_context(running_sim(SimConfig(
@@ -115,13 +124,15 @@ async def _stack(kmock: Any, engine: str, *sidecar_args: str) -> AsyncIterator[S
             **base, role="prefill", host="127.0.0.2", bootstrap_port=bootstrap)))
         d = await stack.enter_async_context(running_sim(SimConfig(
             **base, role="decode", host="127.0.0.1")))
+        if before is not None:
+            await before(a, b)
         proc = await asyncio.create_subprocess_exec(
             *LLMD, "sidecar", "--host", "127.0.0.1", "--port", "0",
             "--model-server-port", str(d.port),
             "--kv-connector", get_adapter(engine).sidecar_connector,
             "--sglang-bootstrap-port", str(bootstrap or 8998),
             "--enable-ssrf-protection", "--inference-pool", f"{NS}/qwen",
-            "--kube-api-server", str(kmock.url), *sidecar_args,
+            "--kube-api-server", str(kmock.url), *sidecar_args, *(args(a, b) if args else ()),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         stack.push_async_callback(stop_process, proc, 10)
         assert proc.stdout is not None
@@ -147,16 +158,23 @@ async def _drain(stream: asyncio.StreamReader, output: list[str]) -> None:
 
 
 async def test_allowlist_follows_the_pool(kmock: Any, engine: str) -> None:
-    await _create(kmock, V1_POOLS, {
-        "apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
-        "metadata": {"name": "qwen", "namespace": NS},
-        "spec": {"selector": {"matchLabels": SELECTOR}, "targetPorts": [{"number": 8000}]}})
+    async def pool(a: RunningSim, b: RunningSim) -> None:
+        await _create(kmock, V1_POOLS, {
+            "apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
+            "metadata": {"name": "qwen", "namespace": NS},
+            "spec": {"selector": {"matchLabels": SELECTOR},
+                     "targetPorts": [{"number": a.port}, {"number": b.port}]}})
+
     await _create(kmock, PODS, _pod("prefill-a", "127.0.0.1"))
     await _create(kmock, PODS, _pod("other-model", "127.0.0.3",
                                     labels={**SELECTOR, "llm-d.ai/model": "other"}))
-    async with _stack(kmock, engine) as s:
-        # A pool pod's IP is allowed, on any port (the sim's port is not the pool's 8000).
+    async with _stack(kmock, engine, before=pool) as s:
+        # A pool pod's IP is allowed on the pool's target ports ...
         await s.eventually(s.target(s.a), 200)
+        # ... and on no other port (say, an Envoy admin page on the same pod).
+        status, (body, _) = await s.ask("127.0.0.1:15000")
+        assert status == 403
+        assert body["message"] == "prefill target 127.0.0.1:15000 is not allowed"
         # B is no pool pod: refused before any connection is made.
         status, (body, _) = await s.ask(s.target(s.b))
         assert status == 403
@@ -170,15 +188,17 @@ async def test_allowlist_follows_the_pool(kmock: Any, engine: str) -> None:
         await _delete(kmock, f"{PODS}/prefill-b")
         await s.eventually(s.target(s.b), 403)
         assert await s.status(s.target(s.a)) == 200
+        assert "target ports" in "".join(s.output)
 
 
 async def test_unsynced_allowlist_fails_closed_with_503(kmock: Any, engine: str) -> None:
     """Until the pool is listed, a target outside the static list is 503 (not 403: it may be a
-    pool pod); the static `--prefill-allow` list works all along. The pool here is of the
-    v1alpha2 group, whose selector is a plain label map."""
+    pool pod); the static `--prefill-allow HOST:PORT` entry works all along. The pool here is
+    of the v1alpha2 group, whose selector is a plain label map and which has one target
+    port."""
     await _create(kmock, PODS, _pod("prefill-a", "127.0.0.1"))
     async with _stack(kmock, engine, "--pool-group", "inference.networking.x-k8s.io",
-                      "--prefill-allow", "127.0.0.2") as s:
+                      args=lambda a, b: ("--prefill-allow", f"127.0.0.2:{b.port}")) as s:
         status, (body, headers) = await s.ask(s.target(s.a))
         assert status == 503 and headers["retry-after"] == "1"
         assert "has not synced with InferencePool llm/qwen" in body["message"]
@@ -186,7 +206,7 @@ async def test_unsynced_allowlist_fails_closed_with_503(kmock: Any, engine: str)
         await _create(kmock, V1ALPHA2_POOLS, {
             "apiVersion": "inference.networking.x-k8s.io/v1alpha2", "kind": "InferencePool",
             "metadata": {"name": "qwen", "namespace": NS},
-            "spec": {"selector": SELECTOR, "targetPortNumber": 8000}})
+            "spec": {"selector": SELECTOR, "targetPortNumber": s.a.port}})
         await s.eventually(s.target(s.a), 200)  # retried after the backoff, then synced
         assert await s.status(s.target(s.b)) == 200  # union: still allowed
         log = "".join(s.output)
@@ -195,16 +215,16 @@ async def test_unsynced_allowlist_fails_closed_with_503(kmock: Any, engine: str)
 
 def test_allowlist_verdicts() -> None:
     a, b, c = (parse_host_port(t) for t in ("10.0.0.1:8000", "10.0.0.2:1", "[fd00::1]:9"))
-    static = Allowlist(["10.0.0.1"])
+    static = Allowlist(["10.0.0.1:8000"])
     assert static.synced and static.check(a) == "allow" and static.check(b) == "deny"
-    pool = Allowlist(["10.0.0.1"], pool="llm/qwen")
+    pool = Allowlist(["10.0.0.1:8000"], pool="llm/qwen")
     assert not pool.synced
     assert pool.check(a) == "allow" and pool.check(b) == "unsynced"
-    pool.set_pool_hosts(["10.0.0.2", "fd00::1"])
+    pool.set_pool(["10.0.0.2", "fd00::1"], [1, 9])
     assert [pool.check(t) for t in (a, b, c)] == ["allow", "allow", "allow"]
-    pool.pool_failed("API down")  # a failed relist keeps the hosts it knew
+    pool.pool_failed("API down")  # a failed relist keeps the targets it knew
     assert pool.check(b) == "allow" and pool.last_error == "API down"
-    pool.set_pool_hosts([])
+    pool.set_pool(["10.0.0.2"], [2])
     assert pool.check(b) == "deny" and pool.check(a) == "allow" and pool.last_error is None
 
 

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from llmd.errors import BadRequestError
 from llmd.sidecar.allowlist import Allowlist
+from llmd.sidecar.body import parse_body
 from llmd.sidecar.config import SidecarConfig
 from llmd.sidecar.connectors import Connector, PdRequest, build_connector
-from llmd.sidecar.hostport import HostPort, parse_host_port
+from llmd.sidecar.hostport import HostPort
 from llmd.sidecar.pool import follow_pool, pool_watch
+from llmd.sidecar.targets import PREFILLER_HEADER, parse_candidates
 from llmd.sidecar.upstream import Upstream, forward_headers, json_error
 
-__all__ = ["PREFILLER_HEADER", "build_app", "serve"]
+__all__ = ["PREFILLER_HEADER", "build_app", "serve", "static_allowlist"]
 
 log = logging.getLogger(__name__)
 
-PREFILLER_HEADER = "x-prefiller-host-port"
 _INTERCEPTED = ("/v1/completions", "/v1/chat/completions")
 _UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream", Upstream)
 
@@ -33,7 +33,7 @@ def build_app(cfg: SidecarConfig, allowlist: Allowlist | None = None) -> web.App
     app = web.Application(client_max_size=cfg.max_body_bytes,
                           middlewares=[_json_errors])
     connector = build_connector(cfg)
-    allow = allowlist if allowlist is not None else Allowlist(cfg.prefill_allowlist)
+    allow = allowlist if allowlist is not None else static_allowlist(cfg)
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         async with Upstream.new_session(cfg) as session:
@@ -47,6 +47,11 @@ def build_app(cfg: SidecarConfig, allowlist: Allowlist | None = None) -> web.App
         app.router.add_post(path, handler.completions)
     app.router.add_route("*", "/{tail:.*}", handler.pass_through)
     return app
+
+
+def static_allowlist(cfg: SidecarConfig, pool: str | None = None) -> Allowlist:
+    """`--prefill-allow` (bare hosts on `cfg.known_prefill_ports`), following `pool` if given."""
+    return Allowlist(cfg.prefill_allowlist, known_ports=cfg.known_prefill_ports, pool=pool)
 
 
 async def _health(_: web.Request) -> web.Response:
@@ -78,48 +83,56 @@ class _Handler:
         if not header:
             return await upstream.pass_through(request, raw)
         try:
-            target = self._choose(header)
+            candidates = parse_candidates(header, sample=self.cfg.enable_prefiller_sampling)
         except ValueError as exc:
-            return json_error(400, f"{PREFILLER_HEADER}: {exc}")
+            return _bad_request(f"{PREFILLER_HEADER}: {exc}", PREFILLER_HEADER)
         if self.cfg.enable_ssrf_protection:
-            refused = self._refusal(target)
+            candidates, refused = self._screen(candidates)
             if refused is not None:
                 return refused
         try:
-            body = json.loads(raw)
-        except ValueError:
-            return json_error(400, "request body is not valid JSON")
-        if not isinstance(body, dict):
-            return json_error(400, "request body must be a JSON object")
-        req = PdRequest(request, request.path, body, forward_headers(request.headers), target,
+            body = parse_body(raw)
+        except BadRequestError as exc:
+            return web.json_response(exc.body(), status=exc.status)
+        prefills = tuple(candidates[: self.cfg.max_prefill_candidates])
+        req = PdRequest(request, request.path, body, forward_headers(request.headers), prefills,
                         upstream)
         return await self.connector.run(req)
 
-    def _refusal(self, target: HostPort) -> web.Response | None:
-        verdict = self.allow.check(target)
-        if verdict == "deny":
-            log.warning("prefill target %s is not in the allowlist", target.netloc())
-            return json_error(403, f"prefill target {target.netloc()} is not allowed")
-        if verdict == "unsynced":
+    def _screen(self, candidates: list[HostPort]) -> tuple[list[HostPort], web.Response | None]:
+        """The allowed candidates, in order; or the refusal when none is: 403 when every one
+        is denied, 503 when one cannot be checked yet (the pool has not synced)."""
+        verdicts = [(t, self.allow.check(t)) for t in candidates]
+        allowed = [t for t, v in verdicts if v == "allow"]
+        denied = [t.netloc() for t, v in verdicts if v == "deny"]
+        if denied:
+            log.warning("prefill target%s %s not in the allowlist%s", "s" * (len(denied) > 1),
+                        ", ".join(denied), "; skipped" if allowed else "")
+        if allowed:
+            return allowed, None
+        names = _targets(candidates)
+        if any(v == "unsynced" for _, v in verdicts):
             # Fail closed, but say "later" (503), not "never" (403): the allowlist cannot yet
             # tell whether the target is a pool pod.
-            resp = json_error(503, f"prefill target {target.netloc()} cannot be checked yet: "
+            resp = json_error(503, f"prefill {names} cannot be checked yet: "
                                    f"the SSRF allowlist has not synced with InferencePool "
                                    f"{self.allow.pool} (see the sidecar's log)")
             resp.headers["Retry-After"] = "1"
-            return resp
-        return None
-
-    def _choose(self, header: str) -> HostPort:
-        hosts = [h for h in (p.strip() for p in _split_hosts(header)) if h]
-        if not hosts:
-            raise ValueError("no prefill host given")
-        pick = random.choice(hosts) if self.cfg.enable_prefiller_sampling else hosts[0]
-        return parse_host_port(pick)
+            return [], resp
+        verb = "is" if len(candidates) == 1 else "are"
+        return [], json_error(403, f"prefill {names} {verb} not allowed")
 
 
-def _split_hosts(header: str) -> list[str]:
-    return header.split(",")
+def _targets(targets: list[HostPort], shown: int = 4) -> str:
+    """`target a:1`, `targets a:1, b:2` or `targets a:1, ... and 5 more` for a message."""
+    names = ", ".join(t.netloc() for t in targets[:shown])
+    more = f" and {len(targets) - shown} more" if len(targets) > shown else ""
+    return f"target{'s' * (len(targets) > 1)} {names}{more}"
+
+
+def _bad_request(message: str, param: str | None = None) -> web.Response:
+    error = BadRequestError(message, param=param)
+    return web.json_response(error.body(), status=error.status)
 
 
 async def serve(cfg: SidecarConfig, stop: asyncio.Event,
@@ -132,7 +145,7 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event,
     API and this is not a pod.
     """
     watch = pool_watch(cfg)
-    allow = Allowlist(cfg.prefill_allowlist, pool=cfg.inference_pool if watch else None)
+    allow = static_allowlist(cfg, pool=cfg.inference_pool if watch else None)
     async with _running(cfg, allow) as (host, port):
         if on_listening:
             on_listening(host, port)

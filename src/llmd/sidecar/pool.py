@@ -2,7 +2,8 @@
 
 The pool is read in `--pool-group` (v1 or v1alpha2), its pods listed and watched through
 `llmd._kube.PodWatch`; every pod the pool's selector matches and that has an IP contributes its
-IPs (`status.podIP` and `status.podIPs`) and its name, on any port, whatever its readiness (a
+IPs (`status.podIP` and `status.podIPs`) and its name, on the pool's target ports only
+(`spec.targetPorts[].number`, v1alpha2 `spec.targetPortNumber`), whatever its readiness (a
 prefill target the EPP picked a moment ago stays valid while its pod winds down).
 
 Failure behaviour: a failed listing or watch (API server down, RBAC refusal, no such pool) is
@@ -63,7 +64,7 @@ def pod_hosts(pods: Iterable[Mapping[str, Any]]) -> set[str]:
 
 async def follow_pool(watch: PodWatch, allow: Allowlist, stop: asyncio.Event,
                       backoff_s: float = 1.0) -> None:
-    """Keep `allow`'s pool hosts in step with the pool until `stop` is set (never raises
+    """Keep `allow`'s pool targets in step with the pool until `stop` is set (never raises
     KubeError: see the module docstring)."""
     failures = 0
     while not stop.is_set():
@@ -71,9 +72,10 @@ async def follow_pool(watch: PodWatch, allow: Allowlist, stop: asyncio.Event,
             async for pool in watch.snapshots(stop):
                 hosts = pod_hosts(pool.pods)
                 if failures or not allow.synced:
-                    log.info("SSRF allowlist: following InferencePool %s (%d pods)", watch.pool,
-                             len(pool.pods))
-                allow.set_pool_hosts(hosts)
+                    log.info("SSRF allowlist: following InferencePool %s (%d pods, target "
+                             "ports %s)", watch.pool, len(pool.pods),
+                             ",".join(map(str, pool.ports)))
+                allow.set_pool(hosts, pool.ports)
                 failures = 0
         except KubeError as exc:
             failures += 1

@@ -28,6 +28,11 @@ _DROP = frozenset({
     "proxy-connection", "te", "trailer", "upgrade", "x-prefiller-host-port", "x-prefiller-url",
 })
 _RETRYABLE = frozenset({502, 503, 504})
+# Failures that prove the prefill server never saw the request ...
+_NOT_REACHED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# ... and those that mean it dropped the connection; before its response headers, the request
+# is unanswered and another server may take it.
+_RESET = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -40,12 +45,18 @@ def forward_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 @dataclass(frozen=True, slots=True)
 class LegResult:
-    """A buffered prefill answer: status, parsed JSON (None if not JSON) and the raw body."""
+    """A buffered prefill answer: status, parsed JSON (None if not JSON) and the raw body.
+
+    `unreached`: the prefill server never answered (connection refused, connect timeout, name
+    not resolved, or the connection reset before its response headers), so the request may go
+    to another prefill server.
+    """
 
     status: int
     payload: Any
     raw: bytes
     content_type: str
+    unreached: bool = False
 
     @property
     def ok(self) -> bool:
@@ -101,16 +112,22 @@ class Upstream:
                          headers: Mapping[str, str]) -> LegResult:
         hdrs = CIMultiDict(headers)
         hdrs["content-type"] = "application/json"
+        answered = False
         try:
             async with self.session.post(target.url(path), data=data, headers=hdrs,
                                          timeout=self._prefill_timeout) as resp:
+                answered = True
                 raw = await resp.read()
                 ctype = resp.content_type
                 status = resp.status
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            msg = f"prefill endpoint {target.netloc()} unreachable: {exc.__class__.__name__}"
-            return LegResult(503, error_body(503, msg), json.dumps(error_body(503, msg)).encode(),
-                             "application/json")
+            unreached = isinstance(exc, _NOT_REACHED) or (
+                not answered and isinstance(exc, _RESET) and not isinstance(exc, TimeoutError))
+            return _failed(503, f"prefill endpoint {target.netloc()} unreachable: "
+                                f"{exc.__class__.__name__}", unreached)
+        except aiohttp.ClientError as exc:  # a broken answer: truncated body, bad framing
+            return _failed(502, f"prefill endpoint {target.netloc()} failed: "
+                                f"{exc.__class__.__name__}", False)
         try:
             payload = json.loads(raw) if raw else None
         except ValueError:
@@ -170,29 +187,45 @@ class Upstream:
                 if value is not None:
                     raw = rewrite_json_body(raw, value)
             return web.Response(status=up.status, body=raw, headers=headers)
+        # The client's headers go out with the first byte of the stream, not before: until
+        # then a failed prefill is a plain error status, and the request may still be retried.
         out = web.StreamResponse(status=up.status, headers=headers)
-        await out.prepare(request)
+
+        async def send(piece: bytes) -> None:
+            if not out.prepared:
+                await out.prepare(request)
+            await out.write(piece)
+
         rewriter = SseUsageRewriter() if cached_tokens is not None else None
         try:
             async for chunk in up.content.iter_any():
                 if rewriter is None or cached_tokens is None:
-                    await out.write(chunk)
+                    await send(chunk)
                     continue
                 value = await cached_tokens() if rewriter.needs_usage(chunk) else None
                 piece = rewriter.feed(chunk, value)
                 if piece:
-                    await out.write(piece)
+                    await send(piece)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
             pass  # judged below: a failed prefill, or a broken decode stream
         if rewriter is not None and (rest := rewriter.flush()):
-            await out.write(rest)
+            await send(rest)
         failed = failure() if failure else None
         if failed is not None:
+            if not out.prepared:
+                return failed
             await out.write(sse_error_event(failed.status, _message_of(failed)))
         elif not up.content.at_eof():
-            await out.write(sse_error_event(502, "model server stream ended early"))
+            await send(sse_error_event(502, "model server stream ended early"))
+        if not out.prepared:
+            await out.prepare(request)
         await out.write_eof()
         return out
+
+
+def _failed(status: int, message: str, unreached: bool) -> LegResult:
+    body = error_body(status, message)
+    return LegResult(status, body, json.dumps(body).encode(), "application/json", unreached)
 
 
 def _message_of(resp: web.Response) -> str:

@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from llmd.sidecar._sse import cached_tokens_of
-from llmd.sidecar.connectors.base import PdRequest
+from llmd.sidecar.config import connector_adapter
+from llmd.sidecar.connectors.base import PdRequest, log_fallback
 
 __all__ = ["NixlV2Connector"]
 
@@ -21,13 +22,16 @@ _LIMITS = ("max_tokens", "max_completion_tokens")
 
 class NixlV2Connector:
     name: ClassVar[str] = "nixlv2"
+    request_fields: ClassVar[tuple[str, ...]] = connector_adapter(name).pd.request_fields
+    """The leg field, as the vLLM adapter's P/D protocol declares it (`kv_transfer_params`)."""
 
     async def run(self, req: PdRequest) -> web.StreamResponse:
+        (params_field,) = self.request_fields
         headers = req.headers
         headers.setdefault("x-request-id", str(uuid.uuid1()))
         prefill_body: dict[str, Any] = {
             **req.body,
-            "kv_transfer_params": {
+            params_field: {
                 "do_remote_decode": True,
                 "do_remote_prefill": False,
                 "remote_engine_id": None,
@@ -36,20 +40,24 @@ class NixlV2Connector:
                 "remote_port": None,
             },
             "stream": False,
-            "max_tokens": 1,
-            "max_completion_tokens": 1,
+            **dict.fromkeys(_LIMITS, 1),
         }
         prefill_body.pop("stream_options", None)
-        result = await req.upstream.prefill(req.prefill, req.path, prefill_body, headers)
+        # Serial legs: until the prefill answers nothing is sent anywhere else, so a prefill
+        # that was not reached simply hands the request to the next candidate.
+        for attempt, target in enumerate(req.prefills):
+            result = await req.upstream.prefill(target, req.path, prefill_body, headers)
+            if not (result.unreached and attempt + 1 < len(req.prefills)):
+                break
+            log_fallback(req, attempt, result)
         if not result.ok:
             # Since llm-d #1206 there is no silent fallback: the client sees the prefill error.
             return result.to_response()
-        params = result.payload.get("kv_transfer_params") if isinstance(result.payload, dict) \
-            else None
+        params = result.payload.get(params_field) if isinstance(result.payload, dict) else None
         if params is None:
-            log.warning("prefill %s returned no kv_transfer_params; decode will prefill locally",
-                        req.prefill.netloc())
-        decode_body = {**req.body, "kv_transfer_params": params}
+            log.warning("prefill %s returned no %s; decode will prefill locally",
+                        target.netloc(), params_field)
+        decode_body = {**req.body, params_field: params}
         cached = cached_tokens_of(result.payload)
 
         async def prefill_cached() -> int:

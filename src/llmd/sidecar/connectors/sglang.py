@@ -12,7 +12,9 @@ import aiohttp
 from aiohttp import web
 
 from llmd.sidecar._sse import cached_tokens_of
-from llmd.sidecar.connectors.base import PdRequest
+from llmd.sidecar.config import connector_adapter
+from llmd.sidecar.connectors.base import PdRequest, log_fallback
+from llmd.sidecar.hostport import HostPort
 from llmd.sidecar.upstream import LegResult
 
 __all__ = ["SGLangConnector", "bootstrap_room"]
@@ -34,24 +36,43 @@ def bootstrap_room(dp_size: int = 1, rank: int | None = None) -> int:
 
 class SGLangConnector:
     name: ClassVar[str] = "sglang"
+    request_fields: ClassVar[tuple[str, ...]] = connector_adapter(name).pd.request_fields
+    """The leg fields as the SGLang adapter's P/D protocol declares them, in the order host,
+    port, room (`bootstrap_host`, `bootstrap_port`, `bootstrap_room`)."""
 
     def __init__(self, bootstrap_port: int, dp_size: int) -> None:
         self.bootstrap_port = bootstrap_port
         self.dp_size = dp_size
 
     async def run(self, req: PdRequest) -> web.StreamResponse:
+        """Run the pair with each candidate in turn while the prefill leg was not reached and
+        nothing reached the client; every new pair gets a fresh room (the first one may have
+        been claimed by a prefill that reset)."""
+        for attempt, target in enumerate(req.prefills):
+            response, prefill = await self._pair(req, target)
+            last = attempt + 1 == len(req.prefills)
+            if last or prefill is None or not prefill.unreached or response.prepared:
+                return response
+            log_fallback(req, attempt, prefill)
+        raise AssertionError("unreachable: the last candidate always returns")
+
+    async def _pair(self, req: PdRequest, target: HostPort
+                    ) -> tuple[web.StreamResponse, LegResult | None]:
+        """One prefill/decode pair: the client's answer and the prefill leg's result (None
+        when the prefill leg did not finish)."""
+        host_field, port_field, room_field = self.request_fields
         room = bootstrap_room(self.dp_size)
         legs: dict[str, Any] = {
             **req.body,
-            "bootstrap_host": req.prefill.host,
-            "bootstrap_port": self.bootstrap_port,
-            "bootstrap_room": room,
+            host_field: target.host,
+            port_field: self.bootstrap_port,
+            room_field: room,
         }
         # The prefill leg is read whole (its usage carries the cached tokens); decode streams.
         prefill_body = {**legs, "stream": False}
         prefill_body.pop("stream_options", None)
         prefill = asyncio.create_task(
-            req.upstream.prefill(req.prefill, req.path, prefill_body, req.headers),
+            req.upstream.prefill(target, req.path, prefill_body, req.headers),
             name=f"sglang-prefill-{room}")
         decode_resp: list[aiohttp.ClientResponse] = []
 
@@ -104,8 +125,11 @@ class SGLangConnector:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        leg = None
+        if not prefill.cancelled() and prefill.exception() is None:
+            leg = prefill.result()
         if decode.cancelled():
             return failure() or web.json_response(
                 {"error": {"message": "decode leg cancelled", "type": "UpstreamError",
-                           "param": None, "code": 502}}, status=502)
-        return decode.result()
+                           "param": None, "code": 502}}, status=502), leg
+        return decode.result(), leg
