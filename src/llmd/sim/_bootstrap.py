@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 from llmd._http import listen_socket
 from llmd.engines import PdProtocol
 from llmd.errors import BadRequestError, RequestError
+from llmd.sim._body import decode_json
 from llmd.sim._pd import (
     LOCAL,
     KvTransferError,
@@ -200,8 +201,8 @@ class BootstrapSim:
     async def _pull(self, request: web.Request) -> web.Response:
         try:
             try:
-                body = _PullBody.model_validate(json.loads(await request.read()))
-            except (ValueError, ValidationError) as exc:
+                body = _PullBody.model_validate(decode_json(await request.read()))
+            except ValidationError as exc:
                 raise BadRequestError(f"bad bootstrap pull: {exc}") from None
             body.timeout_s = min(body.timeout_s, self.cfg.bootstrap_timeout_s)
             tokens = await self.rooms.pull(body)

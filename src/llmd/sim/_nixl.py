@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmd.engines import PdProtocol
 from llmd.errors import BadRequestError, NotFoundError, RequestError
+from llmd.sim._body import decode_json
 from llmd.sim._pd import LOCAL, Leg, LocalLeg, RoomConflictError, Route, http_url
 from llmd.sim.blocks import Allocation
 from llmd.sim.config import SimConfig
@@ -148,8 +149,10 @@ class NixlSim:
     async def _pull(self, request: web.Request) -> web.Response:
         """The decode side reads held blocks; a successful read releases them."""
         try:
-            body = _PullBody.model_validate(json.loads(await request.read()))
-        except (ValueError, ValidationError) as exc:
+            body = _PullBody.model_validate(decode_json(await request.read()))
+        except BadRequestError as exc:
+            return _error(exc)
+        except ValidationError as exc:
             return _error(BadRequestError(f"bad pull request: {exc}"))
         if body.remote_engine_id != self.engine_id:
             return _error(NotFoundError(f"engine {body.remote_engine_id!r} is not this server "
