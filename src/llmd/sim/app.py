@@ -105,7 +105,10 @@ async def _errors(request: web.Request,
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, error_body(exc.status, exc.reason))
+        resp = _error(exc.status, error_body(exc.status, exc.reason))
+        if "Allow" in exc.headers:  # 405: the methods the route takes, as vLLM sends them
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
     except Exception as exc:  # a simulator bug: log it, answer JSON 500, keep serving
         log.exception("internal error serving %s %s", request.method, request.path)
         return _error(500, error_body(500, f"internal simulator error: {type(exc).__name__}"))

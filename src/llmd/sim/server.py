@@ -18,8 +18,9 @@ from llmd.kvcache import load_tokenizer
 from llmd.sim._bootstrap import BootstrapSim
 from llmd.sim._nixl import NixlSim
 from llmd.sim._pd import PdSim
+from llmd.sim._runner import SimRunner
 from llmd.sim._state import SimState
-from llmd.sim.app import build_app
+from llmd.sim.app import SERVED_BY_HEADER, build_app
 from llmd.sim.config import SimConfig
 from llmd.sim.engine import Engine
 from llmd.sim.metrics import SimMetrics
@@ -71,8 +72,9 @@ async def running_sim(cfg: SimConfig) -> AsyncIterator[RunningSim]:
     state = build_state(cfg)
     app = build_app(state)
     app.cleanup_ctx.append(lambda app: _lag_watcher(state))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           handler_cancellation=True, shutdown_timeout=cfg.drain_timeout_s)
+    runner = SimRunner(app, headers=lambda: {SERVED_BY_HEADER: state.served_by},
+                       access_log=None, handle_signals=False, handler_cancellation=True,
+                       shutdown_timeout=cfg.drain_timeout_s)
     await runner.setup()
     try:
         sock = listen_socket(cfg.host, cfg.port)
