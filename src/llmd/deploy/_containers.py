@@ -12,8 +12,9 @@ from llmd.deploy._plan import RolePlan
 from llmd.deploy._problems import Problems
 from llmd.deploy._sources import deep_merge
 from llmd.deploy._ssrf import SsrfPool
-from llmd.deploy.values import Container, Values
+from llmd.deploy.values import ACCELERATOR_ENV, Container, Values
 from llmd.engines import (
+    ADAPTERS,
     EngineName,
     MultinodeSpec,
     Probe,
@@ -23,7 +24,8 @@ from llmd.engines import (
 )
 from llmd.errors import ConfigError
 
-__all__ = ["ContainerContext", "accelerator_warning", "engine_container", "otel_env"]
+__all__ = ["ContainerContext", "accelerator_warning", "engine_container", "otel_env",
+           "service_name_warnings"]
 
 SIM_IMAGE = "llm-d-inference-sim"
 LWS_ENV = ("$(LWS_LEADER_ADDRESS)", "$(LWS_GROUP_SIZE)", "$(LWS_WORKER_INDEX)")
@@ -53,13 +55,14 @@ def engine_container(ctx: ContainerContext, index: int) -> dict[str, Any]:
     where = f"{ctx.plan.name}.containers[{index}]"
     if not c.image:
         ctx.problems.add(f"{where}.image: required")
-    out: dict[str, Any] = {"name": c.name or "vllm", "image": c.image or ""}
+    out: dict[str, Any] = {"name": c.name or engine or ctx.plan.engine, "image": c.image or ""}
     if c.security_context:
         out["securityContext"] = c.security_context
     if c.image_pull_policy:
         out["imagePullPolicy"] = c.image_pull_policy
     out.update(_command(ctx, c, engine, where))
-    out["env"] = [*ctx.tpl(c.env, f"{where}.env"), *_injected_env(ctx, c)]
+    out["env"] = [*ctx.tpl(c.env, f"{where}.env"),
+                  *_injected_env(ctx, c, engine or ctx.plan.engine)]
     if c.ports:
         out["ports"] = ctx.tpl(c.ports, f"{where}.ports")
     elif c.model_command not in (None, "custom"):
@@ -160,7 +163,10 @@ def _needs_shell(argv: list[str]) -> bool:
     return any("$$((" in a for a in argv)
 
 
-def _injected_env(ctx: ContainerContext, c: Container) -> list[dict[str, Any]]:
+def _injected_env(ctx: ContainerContext, c: Container,
+                  engine: EngineName) -> list[dict[str, Any]]:
+    """The chart's env, as `engine` should get it: its own OpenTelemetry service name, and no
+    accelerator env only another engine reads (`VLLM_*` on an SGLang container)."""
     par = ctx.plan.parallel
     env: list[dict[str, Any]] = [
         {"name": "DP_SIZE", "value": str(par.data)},
@@ -172,14 +178,43 @@ def _injected_env(ctx: ContainerContext, c: Container) -> list[dict[str, Any]]:
     if secret := ctx.values.model_artifacts.auth_secret_name:
         env.append({"name": "HF_TOKEN",
                     "valueFrom": {"secretKeyRef": {"name": secret, "key": "HF_TOKEN"}}})
-    names = ctx.values.tracing.service_names
-    env += otel_env(ctx.values, names.vllm_prefill if ctx.plan.name == "prefill"
-                    else names.vllm_decode)
+    env += otel_env(ctx.values,
+                    ctx.values.tracing.service_names.for_role(engine, ctx.plan.name))
     accel = _accelerator_type(ctx)
-    if accel != "cpu":
-        env += [{"name": e["name"], "value": str(e.get("value", ""))}
-                for e in ctx.values.accelerator.env.get(accel, [])]
+    if accel == "cpu":
+        return env
+    foreign = {p: a.name for a in ADAPTERS.values() if a.name != engine for p in a.env_prefixes}
+    for i, e in enumerate(ctx.values.accelerator.env.get(accel, [])):
+        name, where = e.get("name"), f"accelerator.env.{accel}[{i}]"
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}.name: required (an environment variable name)")
+        owner = next((o for p, o in foreign.items() if name.startswith(p)), None)
+        if owner is None:
+            env.append({"name": name, "value": str(e.get("value", ""))})
+        elif e not in ACCELERATOR_ENV.get(accel, []):  # the chart's own vLLM env: no warning
+            ctx.problems.warn(f"{where}: {name} is {owner}'s; not set on {engine} containers")
     return env
+
+
+def service_name_warnings(values: Values, plans: list[RolePlan]) -> list[str]:
+    """A service name set for another engine's pods than the role runs is not applied to it
+    (`vllmDecode` never names SGLang pods): say so, and which key would."""
+    names = values.tracing.service_names
+    if not values.tracing.enabled:
+        return []
+    out = []
+    for plan in plans:
+        own = names.field_for(plan.engine, plan.name)
+        for other in ADAPTERS:
+            field = names.field_for(other, plan.name)
+            if other != plan.engine and field in names.model_fields_set \
+                    and own not in names.model_fields_set:
+                named = names.for_role(plan.engine, plan.name)
+                out.append(
+                    f"tracing.serviceNames.{_camel(field)}: names {other} pods only; "
+                    f"{plan.name} runs {plan.engine}, named {named!r} (set "
+                    f"tracing.serviceNames.{_camel(own)})")
+    return out
 
 
 def _accelerator_type(ctx: ContainerContext) -> str:

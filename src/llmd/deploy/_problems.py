@@ -40,16 +40,21 @@ _REQUIRED = ("required", "field required")
 
 
 class Problems:
-    """The problems found so far, in order, without repeats (a LeaderWorkerSet's leader and
-    worker pods fail the same way)."""
+    """The problems (and warnings) found so far, in order, without repeats (a
+    LeaderWorkerSet's leader and worker pods fail the same way)."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.warnings: list[str] = []
 
     def add(self, *lines: str) -> None:
         for line in lines:
             if line not in self.lines:
                 self.lines.append(line)
+
+    def warn(self, line: str) -> None:
+        if line not in self.warnings:
+            self.warnings.append(line)
 
     @contextmanager
     def collect(self) -> Iterator[None]:

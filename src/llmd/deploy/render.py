@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from llmd.deploy._containers import ContainerContext
+from llmd.deploy._containers import ContainerContext, service_name_warnings
 from llmd.deploy._dra import role_claim
 from llmd.deploy._model import VOLUME, ModelSource, model_source
 from llmd.deploy._plan import plan_roles
@@ -65,6 +65,7 @@ def _render_sources(sources: Sources, release: str, namespace: str | None) -> Re
         problems = Problems()
         objects = _render(values, release, namespace, warnings, problems)
         lines += [line for line in problems.lines if not mentions(line, removed)]
+        warnings += problems.warnings
     if lines:
         raise ConfigError(report(lines, sources, unknown))
     return Rendered(objects, report([u.line for u in unknown] + warnings, sources, ()))
@@ -123,6 +124,7 @@ def _render(values: Values, release: str, namespace: str | None, warnings: list[
     errors: list[str] = []
     plans = plan_roles(values, warnings, errors)
     problems.add(*errors)
+    warnings += service_name_warnings(values, plans)
     if source.scheme == "oci":
         warnings.append("modelArtifacts.uri: oci:// models are served from the image volume "
                         f"at {values.model_artifacts.mount_path} (the chart cannot render this)")

@@ -114,7 +114,8 @@ class ResourceClaimRef(_Values):
 
 
 class Container(_Values):
-    name: str = "vllm"
+    name: str | None = None
+    """Default: the engine's name (`vllm`, `sglang`)."""
     image: str | None = None
     model_command: ModelCommand | None = None
     engine: EngineName | None = None
@@ -326,9 +327,24 @@ class Sampling(_Values):
 
 
 class ServiceNames(_Values):
+    """`OTEL_SERVICE_NAME` per engine and role (the chart's `vllmDecode`/`vllmPrefill`, llmd's
+    `sglangDecode`/`sglangPrefill`) and for the sidecar. A name applies only to pods of its
+    own engine: `vllmDecode` never names an SGLang pod."""
+
     vllm_decode: str = "vllm-decode"
     vllm_prefill: str = "vllm-prefill"
+    sglang_decode: str = "sglang-decode"
+    sglang_prefill: str = "sglang-prefill"
     routing_proxy: str = "routing-proxy"
+
+    def field_for(self, engine: str, role: str) -> str:
+        """The field naming `engine`'s pods of `role`: `sglang_decode`."""
+        return f"{engine}_{role}"
+
+    def for_role(self, engine: str, role: str) -> str:
+        """The service name of `engine`'s `role` pods (`<engine>-<role>` if no field)."""
+        value = getattr(self, self.field_for(engine, role), None)
+        return value if isinstance(value, str) else f"{engine}-{role}"
 
 
 class TracingVllm(_Values):
