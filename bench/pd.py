@@ -53,8 +53,7 @@ from llmd.bench import (
 from llmd.bench.docs import machine, replace_section
 from llmd.bench.runner import session
 from llmd.engines import ENGINES, EngineName, get_adapter
-from llmd.gateway import LocalStack, StackSpec
-from llmd.gateway._pd import PD_EPP_CONFIG
+from llmd.gateway import PD_EPP_CONFIG, LocalStack, StackSpec
 from llmd.kvcache import load_tokenizer
 from llmd.sidecar import PREFILLER_HEADER
 

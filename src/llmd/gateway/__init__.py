@@ -3,6 +3,7 @@ local stack (`LocalStack`: simulators + EPP + Envoy) behind `llmd up` and the be
 
 from __future__ import annotations
 
+from llmd.gateway._pd import PD_EPP_CONFIG
 from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec, render_bootstrap
 from llmd.gateway.runner import EnvoyGateway, GatewayError, find_envoy, serve_gateway
 from llmd.gateway.stack import EppProcess, LocalStack, StackSpec
@@ -16,6 +17,7 @@ __all__ = [
     "GatewayError",
     "GatewaySpec",
     "LocalStack",
+    "PD_EPP_CONFIG",
     "StackSpec",
     "find_envoy",
     "render_bootstrap",
