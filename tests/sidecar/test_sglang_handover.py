@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
@@ -39,6 +39,7 @@ class Servers:
     decode_rooms: list[int] = field(default_factory=list)
     decode_closed: list[int] = field(default_factory=list)
     """Rooms whose decode leg the sidecar closed before it finished."""
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
     decode_started: asyncio.Event = field(default_factory=asyncio.Event)
 
     def room(self, room: int) -> asyncio.Event:
@@ -58,6 +59,7 @@ class Servers:
                 await self.room(room).wait()
         except asyncio.CancelledError:  # the sidecar closed the leg
             self.decode_closed.append(room)
+            self.closed.set()
             raise
         await resp.write(b'data: {"choices": [{"index": 0, "text": "ok"}]}\n\ndata: [DONE]\n\n')
         await resp.write_eof()
@@ -110,12 +112,6 @@ async def _setup(first_chunk: bool) -> AsyncIterator[tuple[Servers, str, str, st
                f"127.0.0.1:{good}")
 
 
-async def _until(pred: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():
-            await asyncio.sleep(0.01)
-
-
 async def _stream(url: str, targets: str) -> tuple[int, str]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http, \
             http.post(url + "/v1/completions", headers={PREFILLER_HEADER: targets},
@@ -133,7 +129,8 @@ async def test_headers_but_no_byte_yet_restarts_the_pair(
         first, second = servers.decode_rooms  # a fresh room for the second pair
         assert first != second and servers.prefilled[second].is_set()
         assert not servers.prefilled[first].is_set()
-        await _until(lambda: servers.decode_closed == [first])
+        await asyncio.wait_for(servers.closed.wait(), 5)
+        assert servers.decode_closed == [first]
         assert f"prefill fallback 1/1: {reset} not reached" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -150,6 +147,7 @@ async def test_once_a_byte_is_out_the_prefill_error_ends_the_stream(
         assert text.endswith("data: [DONE]\n\n")
         (room,) = servers.decode_rooms
         assert not servers.prefilled[room].is_set()  # the good prefill was never asked
-        await _until(lambda: servers.decode_closed == [room])
+        await asyncio.wait_for(servers.closed.wait(), 5)
+        assert servers.decode_closed == [room]
         assert "prefill fallback" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
