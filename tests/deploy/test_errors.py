@@ -135,6 +135,7 @@ def test_unknown_keys_are_warnings(tmp_path: Path) -> None:
 def test_free_form_maps_pass_through(tmp_path: Path) -> None:
     path = _values(tmp_path / "v.yaml", {
         "common": {"anything": 1},
+        "routing": {"proxy": {"ssrfProtection": {"enabled": False}}},  # no pool: no warning
         "modelArtifacts": {"labels": {"llm-d.ai/inferenceServing": "true", "team": "a"}},
         "decode": {"nodeSelector": {"gpu": "h100"}, "extraConfig": {"hostNetwork": True},
                    "containers": [_container(extraConfig={"stdin": True})]}})

@@ -11,7 +11,13 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "values-v0.3.8.yaml"
 
 def test_v038_file_renders_as_it_did() -> None:
     result = render_files([FIXTURE], release="old")
-    assert result.warnings == []
+    # It names no InferencePool, so the sidecar's SSRF protection cannot follow one.
+    assert result.warnings == [
+        f"{FIXTURE}: routing.proxy.ssrfProtection: off: no InferencePool to follow "
+        "(routing.inferencePool.enabled is false and routing.proxy.ssrfProtection.inferencePool "
+        "unset), so the routing sidecar calls any prefill host a request names; name the pool "
+        "(routing.proxy.ssrfProtection.inferencePool: NAME or NAMESPACE/NAME), or set "
+        "routing.proxy.ssrfProtection.enabled: false"]
     deployment = next(o for o in result.objects if o["kind"] == "Deployment")
     # The selector keeps the old label only: no new default label sneaks in.
     assert deployment["spec"]["selector"]["matchLabels"] == {

@@ -42,11 +42,72 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
 
 
-def test_off_by_default(engine: str) -> None:
-    objects = _render(engine)
+OFF = "routing.proxy.ssrfProtection.enabled=false"
+NO_POOL = ("routing.inferencePool.enabled=false", "routing.epp.enabled=false",
+           "routing.httpRoute.enabled=false")
+
+
+def _unprotected(objects: list[dict[str, Any]]) -> bool:
     proxy, _ = _proxy(objects)
-    assert not any("ssrf" in a for a in proxy["args"]) and "INFERENCE_POOL" not in _env(proxy)
+    return not any("ssrf" in a for a in proxy["args"]) and "INFERENCE_POOL" not in _env(proxy) \
+        and not [o for o in objects if o["metadata"]["name"].endswith("-routing-proxy")]
+
+
+@pytest.mark.parametrize("shape", ["pd", "aggregated"])
+def test_on_by_default_following_the_rendered_pool(engine: str, shape: str) -> None:
+    values = EXAMPLES / f"values-{engine}{'-pd' if shape == 'pd' else ''}.yaml"
+    result = render_files([values], release="demo", namespace=NAMESPACE)
+    assert result.warnings == []
+    proxy, _ = _proxy(result.objects)
+    assert proxy["args"][-1] == "--enable-ssrf-protection"
+    assert _env(proxy)["INFERENCE_POOL"] == f"$(POD_NAMESPACE)/{POOL}"
+    _find(result.objects, "RoleBinding", f"{POOL}-routing-proxy")
+
+
+def test_enabled_false_turns_it_off(engine: str) -> None:
+    assert _unprotected(_render(engine, OFF))
+    assert _unprotected(_render(engine, OFF, *NO_POOL))  # and no warning (asserted in _render)
+
+
+def test_no_pool_known_is_off_with_a_warning(engine: str) -> None:
+    result = render_files([EXAMPLES / f"values-{engine}-pd.yaml"], NO_POOL, release="demo",
+                          namespace=NAMESPACE)
+    assert _unprotected(result.objects)
+    assert result.warnings == [
+        "--set routing.inferencePool.enabled=false: "
+        "routing.proxy.ssrfProtection: off: no InferencePool to follow "
+        "(routing.inferencePool.enabled is false and routing.proxy.ssrfProtection.inferencePool "
+        "unset), so the routing sidecar calls any prefill host a request names; name the pool "
+        "(routing.proxy.ssrfProtection.inferencePool: NAME or NAMESPACE/NAME), or set "
+        "routing.proxy.ssrfProtection.enabled: false"]
+
+
+def test_a_named_pool_is_followed_without_the_rendered_one(engine: str) -> None:
+    proxy, _ = _proxy(_render(engine, *NO_POOL,
+                              "routing.proxy.ssrfProtection.inferencePool=gaie/pool"))
+    assert _env(proxy) == {"INFERENCE_POOL": "gaie/pool"}
+
+
+@pytest.mark.parametrize("sets", [
+    pytest.param(("routing.proxy.enabled=false", "prefill.replicas=0"), id="no-sidecar"),
+    pytest.param(("decode.create=false",), id="no-decode-pods"),
+])
+def test_default_without_a_sidecar_is_silently_off(engine: str, sets: tuple[str, ...]) -> None:
+    objects = _render(engine, *sets)
     assert not [o for o in objects if o["metadata"]["name"].endswith("-routing-proxy")]
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    pytest.param(("routing.proxy.enabled=false", "prefill.replicas=0"),
+                 "routing.proxy.ssrfProtection.enabled: the routing sidecar is off",
+                 id="no-sidecar"),
+    pytest.param(("decode.create=false",),
+                 "routing.proxy.ssrfProtection.enabled: no decode pods run the routing sidecar",
+                 id="no-decode-pods"),
+])
+def test_enabled_true_without_a_sidecar_is_an_error(sets: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _render("vllm", ON, *sets)
 
 
 def test_follows_the_rendered_pool_with_rbac(engine: str) -> None:

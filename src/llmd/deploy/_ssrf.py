@@ -2,9 +2,13 @@
 and the RBAC its service account needs (get/list/watch on the pool and on pods).
 
 The chart never renders llm-d's `--enable-ssrf-protection` (see docs/deploy.md); llmd renders it
-from `routing.proxy.ssrfProtection`. The pool is named by env `INFERENCE_POOL` (`namespace/name`),
-which `llmd sidecar` and llm-d's newer sidecar read; llm-d's older sidecar images read
-`INFERENCE_POOL_NAMESPACE` and `INFERENCE_POOL_NAME`, which Go images get as well.
+from `routing.proxy.ssrfProtection`, on by default: a sidecar without it forwards to any host a
+request names in `x-prefiller-host-port`. With no pool to follow (the chart's own examples render
+none) it stays off with a warning rather than failing every chart values file.
+
+The pool is named by env `INFERENCE_POOL` (`namespace/name`), which `llmd sidecar` and llm-d's
+newer sidecar read; llm-d's older sidecar images read `INFERENCE_POOL_NAMESPACE` and
+`INFERENCE_POOL_NAME`, which Go images get as well.
 """
 
 from __future__ import annotations
@@ -36,25 +40,38 @@ class SsrfPool:
     group: str
 
 
-def ssrf_pool(values: Values, fullname: str, decode_pods: bool) -> SsrfPool | None:
-    """The pool from values, or None when SSRF protection is off; ConfigError if unusable."""
+def ssrf_pool(values: Values, fullname: str, decode_pods: bool,
+              warnings: list[str]) -> SsrfPool | None:
+    """The pool the sidecar's allowlist follows, or None when protection is off (explicitly,
+    with no sidecar rendered, or by default with no pool known: then with a warning);
+    ConfigError when `enabled: true` cannot be honoured or the pool's name is unusable."""
     ssrf = values.routing.proxy.ssrf_protection
-    if not ssrf.enabled:
+    if ssrf.enabled is False:
         return None
+    explicit = ssrf.enabled is True
     routing = values.routing
-    if not routing.proxy.enabled:
-        raise ConfigError(f"{_KEY}.enabled: the routing sidecar is off "
-                          "(routing.proxy.enabled: false)")
-    if not decode_pods:
+    if not routing.proxy.enabled or not decode_pods:
+        if not explicit:
+            return None
+        if not routing.proxy.enabled:
+            raise ConfigError(f"{_KEY}.enabled: the routing sidecar is off "
+                              "(routing.proxy.enabled: false)")
         raise ConfigError(f"{_KEY}.enabled: no decode pods run the routing sidecar "
                           "(decode.create: false)")
     ref = ssrf.inference_pool
     if ref is None:
-        if not routing.inference_pool.enabled:
+        if routing.inference_pool.enabled:
+            return SsrfPool(routing.inference_pool.name or fullname, None, ssrf.pool_group)
+        if explicit:
             raise ConfigError(f"{_KEY}.inferencePool: required unless routing.inferencePool is "
                               "enabled: name the InferencePool whose pods may be prefill "
                               "targets (name or namespace/name)")
-        return SsrfPool(routing.inference_pool.name or fullname, None, ssrf.pool_group)
+        warnings.append(
+            f"{_KEY}: off: no InferencePool to follow (routing.inferencePool.enabled is false "
+            f"and {_KEY}.inferencePool unset), so the routing sidecar calls any prefill host a "
+            f"request names; name the pool ({_KEY}.inferencePool: NAME or NAMESPACE/NAME), or "
+            f"set {_KEY}.enabled: false")
+        return None
     namespace, _, name = ref.rpartition("/")
     if not _NAME.fullmatch(name) or (namespace and not _NAME.fullmatch(namespace)) \
             or ref.startswith("/"):

@@ -135,7 +135,7 @@ def _render(values: Values, release: str, namespace: str | None, warnings: list[
                         "metadata": names.meta(fullname)})
     ssrf = None
     with problems.collect():
-        ssrf = ssrf_pool(values, fullname, any(p.name == "decode" for p in plans))
+        ssrf = ssrf_pool(values, fullname, any(p.name == "decode" for p in plans), warnings)
     if ssrf is not None:
         objects += ssrf_rbac(ssrf, names, account)
     for plan in plans:

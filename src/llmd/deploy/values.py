@@ -243,7 +243,10 @@ class SsrfProtection(_Values):
     """llmd: the routing sidecar calls only prefill targets that are pods of an InferencePool
     (llm-d's `--enable-ssrf-protection`, which the chart cannot render), with RBAC to watch it."""
 
-    enabled: Bool = False
+    enabled: Bool | None = None
+    """Default: on wherever the sidecar is rendered and a pool is known (the rendered one, or
+    `inferencePool`); without a pool, off with a warning. `false` turns it off, `true` makes a
+    missing pool an error."""
     inference_pool: str | None = None
     """`name` or `namespace/name`; default: the rendered InferencePool (`routing.inferencePool`)
     in the pods' own namespace."""
