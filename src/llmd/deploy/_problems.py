@@ -91,7 +91,8 @@ def validate(tree: dict[str, Any]) -> tuple[Values | None, list[str], list[str]]
         except ValidationError as exc:
             lines = _schema_lines(exc)
             problems += [line for line in lines if line not in problems]
-            scopes = [_remove(tree, _clean(err["loc"])) for err in exc.errors()]
+            locs = dict.fromkeys(_clean(err["loc"]) for err in exc.errors())  # once each
+            scopes = [_remove(tree, loc) for loc in locs]
             if None in scopes:
                 return None, problems, removed
             removed += [format_loc(s) for s in scopes if s is not None]
