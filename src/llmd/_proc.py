@@ -1,14 +1,21 @@
-"""Local child-process supervision for `llmd up`: start, wait until ready, watch, stop all.
+"""Local child-process supervision for `llmd up`: start, wait until ready, restart, stop all.
 
     async with Supervisor() as sup:
-        child = await sup.start(ChildSpec("sim-vllm", argv))       # waits for "listening on"
-        await sup.wait_http(child, "/health")
-        await sup.wait_any_exit(stop)                              # returns when stop is set
+        child = await sup.start(ChildSpec("sim-vllm", argv,            # waits for "listening
+                                          ready=http_ready("/health"),  # on", then the probe
+                                          restart_argv=same_ports))
+        await sup.supervise(stop, RestartPolicy())                     # returns when stop is set
 
 Children run in their own process group, get SIGTERM on exit (then SIGKILL after a bounded
 wait), and on Linux are told by the kernel to die if this process dies (PR_SET_PDEATHSIG), so
 Ctrl-C, an error or a crash never leaves orphans. Their output is kept in a bounded tail that
 error messages quote.
+
+`supervise` keeps the children running: one that exits is started again after a backoff
+(0.1 s doubling to 5 s) with its `restart_argv`, which pins the ports it bound the first time,
+and must pass its readiness check again; the others keep serving meanwhile. It gives up, with a
+`ChildError` naming the child and quoting its last output, when a child without `restart_argv`
+exits or one exits more than `max_restarts` times within `window_s` (a crash loop).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -30,7 +38,8 @@ import aiohttp
 
 from llmd.errors import LlmdError
 
-__all__ = ["Child", "ChildError", "ChildSpec", "Supervisor", "stop_process"]
+__all__ = ["Child", "ChildError", "ChildSpec", "ReadyCheck", "RestartArgv", "RestartPolicy",
+           "Supervisor", "SupervisorEvent", "http_ready", "stop_process"]
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +51,24 @@ class ChildError(LlmdError):
     """A child failed to start, did not become ready, or exited while it should be serving."""
 
 
+ReadyCheck = Callable[["Child"], Awaitable[None]]
+"""Raises `ChildError` (or times out) unless the started child serves; run after every start."""
+
+RestartArgv = Callable[["Child"], Sequence[str]]
+"""The argv that runs an exited child again on the addresses it bound the first time
+(`Child.first_addresses`, `Child.port`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
-    """One child: `argv`, extra `env`, and how long it may take to print `listening on`.
+    """One child: `argv`, extra `env`, and how long it may take to become ready.
 
-    `prints_listening=False` is for children that print no such line (Envoy): `start()` returns
-    once the process is spawned and the caller checks readiness its own way. A child that
-    listens on several ports (the EPP: ext_proc, health, metrics) sets `listening_lines`;
-    `start()` then waits for that many lines and `Child.addresses` holds them in order.
+    `prints_listening=False` is for children that print no `listening on HOST:PORT` line
+    (Envoy): then only `ready` tells when it serves. A child that listens on several ports (the
+    EPP: ext_proc, health, metrics) sets `listening_lines`; `start()` then waits for that many
+    lines and `Child.addresses` holds them in order. `ready` runs after those lines, within the
+    same `start_timeout_s` (a health probe). `restart_argv` makes the child restartable by
+    `Supervisor.supervise`; without it, its exit ends supervision.
     """
 
     name: str
@@ -58,6 +77,25 @@ class ChildSpec:
     start_timeout_s: float = 30.0
     prints_listening: bool = True
     listening_lines: int = 1
+    ready: ReadyCheck | None = None
+    restart_argv: RestartArgv | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """A child may exit `max_restarts` times within `window_s` and be restarted each time;
+    one more exit in that window is a crash loop. The wait before a restart starts at
+    `backoff_s` and doubles with each recent exit, up to `max_backoff_s`."""
+
+    max_restarts: int = 5
+    window_s: float = 60.0
+    backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+
+
+SupervisorEvent = Callable[["Child", str, str], None]
+"""`on_event(child, event, detail)`: event is "exited" (detail: how, and the restart delay),
+"restarted" (the child serves again) or "failed" (a restart did not become ready)."""
 
 
 class Child:
@@ -72,6 +110,11 @@ class Child:
         self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self.listening: asyncio.Future[tuple[str, int]] = (
             asyncio.get_running_loop().create_future())
+        self.first_addresses: list[tuple[str, int]] = []
+        """`addresses` of the first start, which a restart binds again."""
+        self.restarts = 0
+        self.exits: collections.deque[float] = collections.deque()
+        """`time.monotonic()` of recent exits (within the restart window)."""
 
     @property
     def url(self) -> str:
@@ -80,7 +123,53 @@ class Child:
 
     def describe_exit(self) -> str:
         tail = "\n".join(f"    {line}" for line in self.tail) or "    (no output)"
-        return f"{self.spec.name} exited with code {self.proc.returncode}; last output:\n{tail}"
+        return f"{self.spec.name} exited ({self.how_exited()}); last output:\n{tail}"
+
+    def how_exited(self) -> str:
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
+
+def http_ready(path: str, timeout_s: float = 2.0) -> ReadyCheck:
+    """A `ReadyCheck`: poll `GET child.url + path` until 200 (each try bounded by `timeout_s`);
+    `ChildError` as soon as the child exits. The caller bounds the whole wait."""
+
+    async def check(child: Child) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
+            while True:
+                if child.proc.returncode is not None:
+                    await asyncio.sleep(0.1)  # let the reader catch the last lines
+                    raise ChildError(child.describe_exit())
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with s.get(child.url + path) as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.05)  # polling a condition; the caller's deadline bounds it
+
+    return check
+
+
+async def _exited_before(proc: asyncio.subprocess.Process, stop: asyncio.Event) -> bool:
+    """Wait for `proc` to exit or `stop`; True when the process exited first."""
+    exited = asyncio.create_task(proc.wait(), name="child-exit")
+    stopped = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        await asyncio.wait([exited, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (exited, stopped):
+            task.cancel()
+        await asyncio.wait([exited, stopped])
+    return not stop.is_set() and proc.returncode is not None
+
+
+async def _stopped_within(stop: asyncio.Event, delay_s: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay_s):
+            await stop.wait()
+    return stop.is_set()
 
 
 async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 10.0) -> int:
@@ -118,77 +207,118 @@ class Supervisor:
         await self.stop_all()
 
     async def start(self, spec: ChildSpec) -> Child:
-        """Spawn `spec` and wait (bounded) for its `listening on HOST:PORT` line."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
-        proc = await asyncio.create_subprocess_exec(
-            *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-        child = Child(spec, proc)
+        """Spawn `spec` and wait (bounded) for its `listening on HOST:PORT` line(s), then its
+        `ready` check."""
+        child = Child(spec, await self._spawn(spec, spec.argv))
         self.children.append(child)
-        self._readers.append(asyncio.create_task(self._read(child), name=f"out-{spec.name}"))
-        if not spec.prints_listening:
-            return child
-        try:
-            async with asyncio.timeout(spec.start_timeout_s):
-                child.host, child.port = await asyncio.shield(child.listening)
-        except TimeoutError:
-            raise ChildError(f"{spec.name} did not print 'listening on' within "
-                             f"{spec.start_timeout_s:g} s") from None
+        self._start_reader(child)
+        await self._until_ready(child)
+        child.first_addresses = list(child.addresses)
         return child
 
-    async def _read(self, child: Child) -> None:
-        assert child.proc.stdout is not None
-        async for raw in child.proc.stdout:
+    async def _spawn(self, spec: ChildSpec, argv: Sequence[str]) -> asyncio.subprocess.Process:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+
+    async def _until_ready(self, child: Child) -> None:
+        spec = child.spec
+        try:
+            async with asyncio.timeout(spec.start_timeout_s):
+                if spec.prints_listening:
+                    child.host, child.port = await asyncio.shield(child.listening)
+                if spec.ready is not None:
+                    await spec.ready(child)
+        except TimeoutError:
+            what = "print 'listening on'" if not child.listening.done() else "become ready"
+            raise ChildError(f"{spec.name} did not {what} within "
+                             f"{spec.start_timeout_s:g} s") from None
+
+    def _start_reader(self, child: Child) -> None:
+        # The reader keeps its own process and future: a restart replaces the child's.
+        self._readers.append(asyncio.create_task(
+            self._read(child, child.proc, child.listening), name=f"out-{child.spec.name}"))
+
+    async def _read(self, child: Child, proc: asyncio.subprocess.Process,
+                    listening: asyncio.Future[tuple[str, int]]) -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
             line = raw.rstrip()
             child.tail.append(line.decode(errors="replace"))
-            if not child.listening.done():
+            if not listening.done():
                 m = _LISTENING.search(line)
                 if m:
                     child.addresses.append((m.group(1).decode(), int(m.group(2))))
                     if len(child.addresses) >= child.spec.listening_lines:
-                        child.listening.set_result(child.addresses[0])
+                        listening.set_result(child.addresses[0])
             log.debug("[%s] %s", child.spec.name, line.decode(errors="replace"))
-        await child.proc.wait()
-        if child.spec.prints_listening and not child.listening.done():
-            child.listening.set_exception(ChildError(child.describe_exit()))
+        await proc.wait()
+        if child.spec.prints_listening and not listening.done():
+            listening.set_exception(ChildError(child.describe_exit()))
 
-    async def wait_http(self, child: Child, path: str, timeout_s: float = 30.0) -> None:
-        """Poll `GET child.url + path` until 200, the child exits, or the deadline passes."""
-        timeout = aiohttp.ClientTimeout(total=2.0)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    while True:
-                        if child.proc.returncode is not None:
-                            raise ChildError(child.describe_exit())
-                        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                            async with session.get(child.url + path) as resp:
-                                if resp.status == 200:
-                                    return
-                        await asyncio.sleep(0.05)
-            except TimeoutError:
-                raise ChildError(f"{child.spec.name}: {path} not ready within "
-                                 f"{timeout_s:g} s") from None
-
-    async def wait_any_exit(self, stop: asyncio.Event) -> None:
-        """Return when `stop` is set; raise ChildError if a child exits before that."""
-        waits = {asyncio.create_task(c.proc.wait(), name=f"wait-{c.spec.name}"): c
-                 for c in self.children}
-        stopper = asyncio.create_task(stop.wait(), name="stop")
+    async def supervise(self, stop: asyncio.Event, policy: RestartPolicy = RestartPolicy(),
+                        on_event: SupervisorEvent | None = None) -> None:
+        """Keep every child running until `stop` is set (see the module docstring); raise
+        `ChildError` on an exit that cannot or may no longer be restarted."""
+        notify = on_event or (lambda child, event, detail: None)
         try:
-            done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in [stopper, *waits]:
-                task.cancel()
-            await asyncio.wait([stopper, *waits])
-        if stopper not in done:
-            dead = next(waits[t] for t in done if t in waits)
-            for reader in self._readers:  # let the tail catch the last lines
+            async with asyncio.TaskGroup() as tg:
+                for child in list(self.children):
+                    tg.create_task(self._keep(child, stop, policy, notify),
+                                   name=f"keep-{child.spec.name}")
+        except BaseExceptionGroup as group:
+            first = next((e for e in group.exceptions if isinstance(e, ChildError)), None)
+            if first is None:
+                raise
+            raise first from None
+
+    async def _keep(self, child: Child, stop: asyncio.Event, policy: RestartPolicy,
+                    notify: SupervisorEvent) -> None:
+        restart_argv = child.spec.restart_argv
+        while await _exited_before(child.proc, stop):
+            await self._drain(child)
+            if restart_argv is None:
+                raise ChildError(child.describe_exit())
+            now = time.monotonic()
+            child.exits.append(now)
+            while now - child.exits[0] > policy.window_s:
+                child.exits.popleft()
+            recent = len(child.exits)
+            if recent > policy.max_restarts:
+                raise ChildError(f"{child.spec.name} is crash-looping: it exited {recent} times "
+                                 f"within {policy.window_s:g} s. " + child.describe_exit())
+            delay = min(policy.backoff_s * 2 ** (recent - 1), policy.max_backoff_s)
+            notify(child, "exited", f"{child.how_exited()}; restarting in {delay:.1f} s")
+            if await _stopped_within(stop, delay):
+                return
+            try:
+                await self._respawn(child, restart_argv(child))
+            except ChildError as exc:
+                notify(child, "failed", str(exc).splitlines()[0])
+                await stop_process(child.proc, self.stop_timeout_s)  # counted as an exit
+                continue
+            child.restarts += 1
+            notify(child, "restarted", f"pid {child.proc.pid}")
+
+    async def _respawn(self, child: Child, argv: Sequence[str]) -> None:
+        """Run `child` again with `argv`; the same Child object now stands for the new
+        process (its tail continues)."""
+        child.proc = await self._spawn(child.spec, argv)
+        child.addresses = []
+        child.listening = asyncio.get_running_loop().create_future()
+        self._start_reader(child)
+        log.info("%s restarted (pid %d)", child.spec.name, child.proc.pid)
+        await self._until_ready(child)
+
+    async def _drain(self, child: Child) -> None:
+        """Let the output reader catch the last lines of an exited child (bounded)."""
+        for reader in self._readers:
+            if not reader.done() and reader.get_name() == f"out-{child.spec.name}":
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await asyncio.shield(reader)
-            raise ChildError(dead.describe_exit())
 
     async def stop_all(self) -> None:
         """SIGTERM every live child, wait (bounded), SIGKILL the rest; reap their readers."""

@@ -183,8 +183,8 @@ async def test_pd_stack_prefill_error_reaches_the_client(engine: str) -> None:
 
 
 async def test_pd_stack_disallowed_prefill_target_is_403(engine: str) -> None:
-    spec = pd_spec(engine, sidecar_args=("--enable-ssrf-protection",
-                                         "--prefill-allow", "10.9.9.9"))
+    spec = pd_spec(engine, ssrf_protection=False,
+                   sidecar_args=("--enable-ssrf-protection", "--prefill-allow", "10.9.9.9"))
     async with LocalStack(spec) as stack, client(stack) as gw:
         with pytest.raises(openai.PermissionDeniedError, match="not allowed"):
             await gw.completions.create(model=MODEL, prompt=long_prompt(6), max_tokens=3)

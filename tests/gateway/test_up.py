@@ -120,7 +120,7 @@ async def test_a_child_failing_at_start_stops_the_others() -> None:
     spec = StackSpec(engines=("vllm", "sglang"), time_scale=0,
                      epp_config_text="apiVersion: llm-d.ai/v1alpha1\nkind: Nope\n")
     stack = LocalStack(spec, on_progress=lambda name, state: events.append((name, state)))
-    with pytest.raises(ChildError, match="(?s)epp exited with code 2.*Nope"):
+    with pytest.raises(ChildError, match=r"(?s)epp exited \(exit code 2\).*Nope"):
         async with stack:
             pass
     assert ("sim-vllm-0", "ready") in events and ("epp", "starting") in events

