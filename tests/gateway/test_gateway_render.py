@@ -16,9 +16,13 @@ from llmd.gateway import EnvoyGateway, GatewayError, GatewaySpec, render_bootstr
 
 
 def _routes(spec: GatewaySpec) -> list[dict[str, object]]:
+    """The routes after the first, which refuses CONNECT whatever the spec."""
     hcm = render_bootstrap(spec)["static_resources"]["listeners"][0]["filter_chains"][0][
         "filters"][0]["typed_config"]
-    return hcm["route_config"]["virtual_hosts"][0]["routes"]  # type: ignore[no-any-return]
+    connect, *routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert connect["match"] == {"connect_matcher": {}}
+    assert connect["direct_response"]["status"] == 405
+    return routes  # type: ignore[no-any-return]
 
 
 def _filters(spec: GatewaySpec) -> list[str]:

@@ -233,3 +233,28 @@ def test_pd_spec_ports_and_loopback_aliases() -> None:
     with pytest.raises(ValueError, match="loopback aliases"):
         StackSpec(engines=("sglang",), pd=True, prefill_per_engine=2, host="::1")
     StackSpec(engines=("vllm",), pd=True, prefill_per_engine=2, host="::1")  # no side port
+
+
+async def test_pd_sidecars_called_directly_refuse_every_other_target(engine: str) -> None:
+    """SSRF protection is on by default: a client calling a sidecar directly can make it send a
+    prefill leg only to its engine's prefill sims, not to Envoy's admin page, the EPP, the
+    decode engine or anything else on the host."""
+    async with LocalStack(pd_spec(engine)) as stack, aiohttp.ClientSession() as http:
+        assert stack.gateway is not None and stack.epp is not None
+        sidecar, prefill = stack.endpoints[0], stack.prefill[0]
+        admin_port = stack.gateway.admin_url.rsplit(":", 1)[1]
+        targets = {
+            f"127.0.0.1:{admin_port}": 403, stack.epp.address: 403,
+            f"127.0.0.1:{stack.epp.metrics_port}": 403, stack.decode[0].address: 403,
+            "127.0.0.1:22": 403, "169.254.169.254:80": 403, "127.1:1": 400,
+            f"{prefill.address},127.0.0.1:{admin_port}": 200, prefill.address: 200,
+        }
+        for target, status in targets.items():
+            async with http.post(sidecar.url + "/v1/completions",
+                                 headers={"x-prefiller-host-port": target},
+                                 json={"model": MODEL, "prompt": long_prompt(7),
+                                       "max_tokens": 2}) as resp:
+                body = await resp.json()
+                assert resp.status == status, (target, body)
+                if status != 200:
+                    assert body["error"]["code"] == status

@@ -115,7 +115,7 @@ def render_bootstrap(spec: GatewaySpec) -> dict[str, Any]:
     """The Envoy bootstrap as a dict (write it as JSON; Envoy reads JSON bootstraps)."""
     clusters: list[dict[str, Any]] = []
     http_filters: list[dict[str, Any]] = [_strip_destination_filter()]
-    routes: list[dict[str, Any]] = []
+    routes: list[dict[str, Any]] = [_refuse_connect()]
     if spec.epp is not None:
         clusters += [_epp_cluster(spec), _pool_cluster(spec)]
         http_filters.append(_ext_proc_filter(spec))
@@ -147,9 +147,7 @@ def render_bootstrap(spec: GatewaySpec) -> dict[str, Any]:
         body = error_body(503, "the endpoint picker is unavailable and the pool fails closed")
         routes.append({"match": {"prefix": "/"}, "direct_response": {
             "status": 503, "body": {"inline_string": json.dumps(body)}},
-            "response_headers_to_add": [{
-                "header": {"key": "content-type", "value": "application/json"},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]})
+            "response_headers_to_add": [_JSON]})
     http_filters.append({"name": "envoy.filters.http.router", "typed_config": {
         "@type": _T + "extensions.filters.http.router.v3.Router"}})
     hcm = {
@@ -192,6 +190,23 @@ _ENVOY_CONTROL_HEADERS = (
     "x-envoy-hedge-on-per-try-timeout", "x-envoy-original-dst-host",
     "x-envoy-upstream-alt-stat-name", "x-envoy-expected-rq-timeout-ms",
 )
+
+
+def _refuse_connect() -> dict[str, Any]:
+    """CONNECT (a tunnel request, no model server speaks it) is a 405 without asking the EPP:
+    its stream never ends, so the EPP would wait for a body until the request timeout."""
+    body = error_body(405, "CONNECT is not supported; use POST /v1/completions or "
+                           "/v1/chat/completions")
+    return {"match": {"connect_matcher": {}},
+            "direct_response": {"status": 405, "body": {"inline_string": json.dumps(body)}},
+            "response_headers_to_add": [_JSON],
+            "typed_per_filter_config": {"envoy.filters.http.ext_proc": {
+                "@type": _T + "extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "disabled": True}}}
+
+
+_JSON = {"header": {"key": "content-type", "value": "application/json"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
 def _strip_destination_filter() -> dict[str, Any]:
