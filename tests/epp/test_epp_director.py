@@ -63,15 +63,17 @@ LONE = '"x\\ud800y"'  # JSON text for a string holding a lone UTF-16 surrogate
 
 @pytest.mark.parametrize(("body", "param"), [
     pytest.param(f'{{"model": "m", "prompt": {LONE}}}', "prompt", id="prompt"),
-    pytest.param(f'{{"model": "m", "prompt": ["a", {LONE}]}}', "prompt", id="prompt-list"),
+    pytest.param(f'{{"model": "m", "prompt": ["a", {LONE}]}}', "prompt[1]", id="prompt-list"),
     pytest.param(f'{{"model": {LONE}, "prompt": "x"}}', "model", id="model"),
     pytest.param(f'{{"model": "m", "prompt": "x", "cache_salt": {LONE}}}', "cache_salt",
                  id="cache-salt"),
     pytest.param(f'{{"model": "m", "messages": [{{"role": "user", "content": {LONE}}}]}}',
-                 "messages", id="content"),
+                 "messages[0].content", id="content"),
     pytest.param(f'{{"model": "m", "messages": [{{"role": {LONE}, "content": "x"}}]}}',
-                 "messages", id="role"),
-    pytest.param(f'{{"model": "m", "input": [{LONE}]}}', "input", id="input"),
+                 "messages[0].role", id="role"),
+    pytest.param(f'{{"model": "m", "input": [{LONE}]}}', "input[0]", id="input"),
+    pytest.param(f'{{"model": "m", "prompt": "x", "user": {LONE}}}', "user",
+                 id="a-field-the-epp-never-reads"),
 ])
 def test_lone_surrogates_are_400_naming_the_field(body: str, param: str) -> None:
     with pytest.raises(BadRequestError, match="lone UTF-16 surrogate") as caught:
@@ -87,7 +89,7 @@ def test_a_surrogate_pair_is_one_character_and_routes() -> None:
 @pytest.mark.parametrize("depth", [1_000, 100_000])
 def test_deep_nesting_is_400(depth: int) -> None:
     body = b'{"model": "m", "prompt": "x", "extra": ' + b"[" * depth + b"]" * depth + b"}"
-    with pytest.raises(BadRequestError, match="nests JSON too deeply"):
+    with pytest.raises(BadRequestError, match="more than 512 levels deep"):
         _director().decide("r", "/v1/completions", {}, body)
 
 

@@ -13,7 +13,11 @@ import socket
 import aiohttp
 import pytest
 from _gateway_stack import MODEL, SERVED_BY, endpoint_id, flag, run_epp, run_gateway
+from aiohttp import web
 
+from llmd._http import listen_socket
+from llmd.engines import get_adapter
+from llmd.sidecar import RETRIABLE_HEADER, SidecarConfig, build_app
 from llmd.sim import RunningSim
 
 NO_SCRAPING = """\
@@ -125,3 +129,30 @@ async def test_fail_close_reply_is_left_as_it_is(http: aiohttp.ClientSession) ->
         async with http.post(f"{gw.url}/v1/completions", json=BODY) as resp:
             error = (await resp.json())["error"]
     assert resp.status == 503 and "fails closed" in error["message"]
+
+
+async def test_a_sidecar_whose_engine_is_gone_is_retried_elsewhere(
+        engine: str, sims: list[RunningSim], http: aiohttp.ClientSession) -> None:
+    """The sidecar is up but its decode engine refuses: its 503 says nothing was computed, and
+    Envoy moves the request to the EPP's next endpoint; the marker never reaches the client."""
+    cfg = SidecarConfig(host="127.0.0.1", port=0, model_server_port=_dead_port(),
+                        kv_connector=get_adapter(engine).sidecar_connector)
+    runner = web.AppRunner(build_app(cfg), access_log=None)
+    await runner.setup()
+    sock = listen_socket("127.0.0.1", 0)
+    await web.SockSite(runner, sock).start()
+    orphan = f"127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        pool = [orphan, *(endpoint_id(s) for s in sims)]
+        async with run_epp([f"{ep},engine={engine}" for ep in pool], config_text=NO_SCRAPING,
+                           fallback_endpoints=2) as epp, \
+                run_gateway(epp=epp.address, endpoints=tuple(pool)) as gw:
+            for _ in range(16):
+                async with http.post(f"{gw.url}/v1/completions", json=BODY) as resp:
+                    assert resp.status == 200, await resp.text()
+                    assert RETRIABLE_HEADER not in resp.headers
+                    assert resp.headers[SERVED_BY] != orphan
+            retried = await _stat(http, gw.admin_url, "cluster.pool.upstream_rq_retry_success")
+    finally:
+        await runner.cleanup()
+    assert retried > 0

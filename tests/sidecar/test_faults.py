@@ -27,7 +27,8 @@ from _sidecar_tools import (
 )
 from test_units import HOSTILE_TARGETS
 
-from llmd.sidecar import PREFILLER_HEADER
+from llmd.engines import get_adapter
+from llmd.sidecar import PREFILLER_HEADER, RETRIABLE_HEADER
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 
@@ -101,14 +102,15 @@ async def test_malformed_targets_are_400_naming_the_header(
 
 @pytest.mark.parametrize(("raw", "message"), [
     pytest.param(b'{"model": "llmd-sim", "prompt": "\\ud800", "max_tokens": 2}',
-                 "prompt: character 0 is a lone UTF-16 surrogate", id="surrogate-prompt"),
+                 "'prompt' is not valid Unicode: it contains a lone UTF-16 surrogate",
+                 id="surrogate-prompt"),
     pytest.param(b'{"model": "llmd-sim", "messages": [{"role": "user", "content": "\\udc00"}]}',
-                 "messages[0].content: character 0", id="surrogate-content"),
-    pytest.param(b'{"model": "\\ud800", "prompt": "x"}', "model: character 0",
+                 "'messages[0].content' is not valid Unicode", id="surrogate-content"),
+    pytest.param(b'{"model": "\\ud800", "prompt": "x"}', "'model' is not valid Unicode",
                  id="surrogate-model"),
     pytest.param(b'{"model": "llmd-sim", "prompt": "\xff"}', "not valid UTF-8",
                  id="invalid-utf8"),
-    pytest.param(b"[" * 100_000 + b"]" * 100_000, "nested more than 128 levels",
+    pytest.param(b"[" * 100_000 + b"]" * 100_000, "more than 512 levels deep",
                  id="100000-deep"),
     pytest.param(b'["llmd-sim"]', "must be a JSON object", id="non-object"),
 ])
@@ -122,19 +124,24 @@ async def test_hostile_bodies_are_400(engine: str, http: aiohttp.ClientSession, 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 @pytest.mark.parametrize("dead", ["refused", "blackhole"])
-async def test_unreachable_prefill_fails_within_the_connect_timeout(
+async def test_unreachable_prefill_is_answered_within_the_connect_timeout(
         engine: str, http: aiohttp.ClientSession, stream: bool, dead: str) -> None:
-    """Well under the 30 s bootstrap timeout an SGLang decode leg would otherwise wait."""
+    """Well under the 30 s bootstrap timeout an SGLang decode leg would otherwise wait. Nothing
+    was computed anywhere, so a decode engine that serves alone (vLLM) prefills locally; one
+    that cannot (SGLang decode mode) answers 503 naming the prefill endpoint."""
     async with AsyncExitStack() as stack:
         target = refused_target() if dead == "refused" else \
             await stack.enter_async_context(blackhole_target())
         s = await stack.enter_async_context(pd_stack(engine, connect_timeout_s=0.5))
         start = time.monotonic()
-        status, body, _ = await _ask(http, s.url, target, stream=stream)
+        status, body, headers = await _ask(http, s.url, target, stream=stream)
         assert time.monotonic() - start < 5
-        assert status == 503, body
-        assert f"prefill endpoint {target} unreachable" in body["error"]["message"]
-        assert s.decode.state.engine.num_running == 0  # the decode leg did not linger
+        if get_adapter(engine).pd.decode_alone:
+            assert status == 200 and headers["x-llmd-kv-source"] == "local", body
+        else:
+            assert status == 503, body
+            assert f"prefill endpoint {target} unreachable" in body["error"]["message"]
+            assert s.decode.state.engine.num_running == 0  # the decode leg did not linger
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
@@ -163,13 +170,29 @@ async def test_an_unreached_candidate_hands_over_to_the_next(
                    if r.getMessage().startswith("prefill fallback"))
 
 
-async def test_every_candidate_unreached_is_the_last_error(
-        engine: str, http: aiohttp.ClientSession) -> None:
+async def test_every_candidate_unreached_decodes_alone_or_is_the_last_error(
+        engine: str, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
     dead = [refused_target("127.0.0.3"), refused_target("127.0.0.4")]
     async with pd_stack(engine) as s:
-        status, body, _ = await _ask(http, s.url, ",".join(dead))
+        status, body, headers = await _ask(http, s.url, ",".join(dead))
+    if get_adapter(engine).pd.decode_alone:
+        assert status == 200 and headers["x-llmd-kv-source"] == "local", body
+        assert "no prefill candidate reached" in caplog.text
+    else:
         assert status == 503 and f"prefill endpoint {dead[1]} unreachable" in \
             body["error"]["message"]
+
+
+@pytest.mark.parametrize("target", [None, "prefill"], ids=["pass-through", "disaggregated"])
+async def test_a_refused_decode_engine_is_a_503_a_gateway_may_retry(
+        engine: str, http: aiohttp.ClientSession, target: str | None) -> None:
+    """The engine behind the sidecar is gone: nothing was computed, so the answer says a
+    gateway may send the request to another endpoint (llmd's Envoy does)."""
+    gone = int(refused_target().rsplit(":", 1)[1])
+    async with pd_stack(engine, model_server_port=gone) as s:
+        status, body, headers = await _ask(http, s.url, s.target if target else None)
+    assert status == 503, body
+    assert headers[RETRIABLE_HEADER] == "decode-engine-unreachable"
 
 
 async def test_an_answered_prefill_error_is_not_handed_over(

@@ -19,8 +19,9 @@ The shape follows ../shared/reference/envoy-extproc.md (checked with Envoy 1.40)
 - the `pool` cluster: with the pool's `endpoints` known, a STATIC cluster of exactly those with
   Envoy's `override_host` load balancer reading the EPP's header, which may name several
   endpoints best first (GIE's multi-endpoint protocol, `llmd epp --fallback-endpoints`): an
-  attempt whose connection is refused or reset before response headers is retried on the next
-  one, up to `retries` times, and when the list is used up the fallback balancer selects no host
+  attempt whose connection is refused or reset before response headers, or that a P/D sidecar
+  answers with `x-llmd-retriable` (its decode engine is gone), is retried on the next one, up
+  to `retries` times, and when the list is used up the fallback balancer selects no host
   (a 503), so nothing the EPP did not name is ever reached. Without `endpoints`, an
   `ORIGINAL_DST` cluster connects to the one `ip:port` the EPP names, with no retry elsewhere;
 - route 2: requests without it (the EPP is down or timed out) follow the pool's failure mode:
@@ -53,6 +54,7 @@ from llmd.epp import (
 )
 from llmd.errors import error_body
 from llmd.gateway._local_reply import local_reply_config
+from llmd.sidecar import RETRIABLE_HEADER
 
 __all__ = ["ExtProcMode", "FailureMode", "GatewaySpec", "render_bootstrap"]
 
@@ -126,6 +128,7 @@ def render_bootstrap(spec: GatewaySpec) -> dict[str, Any]:
             "match": {"prefix": "/", "headers": [
                 {"name": DESTINATION_HEADER, "present_match": True}]},
             "route": route,
+            "response_headers_to_remove": [RETRIABLE_HEADER],
             "response_headers_to_add": [{
                 "header": {"key": h,
                            "value": f"%DYNAMIC_METADATA({RESPONSE_METADATA_NAMESPACE}:{h})%"},
@@ -219,10 +222,12 @@ def _strip_destination_filter() -> dict[str, Any]:
 
 def _retry_policy(spec: GatewaySpec) -> dict[str, Any]:
     """Retry what cannot have reached a model server's output: a refused connection, a stream
-    refused or reset before response headers (a process that died while taking the request).
+    refused or reset before response headers (a process that died while taking the request),
+    and a P/D sidecar's answer that its decode engine refused it (`RETRIABLE_HEADER`).
     Retries never happen once response headers went to the client."""
     return {
-        "retry_on": "connect-failure,refused-stream,reset",
+        "retry_on": "connect-failure,refused-stream,reset,retriable-headers",
+        "retriable_headers": [{"name": RETRIABLE_HEADER, "present_match": True}],
         "num_retries": spec.retries,
         "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
     }

@@ -8,6 +8,7 @@ from llmd.sidecar.body import parse_body
 from llmd.sidecar.config import LLMD_PREFILL_PORT, ConnectorName, SidecarConfig
 from llmd.sidecar.hostport import HostPort, parse_host_port, split_host_port
 from llmd.sidecar.targets import parse_candidates
+from llmd.sidecar.upstream import RETRIABLE_HEADER
 
 __all__ = [
     "Allowlist",
@@ -15,6 +16,7 @@ __all__ = [
     "HostPort",
     "LLMD_PREFILL_PORT",
     "PREFILLER_HEADER",
+    "RETRIABLE_HEADER",
     "SidecarConfig",
     "build_app",
     "parse_body",

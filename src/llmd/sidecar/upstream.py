@@ -18,7 +18,7 @@ from llmd.sidecar._sse import SseUsageRewriter, rewrite_json_body, sse_error_eve
 from llmd.sidecar.config import SidecarConfig
 from llmd.sidecar.hostport import HostPort
 
-__all__ = ["LegResult", "Upstream", "json_error"]
+__all__ = ["RETRIABLE_HEADER", "LegResult", "Upstream", "json_error"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,11 @@ _NOT_REACHED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # ... and those that mean it dropped the connection; before its response headers, the request
 # is unanswered and another server may take it.
 _RESET = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+RETRIABLE_HEADER = "x-llmd-retriable"
+"""On a sidecar's error answer: the request reached no model server (the decode engine refused
+the connection), so a gateway may send it to another endpoint; llmd's Envoy retries on it."""
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -164,9 +169,12 @@ class Upstream:
             failed = failure() if failure else None
             if failed is not None:
                 return failed
-            status = 503 if isinstance(exc, aiohttp.ClientConnectorError) else 502
-            return json_error(status, f"model server {self.decoder.netloc()}: "
-                                      f"{exc.__class__.__name__}")
+            refused = isinstance(exc, aiohttp.ClientConnectorError)
+            answer = json_error(503 if refused else 502, f"model server "
+                                f"{self.decoder.netloc()}: {exc.__class__.__name__}")
+            if refused:  # nothing was computed and nothing sent: another endpoint may serve it
+                answer.headers[RETRIABLE_HEADER] = "decode-engine-unreachable"
+            return answer
 
     async def _relay(
         self,

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 from llmd._http import listen_socket
 from llmd.engines import PdProtocol
 from llmd.errors import BadRequestError, RequestError
-from llmd.sim._body import decode_json
+from llmd._json import decode_json
 from llmd.sim._pd import (
     LOCAL,
     KvTransferError,

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmd.engines import PdProtocol
 from llmd.errors import BadRequestError, NotFoundError, RequestError
-from llmd.sim._body import decode_json
+from llmd._json import decode_json
 from llmd.sim._pd import LOCAL, Leg, LocalLeg, RoomConflictError, Route, http_url
 from llmd.sim.blocks import Allocation
 from llmd.sim.config import SimConfig

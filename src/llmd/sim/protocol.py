@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmd.config import format_loc
 from llmd.errors import BadRequestError, NotFoundError
 from llmd.kvcache import Tokenizer, message_text, render_chat
-from llmd.sim._body import decode_json
+from llmd._json import decode_json
 from llmd.sim._logprobs import MAX_LOGPROBS
 from llmd.sim.engine import GenRequest
 
@@ -112,7 +112,7 @@ class GenerateBody(_Wire):
 
 def parse_body(raw: bytes, model: type[M]) -> M:
     """Parse JSON `raw` into `model`; BadRequestError naming the first bad field (or why the
-    body is not JSON the simulator can handle: `_body.decode_json`)."""
+    body is not JSON the simulator can handle: `llmd._json.decode_json`)."""
     data = decode_json(raw)
     if not isinstance(data, dict):
         raise BadRequestError("request body must be a JSON object")

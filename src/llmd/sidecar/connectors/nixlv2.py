@@ -24,6 +24,8 @@ class NixlV2Connector:
     name: ClassVar[str] = "nixlv2"
     request_fields: ClassVar[tuple[str, ...]] = connector_adapter(name).pd.request_fields
     """The leg field, as the vLLM adapter's P/D protocol declares it (`kv_transfer_params`)."""
+    decode_alone: ClassVar[bool] = connector_adapter(name).pd.decode_alone
+    """Whether the decode engine serves a request without a prefill peer (vLLM: yes)."""
 
     async def run(self, req: PdRequest) -> web.StreamResponse:
         (params_field,) = self.request_fields
@@ -50,6 +52,14 @@ class NixlV2Connector:
             if not (result.unreached and attempt + 1 < len(req.prefills)):
                 break
             log_fallback(req, attempt, result)
+        if result.unreached and self.decode_alone:
+            # No prefill server was reached: nothing was computed anywhere, and this decode
+            # engine serves a request alone (vLLM kv_both), so it prefills locally instead of
+            # losing the request. A prefill that answered with an error is still the answer.
+            log.warning("no prefill candidate reached (%s); decoding locally (x-request-id %s)",
+                        ", ".join(t.netloc() for t in req.prefills), headers["x-request-id"])
+            return await req.upstream.stream_decode(req.http, "POST", req.path, headers,
+                                                    json.dumps(req.body).encode())
         if not result.ok:
             # Since llm-d #1206 there is no silent fallback: the client sees the prefill error.
             return result.to_response()

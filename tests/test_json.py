@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from llmd._json import MAX_JSON_DEPTH, decode_json
 from llmd.errors import BadRequestError
-from llmd.sim._body import MAX_JSON_DEPTH, decode_json
 
 
 @pytest.mark.parametrize(("raw", "value"), [

@@ -1,5 +1,8 @@
 """Request bodies → JSON every later step can handle, or a 400 (`BadRequestError`) saying why.
 
+Shared by every server that reads a client's JSON (the simulators, the EPP's OpenAI parser, the
+P/D sidecar), so all of them refuse the same bodies with the same words.
+
 CPython's `json` lets three kinds of hostile body through, or fails on them in a way that would
 become a 500:
 
