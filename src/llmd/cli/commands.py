@@ -23,13 +23,14 @@ def sidecar(
     prefill_retry_backoff_s: Annotated[float, typer.Option(
         help="first retry backoff, doubled each retry")] = 0.2,
     enable_ssrf_protection: Annotated[bool, typer.Option(
-        help="only call allowlisted prefill hosts (403 otherwise)")] = False,
+        help="only call allowlisted prefill targets (403 otherwise)")] = False,
     prefill_allow: Annotated[list[str] | None, typer.Option(
-        help="allowlisted prefill host (repeatable)")] = None,
+        help="HOST:PORT allows exactly that prefill target; a bare HOST only on 8000 and the "
+             "engine's default port (repeatable)")] = None,
     inference_pool: Annotated[str | None, typer.Option(
         envvar="INFERENCE_POOL",
         help="namespace/name: with --enable-ssrf-protection, also allow this InferencePool's "
-             "pods (IPs and names; 503 until first listed)")] = None,
+             "pods (IPs and names) on its target ports (503 until first listed)")] = None,
     pool_group: Annotated[str, typer.Option(
         help="InferencePool API group (v1; inference.networking.x-k8s.io: v1alpha2)")
     ] = "inference.networking.k8s.io",
@@ -37,7 +38,8 @@ def sidecar(
         help="Kubernetes API URL without auth, e.g. kubectl proxy's "
              "(default: the pod's service account)")] = None,
     enable_prefiller_sampling: Annotated[bool, typer.Option(
-        help="pick a random host from x-prefiller-host-port")] = False,
+        help="try a random host of x-prefiller-host-port first (then the others in order)")
+    ] = False,
     sglang_bootstrap_port: Annotated[int, typer.Option(
         envvar="SGLANG_BOOTSTRAP_PORT", help="SGLang prefill bootstrap port")] = 8998,
     data_parallel_size: Annotated[int, typer.Option(
