@@ -125,3 +125,22 @@ async def test_a_child_failing_at_start_stops_the_others() -> None:
             pass
     assert ("sim-vllm-0", "ready") in events and ("epp", "starting") in events
     assert stack.children and all(c.proc.returncode is not None for c in stack.children)
+
+
+async def test_llmd_up_restarts_a_killed_simulator_and_shows_it() -> None:
+    async with llmd_process("up", "--engines", "vllm=1,sglang=1", "--gateway-port", "0",
+                            "--base-port", "0", "--time-scale", "0") as proc:
+        out = (await read_until(proc, r"Ctrl-C stops every process", 60))[1]
+        rows = re.findall(r"│ (\S+)\s*│ (\w+)\s*│ (\S+)\s*│\s*(\d+) │ (\w+)", out)
+        name, _, url, pid, _ = next(r for r in rows if r[1] == "sglang")
+        os.kill(int(pid), signal.SIGKILL)
+        later = (await read_until(proc, rf"(?s){name} restarted.*?└", 30))[1]
+        assert f"{name} exited: killed by SIGKILL; restarting in 0.1 s" in later
+        row = next(line for line in later.splitlines() if line.startswith(f"│ {name} "))
+        cells = [c.strip() for c in row.strip("│").split("│")]
+        assert cells[2] == url and cells[3] != pid and cells[4:] == ["healthy", "1"]
+        async with aiohttp.ClientSession() as http, http.get(url + "/health") as resp:
+            assert resp.status == 200  # back on its port
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0
