@@ -82,7 +82,7 @@ def test_lone_surrogates_are_400_naming_the_field(body: str, param: str) -> None
 
 
 def test_a_surrogate_pair_is_one_character_and_routes() -> None:
-    body = '{"model": "m", "prompt": "smile \\ud83d\\ude00"}'.encode()
+    body = b'{"model": "m", "prompt": "smile \\ud83d\\ude00"}'
     assert _director().decide("r", "/v1/completions", {}, body).request.prompt == "smile \U0001f600"
 
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
-from aiohttp import web
+from _pages import serve_text
 from prometheus_client import CollectorRegistry, generate_latest
 
 from llmd.engines import get_adapter
@@ -31,26 +31,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.asynccontextmanager
-async def _metrics_server(port: int, engine: str, delay_s: float = 0.0) -> AsyncIterator[None]:
+def _metrics_server(port: int, engine: str, delay_s: float = 0.0
+                    ) -> contextlib.AbstractAsyncContextManager[int]:
     """A metrics page on a fixed port (so a "restarted" endpoint comes back where it was)."""
-
-    async def handler(_: web.Request) -> web.Response:
-        await asyncio.sleep(delay_s)
-        return web.Response(text=_page(engine))
-
-    app = web.Application()
-    app.router.add_get("/metrics", handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    try:
-        await web.SockSite(runner, sock).start()
-        yield
-    finally:
-        await runner.cleanup()
+    return serve_text("/metrics", _page(engine), port=port, delay_s=delay_s)
 
 
 @contextlib.asynccontextmanager
@@ -170,23 +154,12 @@ def test_no_healthy_endpoint_is_a_503_that_says_so() -> None:
 ])
 async def test_a_proxy_saying_its_server_is_gone_counts_as_refused(status: int,
                                                                    leaves: bool) -> None:
-    async def handler(_: web.Request) -> web.Response:
-        return web.json_response({"error": "down"}, status=status)
-
-    app = web.Application()
-    app.router.add_get("/metrics", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.create_server(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    spec = EndpointSpec("127.0.0.1", int(sock.getsockname()[1]))
-    store = Datastore()
-    store.set_endpoints([spec])
-    metrics = EppMetrics(CollectorRegistry())
-    try:
+    async with serve_text("/metrics", '{"error": "down"}', status=status) as port:
+        spec = EndpointSpec("127.0.0.1", port)
+        store = Datastore()
+        store.set_endpoints([spec])
+        metrics = EppMetrics(CollectorRegistry())
         async with _scraping(store, ScrapeSettings(interval_s=0.01, stale_after_s=60.0),
                              metrics):
             await _until(lambda: metrics.scrape_errors.labels(spec.id)._value.get() >= 3)
             assert (not _candidates(store)) is leaves
-    finally:
-        await runner.cleanup()

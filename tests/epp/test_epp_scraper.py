@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from _pages import serve_text
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from llmd.engines import EndpointMetrics, get_adapter
@@ -91,21 +90,12 @@ def test_datastore_keeps_metrics_of_staying_endpoints_and_drops_leavers() -> Non
     pytest.param(b"vllm:num_requests_waiting {{{ broken", id="unparseable"),
 ])
 async def test_bad_pages_are_errors_not_crashes(page: bytes) -> None:
-    async def handler(_: web.Request) -> web.Response:
-        return web.Response(body=page, content_type="text/plain", charset="utf-8")
-
-    app = web.Application()
-    app.router.add_get("/metrics", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.create_server(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    spec = EndpointSpec("127.0.0.1", int(sock.getsockname()[1]))
-    store = Datastore()
-    store.set_endpoints([spec])
-    metrics = EppMetrics(CollectorRegistry())
     stop = asyncio.Event()
-    try:
+    async with serve_text("/metrics", page) as port:
+        spec = EndpointSpec("127.0.0.1", port)
+        store = Datastore()
+        store.set_endpoints([spec])
+        metrics = EppMetrics(CollectorRegistry())
         async with aiohttp.ClientSession() as session:
             scraper = Scraper(store, session, ScrapeSettings(interval_s=0.01), metrics)
             task = asyncio.create_task(scraper.run(stop))
@@ -121,6 +111,3 @@ async def test_bad_pages_are_errors_not_crashes(page: bytes) -> None:
             stop.set()
             async with asyncio.timeout(5):
                 await task
-    finally:
-        stop.set()
-        await runner.cleanup()

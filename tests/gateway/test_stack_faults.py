@@ -15,7 +15,6 @@ import signal
 import time
 
 import aiohttp
-import pytest
 from _load import streaming_load
 
 from llmd.gateway import LocalStack, StackSpec

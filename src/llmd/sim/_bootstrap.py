@@ -25,9 +25,9 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from llmd._http import listen_socket
+from llmd._json import decode_json
 from llmd.engines import PdProtocol
 from llmd.errors import BadRequestError, RequestError
-from llmd._json import decode_json
 from llmd.sim._pd import (
     LOCAL,
     KvTransferError,

@@ -26,9 +26,9 @@ import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llmd._json import decode_json
 from llmd.engines import PdProtocol
 from llmd.errors import BadRequestError, NotFoundError, RequestError
-from llmd._json import decode_json
 from llmd.sim._pd import LOCAL, Leg, LocalLeg, RoomConflictError, Route, http_url
 from llmd.sim.blocks import Allocation
 from llmd.sim.config import SimConfig

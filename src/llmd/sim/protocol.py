@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llmd._json import decode_json
 from llmd.config import format_loc
 from llmd.errors import BadRequestError, NotFoundError
 from llmd.kvcache import Tokenizer, message_text, render_chat
-from llmd._json import decode_json
 from llmd.sim._logprobs import MAX_LOGPROBS
 from llmd.sim.engine import GenRequest
 
