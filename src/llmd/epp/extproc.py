@@ -172,7 +172,18 @@ class _Stream:
                       decision.response_headers)
 
 
+# grpc's backlog of calls that reached the transport but that the aio server has not picked up
+# yet (`grpc.server.max_pending_requests`). Its default, soft 1,000 / hard 3,000 with random
+# drops in between, cancelled streams of a 1,500-stream burst before the EPP saw them (the aio
+# server takes one new call per event-loop turn); Envoy then applied the pool's failure mode
+# (FailClose: 503) to a picker that was only busy.
+_GRPC_BACKLOG = 16_384
+
+
 def grpc_options(max_body_bytes: int) -> list[tuple[str, int]]:
-    """Server options: a buffered body arrives as one message, so the limit follows the body."""
+    """Server options: a buffered body arrives as one message, so the limit follows the body;
+    grpc's backlog of calls not yet picked up is one hard bound, without random drops."""
     size = max_body_bytes + 64 * 1024
-    return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
+    return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
+            ("grpc.server.max_pending_requests", _GRPC_BACKLOG),
+            ("grpc.server.max_pending_requests_hard_limit", _GRPC_BACKLOG)]
