@@ -19,6 +19,9 @@ from llmd.epp.headers import (
 from llmd.errors import RequestError
 
 BODY_CHUNK_BYTES = 62_000  # what GIE re-sends per message (pkg/common/envoy/chunking.go)
+RETRY_AFTER_S = 1
+"""`Retry-After` of every 429 the EPP answers (shed: the pool is saturated or the EPP itself is
+over its bound of undecided streams); both clear within about a second."""
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _REMOVABLE = (PREFILLER_HEADER,)
 
@@ -89,13 +92,14 @@ def streamed_body(phase: str, body: bytes, end_of_stream: bool
 
 
 def immediate(exc: RequestError) -> pb.ProcessingResponse:
-    """An error answered by Envoy itself: status + OpenAI-style JSON body."""
+    """An error answered by Envoy itself: status + OpenAI-style JSON body; a 429 (shed) also
+    carries `Retry-After`."""
+    headers = {"content-type": "application/json"}
+    if exc.status == 429:
+        headers["retry-after"] = str(RETRY_AFTER_S)
     return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
         status=http_status_pb2.HttpStatus(code=exc.status),
-        headers=pb.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
-            append_action=_OVERWRITE,
-        )]),
+        headers=pb.HeaderMutation(set_headers=_set_headers(headers)),
         body=json.dumps(exc.body()).encode(),
         details=f"llmd_epp_{exc.status}",
     ))
