@@ -20,6 +20,21 @@ Response headers the decision implies (the session token) go out with the decisi
 no response round trip in BUFFERED mode. In FULL_DUPLEX_STREAMED mode the EPP also sets them in
 its answer to `response_headers`, as llm-d's EPP does, so they reach the client behind any
 gateway configured for that mode.
+
+Overload: the EPP sheds instead of looking dead. A stream that, when its handler starts,
+finds `max_pending_streams` streams undecided (opened, no decision or error answered yet) or
+has waited more than `max_wait_s` inside the EPP (grpc's backlog and the event loop) is
+answered at its first message with a 429 (`RequestShedError`, `Retry-After`) without reading
+its body or scheduling, and counted as outcome `overloaded`. Without that, Envoy's ext_proc
+message timeout (15 s in llmd's gateway) would expire or grpc would cancel the stream, and
+Envoy would apply the pool's failure mode (a FailClose 503 or an unscheduled FailOpen request)
+to a picker that is only busy. The wait is known without comparing clocks: llmd's gateway
+opens each stream with `grpc-timeout: STREAM_TIMEOUT` (`gateway/envoy.py`), grpc sets the
+call's deadline from it when the stream reaches the EPP's transport, and `time_remaining()`
+then tells how long ago that was; behind a gateway that does not send it, only the count
+applies. grpc's own backlog of calls not yet handed to Python is raised (`grpc_options`): by
+default grpc cancels calls beyond 1,000 waiting at random, which Envoy turned into FailClose
+503s in bursts of 1,500 streams (the aio server takes one new call per event-loop turn).
 """
 
 from __future__ import annotations
@@ -34,7 +49,6 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from llmd.epp._extproc_msgs import (
-    LB_METADATA_NAMESPACE,
     header_dict,
     immediate,
     response_headers_answer,
@@ -42,42 +56,104 @@ from llmd.epp._extproc_msgs import (
     streamed_body,
 )
 from llmd.epp.director import Decision, Director
-from llmd.epp.headers import DESTINATION_HEADER
-from llmd.errors import PayloadTooLargeError, RequestError
+from llmd.epp.headers import DESTINATION_HEADER, LB_METADATA_NAMESPACE
+from llmd.errors import PayloadTooLargeError, RequestError, RequestShedError
 
-__all__ = ["DESTINATION_HEADER", "ExtProcServicer", "LB_METADATA_NAMESPACE", "grpc_options"]
+__all__ = ["DEFAULT_MAX_PENDING_STREAMS", "DEFAULT_MAX_WAIT_S", "DESTINATION_HEADER",
+           "ExtProcServicer", "LB_METADATA_NAMESPACE", "STREAM_TIMEOUT", "grpc_options"]
 
 log = logging.getLogger(__name__)
 
 _DUPLEX = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
 
+DEFAULT_MAX_PENDING_STREAMS = 4096
+"""Undecided ext_proc streams the EPP holds before shedding (see `EppSettings`)."""
+DEFAULT_MAX_WAIT_S = 8.0
+"""Longest wait inside the EPP before a stream is shed: 7 s under the message timeout of
+llmd's gateway (15 s), room for Envoy's own queueing and the answer's way back."""
+
+STREAM_TIMEOUT = "99999999S"
+"""The `grpc-timeout` llmd's gateway sends on each ext_proc stream: a deadline no stream
+reaches (about 3 years), only there so that the EPP can tell how long a stream waited."""
+_STREAM_TIMEOUT_S = float(STREAM_TIMEOUT[:-1])
+
+# grpc's backlog of calls that reached the transport but that the aio server has not picked up
+# yet (`grpc.server.max_pending_requests`, default soft 1,000 / hard 3,000 with random drops in
+# between); at least this, and twice the EPP's own bound.
+_GRPC_MIN_BACKLOG = 16_384
+
 
 class ExtProcServicer(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, director: Director, max_body_bytes: int) -> None:
+    """`pending` is the number of undecided streams now (read by the metrics gauge)."""
+
+    def __init__(self, director: Director, max_body_bytes: int,
+                 max_pending_streams: int = DEFAULT_MAX_PENDING_STREAMS,
+                 max_wait_s: float = DEFAULT_MAX_WAIT_S) -> None:
         self.director = director
         self.max_body_bytes = max_body_bytes
+        self.max_pending_streams = max_pending_streams
+        self.max_wait_s = max_wait_s
+        self.pending = 0
 
     async def Process(  # noqa: N802 (gRPC method name)
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
+        reason = self._overload(context)
+        if reason is not None:
+            async for _ in request_iterator:  # answered at Envoy's first message
+                yield self._shed(reason)
+                break
+            return
         stream = _Stream(self)
-        async for msg in request_iterator:
-            try:
-                if msg.HasField("protocol_config"):
-                    stream.configure(msg.protocol_config)
-                responses = list(stream.handle(msg))
-            except Exception:
-                # A bug, never the client's input: answer it as a JSON 500 instead of failing
-                # the gRPC stream, which FailOpen would turn into an unscheduled request.
-                log.exception("internal error handling an ext_proc %s message",
-                              msg.WhichOneof("request"))
-                yield immediate(RequestError("internal error in the endpoint picker"))
-                return
-            for response in responses:
-                yield response
-            stream.after()
-            if stream.closed:
-                return
+        self.pending += 1
+        try:
+            async for msg in request_iterator:
+                try:
+                    if msg.HasField("protocol_config"):
+                        stream.configure(msg.protocol_config)
+                    responses = list(stream.handle(msg))
+                except Exception:
+                    # A bug, never the client's input: answer it as a JSON 500 instead of
+                    # failing the gRPC stream, which FailOpen would turn into an unscheduled
+                    # request.
+                    log.exception("internal error handling an ext_proc %s message",
+                                  msg.WhichOneof("request"))
+                    yield immediate(RequestError("internal error in the endpoint picker"))
+                    return
+                for response in responses:
+                    yield response
+                stream.after()
+                if stream.closed:
+                    return
+        finally:
+            stream.release()
+
+    def _overload(self, context: Any) -> str | None:
+        """Why this new stream must be shed, or None."""
+        if self.pending >= self.max_pending_streams:
+            return f"{self.pending} requests are waiting for a routing decision"
+        waited = _waited_s(context)
+        if waited is not None and waited > self.max_wait_s:
+            return f"this request waited {waited:.1f} s for it"
+        return None
+
+    def _shed(self, reason: str) -> pb.ProcessingResponse:
+        metrics = self.director.metrics
+        if metrics is not None:
+            metrics.decisions.labels("", "overloaded").inc()
+        log.debug("shedding an ext_proc stream: %s", reason)
+        return immediate(RequestShedError(
+            f"the endpoint picker is overloaded ({reason}); retry later"))
+
+
+def _waited_s(context: Any) -> float | None:
+    """Seconds since the stream reached the EPP's gRPC transport, when the gateway sent
+    `grpc-timeout: STREAM_TIMEOUT`; None otherwise (another timeout, or none)."""
+    remaining = context.time_remaining() if context is not None else None
+    if remaining is None:
+        return None
+    waited = _STREAM_TIMEOUT_S - float(remaining)
+    return waited if 0.0 <= waited < 3600.0 else None
 
 
 class _Stream:
@@ -93,6 +169,13 @@ class _Stream:
         self.closed = False
         self._pending: Decision | None = None
         self._response_headers: Mapping[str, str] = {}
+        self._counted = True  # in servicer.pending until decided or ended
+
+    def release(self) -> None:
+        """Leave the servicer's count of undecided streams (once)."""
+        if self._counted:
+            self._counted = False
+            self.servicer.pending -= 1
 
     def configure(self, config: pb.ProtocolConfiguration) -> None:
         self.duplex_request = config.request_body_mode == _DUPLEX
@@ -154,6 +237,7 @@ class _Stream:
 
     def _decide(self, phase: str, body: bytes | None) -> pb.ProcessingResponse:
         self.decided = True
+        self.release()  # FULL_DUPLEX_STREAMED streams live on, decided
         request_id = self.headers.get("x-request-id") or uuid.uuid4().hex
         path = self.headers.get(":path", "/")
         try:
@@ -172,18 +256,14 @@ class _Stream:
                       decision.response_headers)
 
 
-# grpc's backlog of calls that reached the transport but that the aio server has not picked up
-# yet (`grpc.server.max_pending_requests`). Its default, soft 1,000 / hard 3,000 with random
-# drops in between, cancelled streams of a 1,500-stream burst before the EPP saw them (the aio
-# server takes one new call per event-loop turn); Envoy then applied the pool's failure mode
-# (FailClose: 503) to a picker that was only busy.
-_GRPC_BACKLOG = 16_384
-
-
-def grpc_options(max_body_bytes: int) -> list[tuple[str, int]]:
+def grpc_options(max_body_bytes: int,
+                 max_pending_streams: int = DEFAULT_MAX_PENDING_STREAMS) -> list[tuple[str, int]]:
     """Server options: a buffered body arrives as one message, so the limit follows the body;
-    grpc's backlog of calls not yet picked up is one hard bound, without random drops."""
+    grpc's backlog of calls not yet picked up is a hard bound well above the EPP's own, with
+    no random early drops (each drop is a CANCELLED stream, which Envoy answers with the pool's
+    failure mode): a burst waits to be picked up, then is routed or shed with a 429."""
     size = max_body_bytes + 64 * 1024
+    backlog = max(_GRPC_MIN_BACKLOG, 2 * max_pending_streams)
     return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
-            ("grpc.server.max_pending_requests", _GRPC_BACKLOG),
-            ("grpc.server.max_pending_requests_hard_limit", _GRPC_BACKLOG)]
+            ("grpc.server.max_pending_requests", backlog),
+            ("grpc.server.max_pending_requests_hard_limit", backlog)]

@@ -14,14 +14,15 @@ from llmd.epp.datastore import Datastore
 
 __all__ = ["OUTCOMES", "EppMetrics", "PoolCollector"]
 
-OUTCOMES = ("routed", "shed", "no_endpoint", "bad_request", "error")
+OUTCOMES = ("routed", "shed", "overloaded", "no_endpoint", "bad_request", "error")
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 
 class EppMetrics:
     """`endpoint` labels are pool endpoints (bounded by the datastore); `outcome` is one of
-    routed, shed, no_endpoint, bad_request, error."""
+    routed, shed (a sheddable request met a saturated pool), overloaded (the EPP was over its
+    bound of undecided ext_proc streams; endpoint ""), no_endpoint, bad_request, error."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -49,6 +50,11 @@ class EppMetrics:
             "llmd_epp_endpoint_health_transitions_total",
             "Endpoints entering (healthy) or leaving (unhealthy) scheduling",
             ["endpoint", "state"], registry=registry,
+        )
+        self.pending_streams = Gauge(
+            "llmd_epp_extproc_pending_streams",
+            "ext_proc streams opened and not yet decided (above the bound the EPP sheds)",
+            registry=registry,
         )
         self.saturation = Gauge(
             "llmd_epp_pool_saturation_ratio", "Pool saturation at the last decision",

@@ -25,7 +25,12 @@ from llmd.epp.config import EndpointPickerConfig, load_config, load_objectives
 from llmd.epp.datastore import Datastore, EndpointSpec
 from llmd.epp.director import Director
 from llmd.epp.discovery import Discovery, StaticDiscovery, load_endpoints_file
-from llmd.epp.extproc import ExtProcServicer, grpc_options
+from llmd.epp.extproc import (
+    DEFAULT_MAX_PENDING_STREAMS,
+    DEFAULT_MAX_WAIT_S,
+    ExtProcServicer,
+    grpc_options,
+)
 from llmd.epp.metrics import EppMetrics, PoolCollector
 from llmd.epp.plugins import PLUGINS, PluginRegistry
 from llmd.epp.scraper import Scraper, ScrapeSettings
@@ -61,6 +66,15 @@ class EppSettings(LlmdModel):
         "first, for a gateway that tries the next when one refuses (GIE's multi-endpoint "
         "`x-gateway-destination-endpoint`); 0 for gateways that take one `ip:port`")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_pending_streams: int = Field(
+        default=DEFAULT_MAX_PENDING_STREAMS, gt=0, description="ext_proc streams waiting for "
+        "a decision at once; a request beyond it is answered 429 with Retry-After at once, "
+        "before parsing or scheduling (counted as outcome `overloaded`)")
+    max_wait_s: float = Field(
+        default=DEFAULT_MAX_WAIT_S, gt=0, description="a request whose ext_proc stream waited "
+        "longer than this inside the EPP (gRPC backlog, event loop) is answered 429 the same "
+        "way; measured only behind a gateway that sends llmd's grpc-timeout (llmd's does). "
+        "Keep it well below the gateway's ext_proc message timeout (15 s in llmd's)")
     max_endpoints: int = Field(default=4096, gt=0)
     drain_timeout_s: float = Field(default=5.0, ge=0)
 
@@ -115,9 +129,12 @@ async def serve(
     scrape = _scrape_settings(config, settings)
 
     async with AsyncExitStack() as stack:
-        grpc_server = grpc.aio.server(options=grpc_options(settings.max_body_bytes))
-        pb_grpc.add_ExternalProcessorServicer_to_server(
-            ExtProcServicer(director, settings.max_body_bytes), grpc_server)
+        grpc_server = grpc.aio.server(options=grpc_options(settings.max_body_bytes,
+                                                           settings.max_pending_streams))
+        servicer = ExtProcServicer(director, settings.max_body_bytes,
+                                   settings.max_pending_streams, settings.max_wait_s)
+        metrics.pending_streams.set_function(lambda: servicer.pending)
+        pb_grpc.add_ExternalProcessorServicer_to_server(servicer, grpc_server)
         grpc_port = _bind_grpc(grpc_server, settings.host, settings.grpc_port, "--grpc-port")
 
         health = health_aio.HealthServicer()

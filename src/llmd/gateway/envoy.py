@@ -52,6 +52,7 @@ from llmd.epp import (
     RESPONSE_METADATA_NAMESPACE,
     ROUTING_HEADERS,
 )
+from llmd.epp.extproc import STREAM_TIMEOUT
 from llmd.errors import error_body
 from llmd.gateway._local_reply import local_reply_config
 from llmd.sidecar import RETRIABLE_HEADER
@@ -86,7 +87,10 @@ class GatewaySpec(LlmdModel):
         "empty: `endpoints`")
     retries: int = Field(default=3, ge=0, le=16, description="further attempts after a "
                          "refused or reset connection (each on the EPP's next endpoint)")
-    ext_proc_message_timeout_s: float = Field(default=10.0, gt=0)
+    ext_proc_message_timeout_s: float = Field(
+        default=15.0, gt=0, description="Envoy's wait for each EPP answer; past it the "
+        "request takes the failure mode (FailClose: 503). Above the EPP's --max-wait-s (8 s), "
+        "so that a busy EPP sheds with its own 429 before this expires")
     connect_timeout_s: float = Field(default=5.0, gt=0)
     stream_idle_timeout_s: float = Field(default=300.0, ge=0, description="no bytes either way "
                                          "on a request for this long ends it (0: never)")
@@ -236,8 +240,13 @@ def _retry_policy(spec: GatewaySpec) -> dict[str, Any]:
 def _ext_proc_filter(spec: GatewaySpec) -> dict[str, Any]:
     return {"name": "envoy.filters.http.ext_proc", "typed_config": {
         "@type": _T + "extensions.filters.http.ext_proc.v3.ExternalProcessor",
-        "grpc_service": {"envoy_grpc": {"cluster_name": "epp"},
-                         "timeout": _dur(spec.ext_proc_message_timeout_s)},
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": "epp"},
+            "timeout": _dur(spec.ext_proc_message_timeout_s),
+            # Not a deadline (about 3 years): from it the EPP learns how long each stream
+            # waited in its gRPC backlog, and sheds with a 429 before this message timeout.
+            "initial_metadata": [{"key": "grpc-timeout", "value": STREAM_TIMEOUT}],
+        },
         "failure_mode_allow": True,  # the no-header route applies FailOpen/FailClose
         "message_timeout": _dur(spec.ext_proc_message_timeout_s),
         "metadata_options": {"receiving_namespaces": {"untyped": [RESPONSE_METADATA_NAMESPACE]}},
