@@ -98,6 +98,14 @@ def epp(
              "comma-separated x-gateway-destination-endpoint; the sidecar's prefill list too), "
              "for a gateway that retries on the next when one refuses, as `llmd gateway "
              "--endpoint ...` does; 0 for gateways that accept one ip:port")] = 0,
+    max_pending_streams: Annotated[int, typer.Option(
+        help="ext_proc streams waiting for a routing decision at once; a request beyond it is "
+             "answered 429 with Retry-After at once, before parsing or scheduling")] = 4096,
+    max_wait_s: Annotated[float, typer.Option(
+        help="a request whose ext_proc stream waited longer than this inside the EPP is "
+             "answered 429 with Retry-After (measured behind llmd's gateway, which sends the "
+             "grpc-timeout marker); keep it below the gateway's ext_proc message timeout "
+             "(15 s)")] = 8.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     list_plugins: Annotated[bool, typer.Option(help="print plugin types and parameters")] = False,
     kubernetes: Annotated[bool, typer.Option(
@@ -128,7 +136,8 @@ def epp(
             pool_name=pool_name, pool_namespace=pool_namespace,
             refresh_metrics_interval_s=refresh_metrics_interval_s,
             scrape_timeout_s=scrape_timeout_s, stale_after_s=stale_after_s,
-            fallback_endpoints=fallback_endpoints,
+            fallback_endpoints=fallback_endpoints, max_pending_streams=max_pending_streams,
+            max_wait_s=max_wait_s,
         )
     except ValidationError as exc:
         typer.echo(str(config_error(exc, "llmd epp")), err=True)
