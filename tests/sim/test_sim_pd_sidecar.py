@@ -144,12 +144,19 @@ async def test_concurrent_requests_never_cross(engine: str) -> None:
             assert got == want
 
 
-async def test_prefill_down_is_a_clear_error(engine: str) -> None:
+async def test_prefill_down_decodes_alone_or_is_a_clear_error(engine: str) -> None:
+    """Nothing was computed: a decode engine that serves alone (vLLM) prefills the request
+    itself; one that cannot (SGLang decode mode) answers a 503 naming the prefill endpoint."""
     closed = listen_socket("127.0.0.1", 0)
     dead = f"127.0.0.1:{closed.getsockname()[1]}"
     closed.close()
     async with pd_stack(engine) as (_, _, url), _client(url, dead) as client:
         start = time.monotonic()
+        if get_adapter(engine).pd.decode_alone:
+            raw = await client.completions.with_raw_response.create(
+                model=MODEL, prompt="hello", max_tokens=4)
+            assert raw.headers["x-llmd-kv-source"] == "local"
+            return
         with pytest.raises(openai.APIStatusError) as info:
             await client.completions.create(model=MODEL, prompt="hello", max_tokens=4)
         assert time.monotonic() - start < 10
