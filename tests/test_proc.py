@@ -110,3 +110,16 @@ async def test_a_restart_whose_port_is_taken_counts_as_an_exit() -> None:
                 async with asyncio.timeout(30):
                     await sup.supervise(stop, FAST, lambda c, e, d: events.append(e))
     assert "failed" in events and "restarted" not in events
+
+
+async def test_stop_all_is_not_undone_by_a_running_supervise() -> None:
+    """Leaving the supervisor while `supervise` still runs stops the children for good."""
+    stop = asyncio.Event()
+    sup = Supervisor(stop_timeout_s=2)
+    child = await sup.start(ChildSpec("a", _argv(0), restart_argv=_same_port))
+    supervising = asyncio.create_task(sup.supervise(stop, FAST))
+    await sup.stop_all()
+    async with asyncio.timeout(5):
+        await supervising  # returned on its own: the exit came from stop_all
+    assert child.restarts == 0 and child.proc.returncode is not None
+    assert not await _connects(child.port)

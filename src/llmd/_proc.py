@@ -198,6 +198,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.stop_timeout_s = stop_timeout_s
         self._readers: list[asyncio.Task[None]] = []
+        self._stopping = False  # set by stop_all: an exit from here on is not restarted
 
     async def __aenter__(self) -> Supervisor:
         return self
@@ -278,6 +279,8 @@ class Supervisor:
                     notify: SupervisorEvent) -> None:
         restart_argv = child.spec.restart_argv
         while await _exited_before(child.proc, stop):
+            if self._stopping:
+                return
             await self._drain(child)
             if restart_argv is None:
                 raise ChildError(child.describe_exit())
@@ -291,7 +294,7 @@ class Supervisor:
                                  f"within {policy.window_s:g} s. " + child.describe_exit())
             delay = min(policy.backoff_s * 2 ** (recent - 1), policy.max_backoff_s)
             notify(child, "exited", f"{child.how_exited()}; restarting in {delay:.1f} s")
-            if await _stopped_within(stop, delay):
+            if await _stopped_within(stop, delay) or self._stopping:
                 return
             try:
                 await self._respawn(child, restart_argv(child))
@@ -321,7 +324,9 @@ class Supervisor:
                         await asyncio.shield(reader)
 
     async def stop_all(self) -> None:
-        """SIGTERM every live child, wait (bounded), SIGKILL the rest; reap their readers."""
+        """SIGTERM every live child, wait (bounded), SIGKILL the rest; reap their readers.
+        A `supervise` still running restarts none of them."""
+        self._stopping = True
         live = [c for c in self.children if c.proc.returncode is None]
         for c in live:
             with contextlib.suppress(ProcessLookupError):
