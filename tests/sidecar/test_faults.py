@@ -224,3 +224,22 @@ async def test_ssrf_checks_host_and_port_of_every_candidate(
         assert status == 403
         assert body["error"]["message"] == \
             f"prefill targets {admin}, 127.0.0.1:9901 are not allowed"
+
+
+async def test_a_sidecar_bug_is_a_json_500(engine: str, http: aiohttp.ClientSession,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A failure inside the sidecar itself (here: its candidate parser raising) is an
+    OpenAI-style 500, and the sidecar keeps serving."""
+    import llmd.sidecar.app as app_module
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise KeyError("a bug")
+
+    async with pd_stack(engine) as s:
+        monkeypatch.setattr(app_module, "parse_candidates", broken)
+        status, body, _ = await _ask(http, s.url, s.target)
+        assert status == 500 and body["error"]["message"].startswith("internal error")
+        monkeypatch.undo()
+        assert (await _ask(http, s.url, s.target))[0] == 200
+    caplog.clear()  # the bug's traceback was logged on purpose

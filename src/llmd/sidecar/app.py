@@ -66,6 +66,9 @@ async def _json_errors(request: web.Request, handler: Callable) -> web.StreamRes
         if exc.status < 400:
             raise
         return json_error(exc.status, exc.reason)
+    except Exception as exc:  # a sidecar bug: log it, answer JSON 500, keep serving
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return json_error(500, f"internal error in the routing sidecar: {type(exc).__name__}")
 
 
 class _Handler:
