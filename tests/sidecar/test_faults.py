@@ -28,7 +28,7 @@ from _sidecar_tools import (
 from test_units import HOSTILE_TARGETS
 
 from llmd.engines import get_adapter
-from llmd.sidecar import PREFILLER_HEADER, RETRIABLE_HEADER
+from llmd.sidecar import PREFILLER_HEADER, RETRIABLE_HEADER, SidecarConfig, serve
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 
@@ -243,3 +243,32 @@ async def test_a_sidecar_bug_is_a_json_500(engine: str, http: aiohttp.ClientSess
         monkeypatch.undo()
         assert (await _ask(http, s.url, s.target))[0] == 200
     caplog.clear()  # the bug's traceback was logged on purpose
+
+
+@pytest.mark.parametrize(("raw_header", "status"), [
+    pytest.param(b"X-Big: " + b"a" * 70_000, 431, id="70kb-header"),
+    pytest.param(b"X-Nul: a\x00b", 400, id="nul-in-header"),
+    pytest.param(b"X-Ok: " + b"a" * 30_000, 200, id="30kb-header-envoy-passes"),
+])
+async def test_malformed_http_is_json_like_the_simulators(engine: str, raw_header: bytes,
+                                                           status: int) -> None:
+    """The real `serve()` runner: what aiohttp's parser rejects is JSON, and what Envoy passes
+    (up to 60 KB of headers) is accepted, as by the simulators behind it."""
+    stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
+    cfg = SidecarConfig(host="127.0.0.1", port=0, model_server_port=int(
+        refused_target().rsplit(":", 1)[1]), kv_connector=get_adapter(engine).sidecar_connector)
+    task = asyncio.create_task(serve(cfg, stop, lambda h, p: ready.set_result(p)))
+    try:
+        port = await asyncio.wait_for(ready, 10)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + raw_header
+                     + b"\r\n\r\n")
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        writer.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert int(head.split(b" ", 2)[1]) == status, answer[:300]
+    assert json.loads(body)  # JSON either way

@@ -22,12 +22,12 @@ from _hostile import (
 )
 from _simtools import StartSim
 
+from llmd._http import MAX_HEADER_LINE_BYTES
 from llmd._json import MAX_JSON_DEPTH
 from llmd.engines import get_adapter
 from llmd.sim import RunningSim
 from llmd.sim._bootstrap import PULL_PATH as BOOTSTRAP_PULL_PATH
 from llmd.sim._nixl import PULL_PATH as NIXL_PULL_PATH
-from llmd.sim._runner import MAX_HEADER_LINE_BYTES
 
 
 async def _send(sim: RunningSim, data: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from llmd._http import JsonErrorRunner, listen_socket
 from llmd.errors import BadRequestError
 from llmd.sidecar.allowlist import Allowlist
 from llmd.sidecar.body import parse_body
@@ -163,17 +163,14 @@ async def serve(cfg: SidecarConfig, stop: asyncio.Event,
 
 @asynccontextmanager
 async def _running(cfg: SidecarConfig, allow: Allowlist) -> AsyncIterator[tuple[str, int]]:
-    runner = web.AppRunner(build_app(cfg, allow), access_log=None, handle_signals=False)
+    # The same header limits and JSON answers to malformed HTTP as the simulators behind it.
+    runner = JsonErrorRunner(build_app(cfg, allow), access_log=None, handle_signals=False)
     await runner.setup()
-    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((cfg.host, cfg.port))
-    except OSError as exc:
-        sock.close()
+        sock = listen_socket(cfg.host, cfg.port)
+    except OSError:
         await runner.cleanup()
-        raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+        raise
     site = web.SockSite(runner, sock)
     await site.start()
     try:

@@ -12,13 +12,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from llmd._http import listen_socket
+from llmd._http import JsonErrorRunner, listen_socket
 from llmd.engines import get_adapter
 from llmd.kvcache import load_tokenizer
 from llmd.sim._bootstrap import BootstrapSim
 from llmd.sim._nixl import NixlSim
 from llmd.sim._pd import PdSim
-from llmd.sim._runner import SimRunner
 from llmd.sim._state import SimState
 from llmd.sim.app import SERVED_BY_HEADER, build_app
 from llmd.sim.config import SimConfig
@@ -72,7 +71,7 @@ async def running_sim(cfg: SimConfig) -> AsyncIterator[RunningSim]:
     state = build_state(cfg)
     app = build_app(state)
     app.cleanup_ctx.append(lambda app: _lag_watcher(state))
-    runner = SimRunner(app, headers=lambda: {SERVED_BY_HEADER: state.served_by},
+    runner = JsonErrorRunner(app, headers=lambda: {SERVED_BY_HEADER: state.served_by},
                        access_log=None, handle_signals=False, handler_cancellation=True,
                        shutdown_timeout=cfg.drain_timeout_s)
     await runner.setup()
