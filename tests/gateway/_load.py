@@ -39,9 +39,13 @@ class Load:
         return [o for o in self.outcomes if o.kind == kind]
 
 
-async def _one(http: aiohttp.ClientSession, url: str, model: str, i: int) -> Outcome:
-    body = {"model": model, "prompt": f"request {i}: tell me about the weather", "stream": True,
-            "max_tokens": 24, "ignore_eos": True}
+async def _one(http: aiohttp.ClientSession, url: str, model: str, i: int,
+               long_prompt: bool = False) -> Outcome:
+    prompt = f"request {i}: tell me about the weather"
+    if long_prompt:  # long enough for the P/D decider to send it to a prefill server
+        prompt = f"{prompt} and the incident report number {i}. " * 12
+    body = {"model": model, "prompt": prompt, "stream": True, "max_tokens": 24,
+            "ignore_eos": True}
     status, served, started = 0, "", False
     try:
         async with http.post(url + "/v1/completions", json=body) as resp:
@@ -62,7 +66,8 @@ async def _one(http: aiohttp.ClientSession, url: str, model: str, i: int) -> Out
 
 
 @contextlib.asynccontextmanager
-async def streaming_load(url: str, model: str, workers: int = 24) -> AsyncIterator[Load]:
+async def streaming_load(url: str, model: str, workers: int = 24,
+                         long_prompts: bool = False) -> AsyncIterator[Load]:
     """`workers` clients each sending streaming completions back to back until the block ends;
     every request is bounded (30 s), so a hung stream shows as a failure, not a hang."""
     load = Load()
@@ -72,7 +77,7 @@ async def streaming_load(url: str, model: str, workers: int = 24) -> AsyncIterat
     async def worker(w: int, http: aiohttp.ClientSession) -> None:
         i = 0
         while not stop.is_set():
-            load.outcomes.append(await _one(http, url, model, w * 100_000 + i))
+            load.outcomes.append(await _one(http, url, model, w * 100_000 + i, long_prompts))
             i += 1
 
     connector = aiohttp.TCPConnector(limit=workers, force_close=False)

@@ -121,3 +121,23 @@ async def test_fail_close_answers_json_503_while_the_epp_restarts(engine: str) -
         assert outcome.status == 503
         assert "the endpoint picker is unavailable" in outcome.detail
     assert not load.failures("mid_stream")
+
+
+async def test_pd_kills_lose_nothing_before_the_first_byte(engine: str) -> None:
+    """P/D under load: a decode engine killed behind its sidecar (the sidecar's 503 says
+    retriable, Envoy moves on) and a prefill server killed (the sidecar tries the next prefill
+    candidate) cost only the streams that were running on the killed engine."""
+    spec = StackSpec(engines=(engine,) * 2, model=MODEL, time_scale=1.0, pd=True,
+                     prefill_per_engine=2, max_restarts=10,
+                     sim_args=("--prefill-overhead-ms", "1"))
+    async with LocalStack(spec) as stack, _supervised(stack):
+        async with streaming_load(stack.url, MODEL, workers=12, long_prompts=True) as load:
+            await _until(lambda: len(load.outcomes) >= 20)
+            for victim in (stack.decode[0], stack.prefill[0]):
+                os.kill(stack.child(victim.name).proc.pid, signal.SIGKILL)
+                await _until(lambda v=victim: stack.child(v.name).restarts == 1)
+                seen = len(load.outcomes)
+                await _until(lambda s=seen: len(load.outcomes) >= s + 20)
+    kinds = load.kinds()
+    assert kinds["before_first_byte"] == 0, load.failures("before_first_byte")[:5]
+    assert kinds["ok"] >= 40

@@ -35,9 +35,12 @@ _NOT_REACHED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 _RESET = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
+_GONE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
 RETRIABLE_HEADER = "x-llmd-retriable"
-"""On a sidecar's error answer: the request reached no model server (the decode engine refused
-the connection), so a gateway may send it to another endpoint; llmd's Envoy retries on it."""
+"""On a sidecar's error answer: the decode engine refused the connection or dropped it before
+answering, and nothing reached the client, so a gateway may send the request to another
+endpoint; llmd's Envoy retries on it."""
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -172,7 +175,10 @@ class Upstream:
             refused = isinstance(exc, aiohttp.ClientConnectorError)
             answer = json_error(503 if refused else 502, f"model server "
                                 f"{self.decoder.netloc()}: {exc.__class__.__name__}")
-            if refused:  # nothing was computed and nothing sent: another endpoint may serve it
+            if isinstance(exc, _GONE) and not isinstance(exc, TimeoutError):
+                # Refused, or the connection dropped before an answer reached the client (the
+                # engine died, or a pooled connection to a dead one): another endpoint may
+                # serve it, as Envoy retries a reset before response headers.
                 answer.headers[RETRIABLE_HEADER] = "decode-engine-unreachable"
             return answer
 
