@@ -78,6 +78,10 @@ async def test_llmd_up_port_taken_is_a_clear_error() -> None:
     pytest.param(["--engines", "tgi"], "'tgi' is not an engine", id="unknown-engine"),
     pytest.param(["--failure-mode", "Maybe"], "failure_mode", id="bad-failure-mode"),
     pytest.param(["--ext-proc-mode", "streamed"], "ext_proc_mode", id="bad-ext-proc-mode"),
+    pytest.param(["--endpoint", "nohost"], "--endpoint 'nohost': expected ip:port",
+                 id="bad-endpoint"),
+    pytest.param(["--endpoint", "127.0.0.1:1,engine=tgi"], "engine 'tgi' is not one of",
+                 id="bad-endpoint-engine"),
 ])
 async def test_llmd_up_bad_flags_exit_2(flag: list[str], message: str) -> None:
     async with llmd_process("up", *flag) as proc:
@@ -144,3 +148,30 @@ async def test_llmd_up_restarts_a_killed_simulator_and_shows_it() -> None:
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(20):
             assert await proc.wait() == 0
+
+
+async def test_llmd_up_fronts_existing_servers(engine: str) -> None:
+    """`llmd up --endpoint ...`: no simulators of its own, the EPP and Envoy in front of servers
+    that already run (here simulators started by the test, standing in for real engines)."""
+    from llmd.sim import SimConfig, running_sim
+
+    cfg = SimConfig(engine=engine, model="served", port=0, time_scale=0)  # type: ignore[arg-type]
+    async with running_sim(cfg) as a, running_sim(cfg) as b:
+        flags = [f"127.0.0.1:{s.port},engine={engine}" for s in (a, b)]
+        async with llmd_process("up", "--gateway-port", "0", "--base-port", "0",
+                                *(x for f in flags for x in ("--endpoint", f))) as proc:
+            out = (await read_until(proc, r"Ctrl-C stops every process", 60))[1]
+            assert "sim-" not in out and "your servers" in out
+            rows = re.findall(r"│ (\S+)\s*│ (\w+)\s*│ (\S+)\s*│\s*(\S+) │ (\w+)", out)
+            assert [r[4] for r in rows[2:]] == ["external", "external"], out
+            served = set()
+            async with aiohttp.ClientSession() as http:
+                for _ in range(8):
+                    async with http.post(rows[0][2] + "/v1/completions", json={
+                            "model": "served", "prompt": "hi", "max_tokens": 2}) as resp:
+                        assert resp.status == 200
+                        served.add(resp.headers[SERVED_BY_HEADER])
+            assert served <= {f"127.0.0.1:{s.port}" for s in (a, b)} and served
+            proc.send_signal(signal.SIGINT)
+            async with asyncio.timeout(20):
+                assert await proc.wait() == 0

@@ -303,13 +303,18 @@ def up(
              "(--no-ssrf-protection: anywhere a client names)")] = True,
     fallback_endpoints: Annotated[int, typer.Option(
         help="endpoints Envoy tries, in the EPP's order, after a refused connection")] = 2,
+    endpoint: Annotated[list[str] | None, typer.Option(
+        help="front an existing model server instead of simulators: ip:port[,engine=vllm|"
+             "sglang][,role=...][,key=value] as `llmd epp --endpoint` takes it (repeatable); "
+             "only the EPP and Envoy are started")] = None,
     max_restarts: Annotated[int, typer.Option(
         help="restarts of one child within --restart-window-s before llmd up gives up")] = 5,
     restart_window_s: Annotated[float, typer.Option(
         help="the crash-loop window of --max-restarts, seconds")] = 60.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
 ) -> None:
-    """Start simulators, the llmd EPP and Envoy on loopback until Ctrl-C (--pd: disaggregated).
+    """Start simulators, the llmd EPP and Envoy on loopback until Ctrl-C (--pd: disaggregated;
+    --endpoint: in front of existing servers instead of simulators).
 
     By default 2 vLLM- and 2 SGLang-dialect simulators behind one gateway. A child that dies is
     restarted on the same ports while the others keep serving; llmd up stops only on Ctrl-C or
@@ -332,6 +337,7 @@ def up(
             pd=pd, prefill_per_engine=prefill_per_engine, bootstrap_port=bootstrap_port,
             ssrf_protection=ssrf_protection, fallback_endpoints=fallback_endpoints,
             max_restarts=max_restarts, restart_window_s=restart_window_s,
+            external=tuple(endpoint or ()),
         )
     except ValidationError as exc:
         typer.echo(str(config_error(exc, "llmd up")), err=True)

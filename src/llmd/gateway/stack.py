@@ -20,6 +20,10 @@ than `max_restarts` exits within `restart_window_s`).
 Ports: `base_port + i` for the i-th simulator, then the EPP's ext_proc, gRPC health and metrics
 ports; `base_port=0` makes every one of them ephemeral. `gateway_port=0` likewise.
 
+External servers (`external`, `llmd up --endpoint`): no simulator is started; the EPP's pool is
+exactly those `ip:port`s (with their engine labels, and whatever else the `--endpoint` flag
+carries) and Envoy routes to them; a server that is down is the EPP's to notice (health).
+
 P/D (`pd=True`, `llmd up --pd`): each `engines` entry is a `--role decode` simulator behind its
 own `llmd sidecar` (the engine adapter's connector), and every engine named gets
 `prefill_per_engine` `--role prefill` simulators (see `llmd.gateway._pd`). The EPP's pool is the
@@ -40,11 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from llmd._proc import Child, ChildSpec, RestartPolicy, Supervisor, SupervisorEvent
 from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
+from llmd.epp import parse_endpoint_flag
 from llmd.errors import ConfigError
 from llmd.gateway._pd import PD_EPP_CONFIG, PdArgs, PdLayout, needs_side_port, start_pd_fleet
 from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec
@@ -93,12 +98,29 @@ class StackSpec(LlmdModel):
     max_restarts: int = Field(5, ge=0, description="restarts of one child within "
                               "restart_window_s before `wait` gives up (a crash loop)")
     restart_window_s: float = Field(60.0, gt=0)
+    external: tuple[str, ...] = Field(
+        (), description="existing model servers to front instead of simulators, each "
+        "`ip:port[,engine=vllm|sglang][,role=...][,key=value]` as `llmd epp --endpoint` takes "
+        "it; the stack then starts only the EPP and Envoy")
+
+    @field_validator("external")
+    @classmethod
+    def _endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                parse_endpoint_flag(item)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _checks(self) -> StackSpec:
         if self.epp_config_file is not None and self.epp_config_text is not None:
             raise ValueError("give epp_config_file or epp_config_text, not both")
-        n = self.pd_layout().size if self.pd else len(self.engines)
+        if self.external and self.pd:
+            raise ValueError("external endpoints and pd: P/D in front of existing servers "
+                             "needs their sidecars; label them role=decode/prefill instead")
+        n = self.fleet_size()
         if self.base_port and self.base_port + n + len(EPP_PORTS) > 65536:
             raise ValueError(f"base_port {self.base_port} leaves no room for "
                              f"{n} simulators/sidecars and the EPP's 3 ports")
@@ -109,6 +131,12 @@ class StackSpec(LlmdModel):
                              "share a bootstrap port need loopback aliases (127.0.0.2, ...); "
                              "use host 127.0.0.1 or one prefill sim per engine")
         return self
+
+    def fleet_size(self) -> int:
+        """Processes started before the EPP (0 when fronting external servers)."""
+        if self.external:
+            return 0
+        return self.pd_layout().size if self.pd else len(self.engines)
 
     def pd_layout(self) -> PdLayout:
         """P/D children and their ports (decode sims, prefill sims, sidecars)."""
@@ -138,14 +166,15 @@ class StackSpec(LlmdModel):
                                                    for e in self.engines):
             ports.append(("prefill bootstrap", self.bootstrap_port))
         if self.base_port:
-            if self.pd:
+            if self.external:
+                pass
+            elif self.pd:
                 ports += self.pd_layout().names()
             else:
                 ports += [(f"sim-{e}-{i}", self.base_port + i)
                           for i, e in enumerate(self.engines)]
             if self.epp:
-                first = self.base_port + (self.pd_layout().size if self.pd
-                                          else len(self.engines))
+                first = self.base_port + self.fleet_size()
                 ports += [(f"epp {what}", first + i) for i, what in enumerate(EPP_PORTS)]
         return ports
 
@@ -205,7 +234,10 @@ class LocalStack:
         try:
             check_ports_free(self.spec.host, self.spec.fixed_ports())
             await self._stack.enter_async_context(self._sup)
-            if self.spec.pd:
+            if self.spec.external:
+                self.endpoints = [_external(i, flag)
+                                  for i, flag in enumerate(self.spec.external)]
+            elif self.spec.pd:
                 pd = await start_pd_fleet(self._sup, self.spec.pd_layout(),
                                           self.spec.pd_args(), self._progress)
                 self.prefill, self.decode, self.endpoints = pd.prefill, pd.decode, pd.sidecars
@@ -247,8 +279,7 @@ class LocalStack:
         `ports` (ext_proc, health, metrics) pins them, as a restart does."""
         spec = self.spec
         if ports is None:
-            n = spec.pd_layout().size if spec.pd else len(spec.engines)
-            first = spec.base_port + n if spec.base_port else 0
+            first = spec.base_port + spec.fleet_size() if spec.base_port else 0
             ports = [first + i if first else 0 for i in range(len(EPP_PORTS))]
         argv = [sys.executable, "-c", "from llmd.cli import main; main()", "epp",
                 "--host", spec.host, "--grpc-port", str(ports[0]),
@@ -256,7 +287,9 @@ class LocalStack:
                 "--fallback-endpoints", str(spec.fallback_endpoints),
                 "--log-level", self.log_level]
         role = ",role=decode" if spec.pd else ""
-        for ep in self.endpoints:
+        for flag in spec.external:
+            argv += ["--endpoint", flag]
+        for ep in self.endpoints if not spec.external else ():
             argv += ["--endpoint", f"{ep.address},engine={ep.engine}{role}"]
         for ep in self.prefill:
             argv += ["--endpoint", f"{ep.address},engine={ep.engine},role=prefill"]
@@ -279,6 +312,13 @@ class LocalStack:
         (host, grpc_port), (_, health_port), (_, metrics_port) = child.addresses[:3]
         self._progress("epp", "ready")
         return EppProcess(child.proc.pid, host, grpc_port, health_port, metrics_port)
+
+
+def _external(i: int, flag: str) -> FleetEndpoint:
+    """An existing server as the stack lists it (no process of ours: pid 0)."""
+    spec = parse_endpoint_flag(flag)
+    return FleetEndpoint(f"server-{i}", get_adapter(spec.engine).name, spec.address, spec.port,
+                         0)
 
 
 def check_ports_free(host: str, ports: list[tuple[str, int]]) -> None:

@@ -26,7 +26,8 @@ async def run_up(spec: StackSpec, stop: asyncio.Event, *, log_level: str = "warn
     until `stop`. A child failing (at start or later) raises `ChildError`; everything started
     is stopped before this returns or raises."""
     console = console or Console()
-    names = ([name for name, _ in spec.pd_layout().names()] if spec.pd
+    names = ([] if spec.external else
+             [name for name, _ in spec.pd_layout().names()] if spec.pd
              else [f"sim-{e}-{i}" for i, e in enumerate(spec.engines)])
     names += ["epp", "envoy"] if spec.epp else ["envoy"]
     async with contextlib.AsyncExitStack() as exits:
@@ -58,7 +59,8 @@ def status_table(stack: LocalStack) -> Table:
     spec, gw, epp = stack.spec, stack.gateway, stack.epp
     assert gw is not None
     restarted = any(c.restarts for c in stack.children)
-    table = Table(title="llmd up: Envoy → llmd EPP → simulators (loopback)")
+    servers = "your servers" if spec.external else "simulators (loopback)"
+    table = Table(title=f"llmd up: Envoy → llmd EPP → {servers}")
     columns = ["name", "kind", "address", "pid", "status"] + (["restarts"] if restarted else [])
     for column in columns:
         table.add_column(column, no_wrap=True,
@@ -73,7 +75,11 @@ def status_table(stack: LocalStack) -> Table:
     row("envoy", "gateway", gw.url, "ready")
     if epp is not None:
         row("epp", "picker", epp.address, "serving")
-    if spec.pd:
+    if spec.external:
+        for ep in stack.endpoints:  # not our processes: no pid, no restarts
+            table.add_row(ep.name, ep.engine, ep.url, "-", "external",
+                          *(["-"] if restarted else []))
+    elif spec.pd:
         for kind, eps in (("prefill", stack.prefill), ("decode", stack.decode),
                           ("sidecar", stack.endpoints)):
             for ep in eps:
