@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from llmd.epp.config import DEFAULT_CONFIG, EndpointPickerConfig, load_config
+from llmd.epp.cycle import CycleState, DataKey, MissingDataError
 from llmd.epp.datastore import Datastore, Endpoint, EndpointId, EndpointSpec, PoolSnapshot
 from llmd.epp.director import Decision, Director
 from llmd.epp.discovery import (
@@ -31,8 +32,10 @@ from llmd.epp.scraper import Scraper, ScrapeSettings
 from llmd.epp.server import EppSettings, Listening, serve
 
 __all__ = [
+    "CycleState",
     "DEFAULT_CONFIG",
     "DESTINATION_HEADER",
+    "DataKey",
     "Datastore",
     "Decision",
     "Director",
@@ -45,6 +48,7 @@ __all__ = [
     "InferenceRequest",
     "LB_METADATA_NAMESPACE",
     "Listening",
+    "MissingDataError",
     "PLUGINS",
     "PREFILLER_HEADER",
     "PluginRegistry",

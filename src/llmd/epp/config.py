@@ -49,6 +49,7 @@ from llmd.epp.plugins import (
     SaturationDetector,
     Scorer,
 )
+from llmd.epp.plugins.keys import PREFIX_MATCH
 from llmd.epp.plugins.picker.max_score import MaxScorePicker
 from llmd.epp.plugins.profile.single import SingleProfileHandler
 from llmd.epp.plugins.saturation.utilization import UtilizationDetector
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_DEFAULT_PRODUCERS = {PREFIX_MATCH: "approx-prefix-cache-producer"}
 
 DEFAULT_CONFIG = """\
 apiVersion: llm-d.ai/v1alpha1
@@ -239,13 +242,14 @@ class _Builder:
         self.index[ps.ref] = i
 
     def _add_required_producers(self) -> None:
-        have = {type(p).type for p in self.plugins.values()}
+        have = {k for p in self.plugins.values() for k in getattr(p, "produces", ())}
         for plugin in list(self.plugins.values()):
-            for needed in getattr(plugin, "requires", ()):
-                if needed not in have and needed in self.registry:
+            for key in getattr(plugin, "consumes", ()):
+                needed = _DEFAULT_PRODUCERS.get(key)
+                if key not in have and needed is not None and needed in self.registry:
                     cls = self.registry[needed]
                     self.plugins.setdefault(needed, cls(needed, cls.Params()))
-                    have.add(needed)
+                    have.add(key)
 
     def _profile_handler(self) -> ProfileHandler | None:
         handlers = [p for p in self.plugins.values() if isinstance(p, ProfileHandler)]

@@ -121,7 +121,7 @@ class Director:
 
     def after_decision(self, decision: Decision) -> None:
         """PreRequest hooks, once the answer is on its way to Envoy."""
-        if decision.request.data:
+        if len(decision.request.state):  # a scheduled request (body-less ones are not)
             self.config.scheduler.after_decision(decision.request, decision.result, decision.pool)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from llmd.epp.cycle import CycleState
 
 __all__ = ["InferenceRequest"]
 
@@ -15,8 +16,9 @@ class InferenceRequest:
 
     `prompt` is what prefix matching hashes, as llm-d's approximate scheme does: the prompt text
     for completions, the compact JSON of `messages` for chat. `headers` are lower-cased.
-    `data` holds what data producers computed for this request (keyed by producer type); it is
-    filled before filtering and only read by filters, scorers and pickers.
+    `state` holds the typed data plugins exchange for this request (`llmd.epp.cycle`): data
+    producers fill it before filtering, the P/D handler adds its decode pick; filters, scorers,
+    pickers, deciders and PreRequest hooks read it.
     """
 
     request_id: str
@@ -28,7 +30,7 @@ class InferenceRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     objective: str | None = None
     priority: int = 0
-    data: dict[str, Any] = field(default_factory=dict)
+    state: CycleState = field(default_factory=CycleState, compare=False, repr=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

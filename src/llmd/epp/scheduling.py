@@ -113,7 +113,7 @@ class Scheduler:
         timer = self.timer
         for producer in self.producers:
             t0 = perf_counter()
-            request.data[producer.type] = producer.produce(request, pool)
+            producer.produce(request, pool)
             timer(producer.name, perf_counter() - t0)
         results: dict[str, ProfileResult | None] = {}
         for _ in range(len(self.profiles) + 1):  # a handler never needs more rounds

@@ -11,6 +11,7 @@ from llmd.engines import ROLE_LABEL
 from llmd.epp import PREFILLER_HEADER, Endpoint, EndpointSpec, PoolSnapshot, load_config
 from llmd.epp.config import EndpointPickerConfig
 from llmd.epp.plugins import (
+    PREFIX_MATCH,
     AlwaysDisaggPdDecider,
     ApproxPrefixCacheProducer,
     PrefixBasedPdDecider,
@@ -114,9 +115,8 @@ def test_prefix_index_learns_both_endpoints() -> None:
     cfg, snapshot = _config(), _pool(DECODE | PREFILL)
     result = _schedule(cfg, LONG, snapshot)
     assert result is not None
-    producer = cfg.plugins[ApproxPrefixCacheProducer.type]
-    match = producer.produce(req(prompt=LONG), snapshot)
-    learned = {ep_id for ep_id, n in match.matched.items() if n == len(match.hashes)}
+    match = _produced(cfg, LONG, snapshot)
+    learned = {ep_id for ep_id, n in match.matched.items() if n == match.total_blocks}
     assert learned == {result.destination.id, result.results["prefill"].targets[0].id}
 
 
@@ -136,8 +136,15 @@ def test_ipv6_prefill_endpoint_is_bracketed() -> None:
     assert result is not None and result.headers == {PREFILLER_HEADER: "[fd00::7]:8000"}
 
 
+def _produced(cfg: EndpointPickerConfig, prompt: str, snapshot: PoolSnapshot) -> PrefixMatch:
+    """What the config's prefix producer puts in a fresh request's cycle state."""
+    request = req(prompt=prompt)
+    cfg.plugins[ApproxPrefixCacheProducer.type].produce(request, snapshot)
+    return request.state.require(PREFIX_MATCH, "test")
+
+
 def _match(endpoint: Endpoint, matched_blocks: int) -> PrefixMatch:
-    return PrefixMatch((1,) * 10, {endpoint.id: matched_blocks}, block_tokens=16)
+    return PrefixMatch(block_tokens=16, total_blocks=10, matched={endpoint.id: matched_blocks})
 
 
 @pytest.mark.parametrize(("threshold", "prompt", "matched_blocks", "expected"), [
@@ -154,7 +161,7 @@ def test_prefix_based_decider(threshold: int, prompt: str, matched_blocks: int,
     decider = PrefixBasedPdDecider("d", PrefixBasedPdDecider.Params(non_cached_tokens=threshold))
     decode = ep(8001)
     request = req(prompt=prompt)
-    request.data[ApproxPrefixCacheProducer.type] = _match(decode, matched_blocks)
+    request.state.put(PREFIX_MATCH, _match(decode, matched_blocks))
     assert decider.disaggregate(request, decode) is expected
 
 
@@ -196,8 +203,8 @@ def test_renamed_prefill_profile_is_indexed_too() -> None:
     snapshot = _pool(DECODE | PREFILL)
     result = _schedule(cfg, LONG, snapshot)
     assert result is not None and set(result.results) == {"d", "p"}
-    match = cfg.plugins[ApproxPrefixCacheProducer.type].produce(req(prompt=LONG), snapshot)
-    assert match.matched[result.results["p"].targets[0].id] == len(match.hashes)
+    match = _produced(cfg, LONG, snapshot)
+    assert match.matched[result.results["p"].targets[0].id] == match.total_blocks
 
 
 _CONFIG_RENAMED = """\

@@ -6,11 +6,13 @@ import xxhash
 from _pool import ep, pool, req
 
 from llmd.engines import EndpointMetrics
-from llmd.epp import Endpoint
+from llmd.epp import Endpoint, PoolSnapshot
 from llmd.epp.plugins import (
+    PREFIX_MATCH,
     ApproxPrefixCacheProducer,
     NoHitLruScorer,
     PrefixCacheScorer,
+    PrefixMatch,
     ProfileResult,
     SchedulingResult,
 )
@@ -21,6 +23,13 @@ A, B = ep(8001), ep(8002)
 
 def _producer(**params: int) -> ApproxPrefixCacheProducer:
     return ApproxPrefixCacheProducer("p", ApproxPrefixCacheProducer.Params(**params))
+
+
+def _match(producer: ApproxPrefixCacheProducer, prompt: str, p: PoolSnapshot) -> PrefixMatch:
+    """What the producer puts in a fresh request's cycle state."""
+    r = req(prompt=prompt)
+    producer.produce(r, p)
+    return r.state.require(PREFIX_MATCH, "test")
 
 
 def _chosen(endpoint: object, prefill: object = None) -> SchedulingResult:
@@ -44,12 +53,12 @@ def test_score_is_matched_over_total_blocks_and_index_follows_the_choice() -> No
     scorer = PrefixCacheScorer("prefix", PrefixCacheScorer.Params())
     p = pool(A, B)
     first = req(prompt="aaaabbbbcccc")
-    first.data[producer.type] = producer.produce(first, p)
+    producer.produce(first, p)
     assert scorer.score(first, p) == {A.id: 0.0, B.id: 0.0}
     producer.pre_request(first, _chosen(A), p)
 
     second = req(prompt="aaaabbbbzzzzyyyy")  # shares 2 of its 4 blocks with what A holds
-    second.data[producer.type] = producer.produce(second, p)
+    producer.produce(second, p)
     assert scorer.score(second, p) == {A.id: 0.5, B.id: 0.0}
 
 
@@ -57,32 +66,30 @@ def test_prefill_endpoint_is_indexed_too() -> None:
     producer = _producer(block_size_tokens=1)
     p = pool(A, B)
     r = req(prompt="aaaabbbb")
-    r.data[producer.type] = producer.produce(r, p)
+    producer.produce(r, p)
     producer.pre_request(r, _chosen(A, prefill=B), p)
-    again = producer.produce(req(prompt="aaaabbbb"), p)
-    assert again.matched == {A.id: 2, B.id: 2}
+    assert _match(producer, "aaaabbbb", p).matched == {A.id: 2, B.id: 2}
 
 
 def test_lru_capacity_evicts_oldest_blocks() -> None:
     producer = _producer(block_size_tokens=1, lru_capacity_per_server=2)
     p = pool(A)
     r = req(prompt="aaaabbbbcccc")
-    r.data[producer.type] = producer.produce(r, p)
+    producer.produce(r, p)
     producer.pre_request(r, _chosen(A), p)
     # The first block was evicted, so the greedy match stops at once.
-    assert producer.produce(req(prompt="aaaabbbbcccc"), p).matched == {A.id: 0}
+    assert _match(producer, "aaaabbbbcccc", p).matched == {A.id: 0}
 
 
 def test_removed_endpoint_state_is_pruned() -> None:
     producer = _producer(block_size_tokens=1)
     r = req(prompt="aaaa")
-    r.data[producer.type] = producer.produce(r, pool(A, B))
+    producer.produce(r, pool(A, B))
     producer.pre_request(r, _chosen(B), pool(A, B))
     r2 = req(prompt="aaaa")
-    r2.data[producer.type] = producer.produce(r2, pool(A, generation=1))
+    producer.produce(r2, pool(A, generation=1))
     producer.pre_request(r2, _chosen(A), pool(A, generation=1))
-    assert producer.produce(req(prompt="aaaa"), pool(A, B, generation=2)).matched == {
-        A.id: 1, B.id: 0}
+    assert _match(producer, "aaaa", pool(A, B, generation=2)).matched == {A.id: 1, B.id: 0}
 
 
 def test_no_hit_lru_spreads_cold_requests_and_is_neutral_when_warm() -> None:
@@ -90,17 +97,17 @@ def test_no_hit_lru_spreads_cold_requests_and_is_neutral_when_warm() -> None:
     lru = NoHitLruScorer("lru", NoHitLruScorer.Params())
     p = pool(A, B)
     cold = req(prompt="cold-one")
-    cold.data[producer.type] = producer.produce(cold, p)
+    producer.produce(cold, p)
     assert lru.score(cold, p) == {A.id: 1.0, B.id: 1.0}  # never used: both top
     lru.pre_request(cold, _chosen(A), p)
     producer.pre_request(cold, _chosen(A), p)
 
     cold2 = req(prompt="another unrelated")
-    cold2.data[producer.type] = producer.produce(cold2, p)
+    producer.produce(cold2, p)
     assert lru.score(cold2, p) == {A.id: 0.0, B.id: 1.0}  # A just took a cold request
 
     warm = req(prompt="cold-one")
-    warm.data[producer.type] = producer.produce(warm, p)
+    producer.produce(warm, p)
     assert lru.score(warm, p) == {A.id: 0.5, B.id: 0.5}
 
 
@@ -115,11 +122,12 @@ def test_auto_tune_uses_each_endpoints_block_size_and_capacity() -> None:
     producer = _producer(block_size_tokens=16, auto_tune=True)
     p = pool(small, large)
     r = req(prompt="aaaabbbbcccc")
-    match = r.data[producer.type] = producer.produce(r, p)
-    assert len(match.hashes_for(small.id)) == 3 and len(match.hashes_for(large.id)) == 2
-    assert len(match.hashes) == 1  # the configured 64-character block
+    producer.produce(r, p)
+    match = r.state.require(PREFIX_MATCH, "test")
+    assert match.grid(small.id) == (1, 3) and match.grid(large.id) == (2, 2)
+    assert (match.block_tokens, match.total_blocks) == (16, 1)  # the configured 64-char block
     producer.pre_request(r, _chosen(small, prefill=large), p)
-    again = producer.produce(req(prompt="aaaabbbbcccc"), p)
+    again = _match(producer, "aaaabbbbcccc", p)
     # small's LRU holds only its 2 newest blocks (total_blocks=2): the first was evicted.
     assert again.matched == {small.id: 0, large.id: 2}
-    assert again.ratio(large.id) == 1.0
+    assert again.ratio(large.id) == 1.0 and again.cached_tokens(large.id) == 4

@@ -37,12 +37,13 @@ from llmd.epp.plugins.filter.decode import DecodeFilter
 from llmd.epp.plugins.filter.decode_engine import DecodeEngineFilter
 from llmd.epp.plugins.filter.label_selector import LabelSelectorFilter
 from llmd.epp.plugins.filter.prefill import PrefillFilter
+from llmd.epp.plugins.keys import DECODE_PICK, PREFIX_MATCH, BlockGrid, PrefixMatch
 from llmd.epp.plugins.parser.openai import OpenAIParser
 from llmd.epp.plugins.parser.passthrough import PassthroughParser
 from llmd.epp.plugins.picker.max_score import MaxScorePicker
 from llmd.epp.plugins.picker.random_pick import RandomPicker
 from llmd.epp.plugins.picker.weighted_random import WeightedRandomPicker
-from llmd.epp.plugins.producer.approx_prefix import ApproxPrefixCacheProducer, PrefixMatch
+from llmd.epp.plugins.producer.approx_prefix import ApproxPrefixCacheProducer
 from llmd.epp.plugins.profile.disagg import DisaggProfileHandler
 from llmd.epp.plugins.profile.pd import PdProfileHandler
 from llmd.epp.plugins.profile.single import SingleProfileHandler
@@ -96,7 +97,9 @@ PLUGINS: PluginRegistry = MappingProxyType(
 __all__ = [
     "AlwaysDisaggPdDecider",
     "ApproxPrefixCacheProducer",
+    "BlockGrid",
     "CoreMetricsExtractor",
+    "DECODE_PICK",
     "DataProducer",
     "DataSource",
     "Decider",
@@ -115,6 +118,7 @@ __all__ = [
     "NoParams",
     "OpenAIParser",
     "PLUGINS",
+    "PREFIX_MATCH",
     "Parser",
     "PassthroughParser",
     "PdProfileHandler",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from llmd.config import LlmdModel
 
@@ -163,8 +163,9 @@ class DataProducer(Protocol):
     type: ClassVar[str]
     name: str
 
-    def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> Any:
-        """Per-request data stored in `request.data[type]` before filtering. Must not block."""
+    def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> None:
+        """Put this request's data (the keys the plugin declares in `produces`) into
+        `request.state`, before filtering. Pure and quick: no I/O, must not block."""
         ...
 
 

@@ -3,8 +3,9 @@ endpoint is at least `nonCachedTokens` tokens.
 
 As in llm-d: tokens are estimated as UTF-8 bytes / 4 of the prompt the prefix index hashes (the
 completions text, the compact JSON of chat `messages`); cached tokens are the decode endpoint's
-matched blocks × block size in tokens, from `approx-prefix-cache-producer` (created with its
-defaults when the config does not declare one). `nonCachedTokens: 0` (the default) turns the
+matched blocks × block size in tokens, from `PREFIX_MATCH` (filled by
+`approx-prefix-cache-producer`, created with its defaults when the config declares no producer
+of it, or by another prefix index). `nonCachedTokens: 0` (the default) turns the
 decider off: nothing is disaggregated (llm-d-router's current meaning; the older
 llm-d-inference-scheduler disaggregated everything at 0).
 """
@@ -17,8 +18,9 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmd.config import LlmdModel
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint
-from llmd.epp.plugins.producer.approx_prefix import ApproxPrefixCacheProducer, PrefixMatch
+from llmd.epp.plugins.keys import PREFIX_MATCH
 from llmd.epp.request import InferenceRequest
 
 __all__ = ["CHARS_PER_TOKEN", "PrefixBasedPdDecider", "estimated_tokens"]
@@ -35,7 +37,7 @@ def estimated_tokens(request: InferenceRequest) -> int:
 
 class PrefixBasedPdDecider:
     type: ClassVar[str] = "prefix-based-pd-decider"
-    requires: ClassVar[tuple[str, ...]] = (ApproxPrefixCacheProducer.type,)
+    consumes: ClassVar[DataKeys] = (PREFIX_MATCH,)
 
     class Params(LlmdModel):
         non_cached_tokens: int = Field(
@@ -52,8 +54,8 @@ class PrefixBasedPdDecider:
         total = estimated_tokens(request)
         if total < threshold:
             return False
-        match = request.data.get(ApproxPrefixCacheProducer.type)
-        if not isinstance(match, PrefixMatch):  # llm-d: no match info → decode only
+        match = request.state.get(PREFIX_MATCH)
+        if match is None:  # llm-d: no match info → decode only
             log.debug("%s: no prefix match info; not disaggregating", request.request_id)
             return False
         uncached = total - match.cached_tokens(endpoint.id)

@@ -2,8 +2,8 @@
 
 A pool that mixes engines (`llmd up --pd` serves vLLM and SGLang side by side) must never pair
 a vLLM decode endpoint with an SGLang prefill endpoint: their P/D protocols differ. The
-decode-first profile handler records the decode profile's pick in `request.data`
-(`DECODE_PICK_KEY`) before it runs the prefill profile; this filter keeps the candidates whose
+decode-first profile handler puts the decode profile's pick in the request's cycle state
+(`DECODE_PICK`) before it runs the prefill profile; this filter keeps the candidates whose
 `llm-d.ai/engine-type` (unlabelled: vllm, as llm-d assumes) equals that pick's. Without a
 recorded pick (the filter used outside a prefill profile) every candidate passes. llm-d has no
 such filter because its pools hold one engine each.
@@ -16,12 +16,10 @@ from typing import ClassVar
 
 from llmd.epp.datastore import Endpoint, PoolSnapshot
 from llmd.epp.plugins.base import NoParams
+from llmd.epp.plugins.keys import DECODE_PICK
 from llmd.epp.request import InferenceRequest
 
-__all__ = ["DECODE_PICK_KEY", "DecodeEngineFilter"]
-
-DECODE_PICK_KEY = "disagg-decode-pick"
-"""`request.data` key: the decode profile's first target (an `Endpoint`)."""
+__all__ = ["DecodeEngineFilter"]
 
 
 class DecodeEngineFilter:
@@ -32,7 +30,7 @@ class DecodeEngineFilter:
         self.name, self.params = name, params
 
     def filter(self, request: InferenceRequest, pool: PoolSnapshot) -> Sequence[Endpoint]:
-        decode = request.data.get(DECODE_PICK_KEY)
-        if not isinstance(decode, Endpoint):
+        decode = request.state.get(DECODE_PICK)
+        if decode is None:
             return pool.candidates
         return [ep for ep in pool.candidates if ep.spec.engine == decode.spec.engine]

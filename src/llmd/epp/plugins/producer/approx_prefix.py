@@ -20,50 +20,36 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import xxhash
 from pydantic import Field
 
 from llmd.config import LlmdModel
+from llmd.epp.cycle import DataKey, DataKeys
 from llmd.epp.datastore import Endpoint, EndpointId, PoolSnapshot
 from llmd.epp.plugins.base import SchedulingResult
+from llmd.epp.plugins.keys import PREFIX_MATCH, BlockGrid, PrefixMatch
 from llmd.epp.request import InferenceRequest
 
-__all__ = ["ApproxPrefixCacheProducer", "PrefixMatch", "block_hashes"]
+__all__ = ["ApproxPrefixCacheProducer", "block_hashes"]
 
 
 @dataclass(frozen=True, slots=True)
-class PrefixMatch:
-    """The request's block hashes and, per candidate, how many leading blocks it holds.
-
-    `chains` holds the endpoints whose (auto-tuned) block size differs from the configured one,
-    `tuned_block_tokens` their block sizes in tokens; `block_tokens` is the configured size.
-    """
+class _Chains:
+    """This producer's own per-request data: the block hashes it matched, to record on the
+    chosen endpoints after the decision (`by_endpoint`: endpoints with their own block size)."""
 
     hashes: tuple[int, ...]
-    matched: dict[EndpointId, int]
-    chains: Mapping[EndpointId, tuple[int, ...]] = field(default_factory=dict)
-    block_tokens: int = 16
-    tuned_block_tokens: Mapping[EndpointId, int] = field(default_factory=dict)
+    by_endpoint: Mapping[EndpointId, tuple[int, ...]]
 
-    def hashes_for(self, ep_id: EndpointId) -> tuple[int, ...]:
-        return self.chains.get(ep_id, self.hashes)
+    def of(self, ep_id: EndpointId) -> tuple[int, ...]:
+        return self.by_endpoint.get(ep_id, self.hashes)
 
-    def cached_tokens(self, ep_id: EndpointId) -> int:
-        """Matched blocks × block size in tokens (llm-d's hit length; the trailing partial
-        block counts whole, so this can exceed the prompt's estimated length)."""
-        size = self.tuned_block_tokens.get(ep_id, self.block_tokens)
-        return self.matched.get(ep_id, 0) * size
 
-    def ratio(self, ep_id: EndpointId) -> float:
-        hashes = self.hashes_for(ep_id)
-        return self.matched.get(ep_id, 0) / len(hashes) if hashes else 0.0
-
-    @property
-    def any_hit(self) -> bool:
-        return any(self.matched.values())
+_CHAINS: DataKey[_Chains] = DataKey("approx-prefix-hashes", _Chains)
+"""Private to this producer: no other plugin reads block hashes (a precise index has none)."""
 
 
 def block_hashes(prompt: str, model: str, block_chars: int, max_blocks: int,
@@ -80,7 +66,12 @@ def block_hashes(prompt: str, model: str, block_chars: int, max_blocks: int,
 
 
 class ApproxPrefixCacheProducer:
+    """Fills `PREFIX_MATCH` before filtering; records the chosen endpoints' blocks after the
+    decision (a DataProducer and a PreRequest hook)."""
+
     type: ClassVar[str] = "approx-prefix-cache-producer"
+    produces: ClassVar[DataKeys] = (PREFIX_MATCH,)
+    consumes: ClassVar[DataKeys] = ()
 
     class Params(LlmdModel):
         block_size_tokens: int = Field(default=16, gt=0, description="tokens per block (× 4 chars)")
@@ -95,7 +86,7 @@ class ApproxPrefixCacheProducer:
         self._index: dict[EndpointId, OrderedDict[int, None]] = {}
         self._generation = -1
 
-    def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> PrefixMatch:
+    def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> None:
         by_size: dict[int, tuple[int, ...]] = {}
 
         def chain(block_chars: int) -> tuple[int, ...]:
@@ -108,12 +99,12 @@ class ApproxPrefixCacheProducer:
         hashes = chain(self._block_chars)
         matched: dict[EndpointId, int] = {}
         chains: dict[EndpointId, tuple[int, ...]] = {}
-        tuned: dict[EndpointId, int] = {}
+        grids: dict[EndpointId, BlockGrid] = {}
         for ep in pool.candidates:
             own = hashes
             if self.params.auto_tune and (size := self._block_chars_of(ep)) != self._block_chars:
                 own = chains[ep.id] = chain(size)
-                tuned[ep.id] = size // 4
+                grids[ep.id] = BlockGrid(size // 4, len(own))
             lru = self._index.get(ep.id)
             n = 0
             if lru:
@@ -122,7 +113,9 @@ class ApproxPrefixCacheProducer:
                         break
                     n += 1
             matched[ep.id] = n
-        return PrefixMatch(hashes, matched, chains, self.params.block_size_tokens, tuned)
+        request.state.put(PREFIX_MATCH, PrefixMatch(
+            self.params.block_size_tokens, len(hashes), matched, grids))
+        request.state.put(_CHAINS, _Chains(hashes, chains))
 
     def _block_chars_of(self, ep: Endpoint) -> int:
         size = ep.metrics.block_size
@@ -135,8 +128,8 @@ class ApproxPrefixCacheProducer:
     def pre_request(
         self, request: InferenceRequest, result: SchedulingResult, pool: PoolSnapshot
     ) -> None:
-        match = request.data.get(self.type)
-        if not isinstance(match, PrefixMatch) or not match.hashes:
+        chains = request.state.get(_CHAINS)
+        if chains is None or not chains.hashes:
             return
         if pool.generation != self._generation:
             self._prune(pool)
@@ -144,8 +137,7 @@ class ApproxPrefixCacheProducer:
         chosen += [r.targets[0] for name, r in result.results.items()
                    if name != result.primary and r.targets]
         for ep in chosen:
-            self.record(ep.id, match.hashes_for(ep.id), self._capacity_of(ep))
-
+            self.record(ep.id, chains.of(ep.id), self._capacity_of(ep))
     def record(self, ep_id: EndpointId, hashes: tuple[int, ...], capacity: int | None = None
                ) -> None:
         """Mark `hashes` as cached on `ep_id` (most recent last), evicting the oldest blocks."""

@@ -11,7 +11,7 @@ from llmd.epp.datastore import Endpoint
 from llmd.epp.headers import PREFILLER_HEADER
 from llmd.epp.plugins.base import Decider, ProfileResult, SchedulingResult
 from llmd.epp.plugins.filter._roles import role_of
-from llmd.epp.plugins.filter.decode_engine import DECODE_PICK_KEY
+from llmd.epp.plugins.keys import DECODE_PICK
 from llmd.epp.request import InferenceRequest
 from llmd.errors import NoEndpointError
 
@@ -86,7 +86,7 @@ class DecodeFirst:
         target = decoded.targets[0]
         if needs_prefill(target) or self.decider.disaggregate(request, target):
             # For `decode-engine-filter`: a mixed-engine pool pairs like with like.
-            request.data[DECODE_PICK_KEY] = decoded.targets[0]
+            request.state.put(DECODE_PICK, target)
             return {prefill: profiles[prefill]}
         return {}
 

@@ -15,9 +15,10 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmd.config import LlmdModel
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import EndpointId, PoolSnapshot
 from llmd.epp.plugins.base import SchedulingResult
-from llmd.epp.plugins.producer.approx_prefix import ApproxPrefixCacheProducer, PrefixMatch
+from llmd.epp.plugins.keys import PREFIX_MATCH
 from llmd.epp.request import InferenceRequest
 
 __all__ = ["NoHitLruScorer"]
@@ -25,7 +26,7 @@ __all__ = ["NoHitLruScorer"]
 
 class NoHitLruScorer:
     type: ClassVar[str] = "no-hit-lru-scorer"
-    requires: ClassVar[tuple[str, ...]] = (ApproxPrefixCacheProducer.type,)
+    consumes: ClassVar[DataKeys] = (PREFIX_MATCH,)
 
     class Params(LlmdModel):
         lru_size: int = Field(default=1024, gt=0, description="endpoints remembered")
@@ -56,5 +57,5 @@ class NoHitLruScorer:
 
 
 def _cold(request: InferenceRequest) -> bool:
-    match = request.data.get(ApproxPrefixCacheProducer.type)
-    return not (isinstance(match, PrefixMatch) and match.any_hit)
+    match = request.state.get(PREFIX_MATCH)
+    return match is None or not match.any_hit

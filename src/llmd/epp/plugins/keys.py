@@ -1,0 +1,83 @@
+"""The data keys plugins exchange through the request's `CycleState`, and their value types.
+
+Neutral ground: producers and consumers import the key from here, never from each other, so
+either side can be replaced (an approximate or a precise prefix index) without touching the
+other. A plugin's private data (the approximate producer's block hashes) stays in its own
+module under a private key.
+
+- `PREFIX_MATCH` (`prefix-match`, a `PrefixMatch`): produced by `approx-prefix-cache-producer`
+  (the default producer) or another prefix index; consumed by `prefix-cache-scorer`,
+  `no-hit-lru-scorer` and `prefix-based-pd-decider`.
+- `DECODE_PICK` (`decode-pick`, an `Endpoint`): produced by `disagg-profile-handler` and
+  `pd-profile-handler`; consumed by `decode-engine-filter`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from llmd.epp.cycle import DataKey
+from llmd.epp.datastore import Endpoint, EndpointId
+
+__all__ = ["DECODE_PICK", "PREFIX_MATCH", "BlockGrid", "PrefixMatch"]
+
+
+class BlockGrid(NamedTuple):
+    """How one endpoint's cache cuts the request: `block_tokens` tokens per block, which
+    makes `total_blocks` blocks of the (possibly truncated) prompt."""
+
+    block_tokens: int
+    total_blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixMatch:
+    """How much of one request's prompt each candidate endpoint already holds in its KV cache,
+    counted in whole leading blocks (a greedy match that stops at the first missing block).
+
+    Engine- and index-neutral: an approximate index (character blocks, as llm-d's
+    `approx-prefix-cache-producer`) and a precise one (KV events over token-id block keys)
+    both fill it. `block_tokens`/`total_blocks` are the grid the index used for the request;
+    `grids` holds the endpoints whose own block size differs (auto-tuned, or reported by the
+    engine). Endpoints missing from `matched` hold nothing.
+    """
+
+    block_tokens: int
+    total_blocks: int
+    matched: Mapping[EndpointId, int]
+    grids: Mapping[EndpointId, BlockGrid] = field(default_factory=dict)
+
+    def grid(self, ep_id: EndpointId) -> BlockGrid:
+        own = self.grids.get(ep_id)
+        return BlockGrid(self.block_tokens, self.total_blocks) if own is None else own
+
+    def matched_blocks(self, ep_id: EndpointId) -> int:
+        return self.matched.get(ep_id, 0)
+
+    def cached_tokens(self, ep_id: EndpointId) -> int:
+        """Matched blocks × block size in tokens (llm-d's hit length; a trailing partial
+        block counts whole, so this can exceed the prompt's estimated length)."""
+        own = self.grids.get(ep_id)
+        return self.matched.get(ep_id, 0) * (self.block_tokens if own is None
+                                             else own.block_tokens)
+
+    def ratio(self, ep_id: EndpointId) -> float:
+        """Matched over total blocks, 0..1 (0 for an empty prompt)."""
+        own = self.grids.get(ep_id)
+        total = self.total_blocks if own is None else own.total_blocks
+        return self.matched.get(ep_id, 0) / total if total else 0.0
+
+    @property
+    def any_hit(self) -> bool:
+        """Whether any candidate holds at least the first block."""
+        return any(self.matched.values())
+
+
+PREFIX_MATCH: DataKey[PrefixMatch] = DataKey("prefix-match", PrefixMatch)
+"""Per candidate, the request's leading blocks it holds; filled before filtering."""
+
+DECODE_PICK: DataKey[Endpoint] = DataKey("decode-pick", Endpoint)
+"""The decode profile's first target, put by a decode-first P/D handler before it runs the
+prefill profile (so a filter there can pair prefill with decode)."""
