@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmd.deploy._dra import RoleClaim
+from llmd.deploy._kv_events import PORT_NAME, KvEvents, arg_value, serving_index
 from llmd.deploy._model import VOLUME, ModelSource
 from llmd.deploy._plan import RolePlan
 from llmd.deploy._problems import Problems
@@ -44,6 +45,8 @@ class ContainerContext:
     """The role's DRA accelerator claim (then no device-plugin counts)."""
     ssrf: SsrfPool | None = None
     """The InferencePool the routing sidecar's SSRF allowlist follows, if protection is on."""
+    kv_events: KvEvents | None = None
+    """Where the serving container publishes KV events (the EPP runs a precise prefix plugin)."""
     problems: Problems = field(default_factory=Problems)
     """Where a container's problems go, so the next container is still checked."""
 
@@ -60,14 +63,21 @@ def engine_container(ctx: ContainerContext, index: int) -> dict[str, Any]:
         out["securityContext"] = c.security_context
     if c.image_pull_policy:
         out["imagePullPolicy"] = c.image_pull_policy
-    out.update(_command(ctx, c, engine, where))
+    kv = _publisher(ctx, index)
+    out.update(_command(ctx, c, engine, where, kv))
     out["env"] = [*ctx.tpl(c.env, f"{where}.env"),
                   *_injected_env(ctx, c, engine or ctx.plan.engine)]
+    if kv is not None and not any(e.get("name") == "POD_IP" for e in c.env):
+        # The KV-event topic names the pod as $(POD_IP): the downward API's pod IP.
+        out["env"].append({"name": "POD_IP",
+                           "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     if c.ports:
         out["ports"] = ctx.tpl(c.ports, f"{where}.ports")
     elif c.model_command not in (None, "custom"):
         out["ports"] = [{"name": "metrics", "containerPort": ctx.plan.engine_port,
                          "protocol": "TCP"}]
+    if kv is not None and kv.discover_pods:
+        out["ports"] = _with_kv_port(out.get("ports", []), kv, where)
     for key in ("livenessProbe", "readinessProbe", "startupProbe"):
         if (probe := getattr(c, _snake(key))) is not None:
             out[key] = probe
@@ -91,8 +101,38 @@ def engine_container(ctx: ContainerContext, index: int) -> dict[str, Any]:
     return out
 
 
+def _publisher(ctx: ContainerContext, index: int) -> KvEvents | None:
+    """The KV-event plan if container `index` publishes: the role's serving container, on a
+    leader pod (in a LeaderWorkerSet only rank 0's engine serves the pool's endpoint), with a
+    command llmd injects into. A `custom` command is only warned about (in `check_role`)."""
+    kv, c = ctx.kv_events, ctx.plan.values.containers[index]
+    if kv is None or ctx.worker or index != serving_index(ctx.plan) \
+            or c.model_command in (None, "custom"):
+        return None
+    if c.image and SIM_IMAGE in c.image:
+        ctx.problems.warn(
+            f"{ctx.plan.name}.containers[{index}].image: the llm-d inference simulator takes "
+            f"no --kv-events-config; it publishes for {kv.path} only with its own flags "
+            "(--enable-kvcache, --zmq-endpoint) in args")
+        return None
+    return kv
+
+
+def _with_kv_port(ports: list[dict[str, Any]], kv: KvEvents, where: str) -> list[dict[str, Any]]:
+    """The container's ports plus `kv-events` on the socket port the EPP dials (so that a
+    NetworkPolicy can name it), unless a port already declares that number."""
+    if any(p.get("containerPort") == kv.port for p in ports):
+        return ports
+    for i, p in enumerate(ports):
+        if p.get("name") == PORT_NAME:
+            raise ConfigError(
+                f"{where}.ports[{i}]: {PORT_NAME!r} is port {p.get('containerPort')}, but the "
+                f"EPP dials {kv.port} ({kv.port_path}): make them agree")
+    return [*ports, {"name": PORT_NAME, "containerPort": kv.port, "protocol": "TCP"}]
+
+
 def _command(ctx: ContainerContext, c: Container, engine: EngineName | None,
-             where: str) -> dict[str, Any]:
+             where: str, kv: KvEvents | None) -> dict[str, Any]:
     command = c.model_command or "custom"
     if command == "custom" or engine is None:
         out: dict[str, Any] = {"command": list(c.command)}
@@ -115,12 +155,17 @@ def _command(ctx: ContainerContext, c: Container, engine: EngineName | None,
         role=plan.name if plan.pd else "both",
         multinode=multinode,
         tracing=_tracing(ctx.values),
+        kv_events=kv.spec(arg_value(c.args, "--served-model-name")
+                          or ctx.values.model_artifacts.name) if kv is not None else None,
         extra_args=tuple(c.args),
     )
     if plan.engine_port in adapter.side_ports(spec):
         key = "routing.servicePort" if plan.name == "prefill" else "routing.proxy.targetPort"
         raise ConfigError(f"{key}: {plan.engine_port} is also a port {engine} binds for "
                           f"{plan.name} ({where}): choose another")
+    if kv is not None:
+        kv.check_ports(_pod_ports(ctx, c, spec, adapter.side_ports(spec), where),
+                       par.data_local, plan.name)
     if command == "imageDefault":
         args = adapter.serve_args(spec, model_as_flag=True)
         if _needs_shell(args):
@@ -135,6 +180,23 @@ def _command(ctx: ContainerContext, c: Container, engine: EngineName | None,
         return {"command": ["/bin/sh", "-c", script]}
     return {"command": argv[: len(adapter.serve_command())],
             "args": argv[len(adapter.serve_command()):]}
+
+
+def _pod_ports(ctx: ContainerContext, c: Container, spec: ServeSpec, side: tuple[int, ...],
+               where: str) -> dict[int, str]:
+    """The ports the pod of `spec` listens on, each with what binds it."""
+    routing = ctx.values.routing
+    taken = {p["containerPort"]: f"{where}.ports[{i}]" for i, p in enumerate(c.ports)
+             if isinstance(p.get("containerPort"), int) and p.get("name") != PORT_NAME}
+    taken.update({p: f"a port {ctx.plan.engine} binds" for p in side})
+    if spec.multinode is not None:
+        taken[spec.multinode.dist_init_port] = "the multinode rendezvous port"
+    if ctx.plan.name == "decode" and routing.proxy.enabled:
+        taken[routing.service_port] = "the routing sidecar's port (routing.servicePort)"
+    key = "routing.proxy.targetPort" if ctx.plan.name == "decode" and routing.proxy.enabled \
+        else "routing.servicePort"
+    taken[ctx.plan.engine_port] = f"the engine's port ({key})"
+    return taken
 
 
 def _tracing(values: Values) -> TracingSpec | None:

@@ -12,21 +12,30 @@ from typing import Any
 
 import yaml
 
+from llmd.deploy._kv_events import PORT_NAME, KvEvents
 from llmd.deploy._workloads import Names
 from llmd.deploy.values import Values
 from llmd.errors import ConfigError
 
-__all__ = ["EPP_PORTS", "default_epp_config", "routing_objects"]
+__all__ = ["EPP_PORTS", "default_epp_config", "epp_name", "routing_objects"]
 
 EPP_PORTS = {"grpc": 9002, "grpc-health": 9003, "metrics": 9090}
 POOL_GROUP = "inference.networking.k8s.io"
 CONFIG_FILE = "config.yaml"
 
 
-def routing_objects(values: Values, names: Names, pd: bool) -> list[dict[str, Any]]:
+def epp_name(fullname: str) -> str:
+    """The EPP's Deployment, Service, ConfigMap and RBAC name."""
+    return f"{fullname}-epp"
+
+
+def routing_objects(values: Values, names: Names, pd: bool,
+                    kv: KvEvents | None = None) -> list[dict[str, Any]]:
+    """InferencePool, EPP and HTTPRoute; with centralized KV events (`kv` without pod
+    discovery) the EPP also exposes the port the engines connect to."""
     routing = values.routing
     pool_on, route_on = routing.inference_pool.enabled, routing.http_route.enabled
-    epp_on = routing.epp.enabled if routing.epp.enabled is not None else pool_on
+    epp_on = routing.epp_on
     errors = []
     if epp_on and not pool_on:
         errors.append("routing.epp.enabled: the EPP picks endpoints of the InferencePool: "
@@ -47,12 +56,13 @@ def routing_objects(values: Values, names: Names, pd: bool) -> list[dict[str, An
     if errors:
         raise ConfigError(errors)
     pool_name = routing.inference_pool.name or names.fullname
-    epp_name = f"{names.fullname}-epp"
+    epp = epp_name(names.fullname)
     objects: list[dict[str, Any]] = []
     if pool_on:
-        objects.append(_pool(values, names, pool_name, epp_name if epp_on else None))
+        objects.append(_pool(values, names, pool_name, epp if epp_on else None))
     if epp_on:
-        objects += _epp(values, names, pool_name, epp_name, pd)
+        centralized = kv if kv is not None and not kv.discover_pods else None
+        objects += _epp(values, names, pool_name, epp, pd, centralized)
     if route_on:
         objects.append(_route(values, names, pool_name))
     return objects
@@ -99,8 +109,16 @@ def default_epp_config(pd: bool) -> dict[str, Any]:
             "plugins": plugins, "schedulingProfiles": profiles}
 
 
-def _epp(values: Values, names: Names, pool: str, name: str, pd: bool) -> list[dict[str, Any]]:
+def _epp(values: Values, names: Names, pool: str, name: str, pd: bool,
+         kv: KvEvents | None) -> list[dict[str, Any]]:
     epp = values.routing.epp
+    ports = dict(EPP_PORTS)
+    if kv is not None:  # the EPP binds zmqEndpoint; the engines connect through the Service
+        if kv.port in ports.values():
+            raise ConfigError(f"{kv.port_path}: port {kv.port} is also one of the EPP's "
+                              f"({', '.join(f'{n} {p}' for n, p in EPP_PORTS.items())}): "
+                              "choose another")
+        ports[PORT_NAME] = kv.port
     namespace = names.namespace or "default"
     labels = {"app.kubernetes.io/component": "epp", "llm-d.ai/epp": name}
     config = epp.config if epp.config is not None else default_epp_config(pd)
@@ -128,7 +146,7 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool) -> list[d
         "env": [{"name": "NAMESPACE",
                  "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-        "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in EPP_PORTS.items()],
+        "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports.items()],
         "readinessProbe": {**probe, "initialDelaySeconds": 5},
         "livenessProbe": {**probe, "initialDelaySeconds": 5, "failureThreshold": 3},
         "resources": epp.resources,
@@ -142,14 +160,18 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool) -> list[d
                      "serviceAccountName": name, "terminationGracePeriodSeconds": 130,
                      "containers": [container],
                      "volumes": [{"name": "config", "configMap": {"name": name}}]}}}}
+    service_ports: list[dict[str, Any]] = [
+        {"name": "grpc-ext-proc", "port": EPP_PORTS["grpc"], "targetPort": "grpc",
+         "protocol": "TCP", "appProtocol": "http2"},
+        {"name": "grpc-health", "port": EPP_PORTS["grpc-health"], "targetPort": "grpc-health",
+         "protocol": "TCP"},
+        {"name": "metrics", "port": EPP_PORTS["metrics"], "targetPort": "metrics",
+         "protocol": "TCP"}]
+    if kv is not None:
+        service_ports.append({"name": PORT_NAME, "port": kv.port, "targetPort": PORT_NAME,
+                              "protocol": "TCP"})
     service = {"apiVersion": "v1", "kind": "Service", "metadata": names.meta(name),
-               "spec": {"type": "ClusterIP", "selector": labels, "ports": [
-                   {"name": "grpc-ext-proc", "port": EPP_PORTS["grpc"], "targetPort": "grpc",
-                    "protocol": "TCP", "appProtocol": "http2"},
-                   {"name": "grpc-health", "port": EPP_PORTS["grpc-health"],
-                    "targetPort": "grpc-health", "protocol": "TCP"},
-                   {"name": "metrics", "port": EPP_PORTS["metrics"], "targetPort": "metrics",
-                    "protocol": "TCP"}]}}
+               "spec": {"type": "ClusterIP", "selector": labels, "ports": service_ports}}
     return [account, role, binding, config_map, deployment, service]
 
 

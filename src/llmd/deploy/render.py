@@ -19,13 +19,14 @@ from pydantic import BaseModel
 
 from llmd.deploy._containers import ContainerContext, service_name_warnings
 from llmd.deploy._dra import role_claim
+from llmd.deploy._kv_events import KvEvents, check_role, kv_events
 from llmd.deploy._model import VOLUME, ModelSource, model_source
 from llmd.deploy._plan import plan_roles
 from llmd.deploy._problems import Problems, mentions, report, unknown_entries, validate
 from llmd.deploy._sources import Sources, deep_merge, load_sources, render_tpl
 from llmd.deploy._ssrf import ssrf_pool, ssrf_rbac
-from llmd.deploy._stack import routing_objects
-from llmd.deploy._workloads import Names, role_objects
+from llmd.deploy._stack import epp_name, routing_objects
+from llmd.deploy._workloads import Names, pod_labels, role_objects
 from llmd.deploy.values import Values, chart_map_defaults
 from llmd.errors import ConfigError
 
@@ -138,18 +139,25 @@ def _render(values: Values, release: str, namespace: str | None, warnings: list[
         ssrf = ssrf_pool(values, fullname, any(p.name == "decode" for p in plans), warnings)
     if ssrf is not None:
         objects += ssrf_rbac(ssrf, names, account)
+    kv: KvEvents | None = None
+    with problems.collect():
+        kv = kv_events(values, epp_name(fullname), warnings)
     for plan in plans:
+        if kv is not None:
+            errors, notes = check_role(kv, plan, pod_labels(plan, values.model_artifacts.labels))
+            problems.add(*errors)
+            warnings += notes
         claim = role_claim(values, plan, fullname)
         if claim is not None:
             objects.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
                             "metadata": names.meta(claim.template_name),
                             "spec": claim.template})
         ctx = ContainerContext(values, plan, source, tpl, claim=claim, ssrf=ssrf,
-                               problems=problems)
+                               kv_events=kv, problems=problems)
         with problems.collect():
             objects += role_objects(ctx, names, account)
     with problems.collect():
-        objects += routing_objects(values, names, any(p.pd for p in plans))
+        objects += routing_objects(values, names, any(p.pd for p in plans), kv)
     for i, obj in enumerate(values.extra_objects):
         with problems.collect():
             objects.append(tpl(obj, f"extraObjects[{i}]"))

@@ -323,6 +323,11 @@ class Routing(_Values):
     epp: Epp = Field(default_factory=Epp)
     http_route: HttpRoute = Field(default_factory=HttpRoute)
 
+    @property
+    def epp_on(self) -> bool:
+        """Whether the EPP is rendered: `epp.enabled`, by default on with the InferencePool."""
+        return self.epp.enabled if self.epp.enabled is not None else self.inference_pool.enabled
+
 
 class Sampling(_Values):
     sampler: str = "parentbased_traceidratio"
