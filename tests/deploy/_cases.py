@@ -27,6 +27,8 @@ GOLDEN_CASES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "sglang-multinode": ("sglang", ("values-sglang-multinode.yaml",), ()),
     "both-as-vllm": ("vllm", ("values-both.yaml",), ()),
     "both-as-sglang": ("sglang", ("values-both.yaml",), BOTH_AS_SGLANG),
+    "vllm-precise": ("vllm", ("values-vllm-precise.yaml",), ()),
+    "sglang-precise": ("sglang", ("values-sglang-precise.yaml",), ()),
 }
 
 # upstream example -> release name used by the chart's generate-example-output.sh

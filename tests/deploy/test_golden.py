@@ -54,7 +54,7 @@ def _pods(objects: list[dict]) -> list[dict]:
     return [p for p in pods if ENGINE_TYPE_LABEL in p["metadata"]["labels"]]
 
 
-@pytest.mark.parametrize("shape", ["aggregated", "pd", "multinode"])
+@pytest.mark.parametrize("shape", ["aggregated", "pd", "multinode", "precise"])
 def test_engine_specifics_follow_the_engine(engine: str, shape: str) -> None:
     adapter = get_adapter(engine)
     objects = list(yaml.safe_load_all(_render(f"{engine}-{shape}")))
