@@ -299,8 +299,8 @@ def check_role(kv: KvEvents, plan: RolePlan, labels: dict[str, str]) -> tuple[li
     if given is not None and given[1].isdigit() and int(given[1]) != kv.block_size:
         size = int(given[1])
         big, small = max(size, kv.block_size), min(size, kv.block_size)
-        realign = ("the EPP's index realigns one to the other (a block is a whole number of "
-                   "the other's), at the cost of more keys per event"
+        realign = ("the EPP's index realigns one to the other (one engine block maps to "
+                   "several of its blocks, or several to one), keeping more key mappings"
                    if small and big % small == 0 else
                    f"{big} is not a multiple of {small}, so the EPP's index cannot realign "
                    "the engine's blocks to its own")
