@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from llmd.engines._sglang_kv import SGLangBlockHasher, SGLangKvEvents, SGLangKvEventsConfig
+from llmd.engines._vllm_kv import VllmBlockHasher, VllmKvEvents, VllmKvEventsConfig, vllm_none_hash
 from llmd.engines.base import (
     ENGINE_TYPE_LABEL,
     ROLE_LABEL,
@@ -23,6 +25,17 @@ from llmd.engines.base import (
     Role,
     ServeSpec,
     TracingSpec,
+)
+from llmd.engines.kv_events import (
+    DEFAULT_KV_EVENTS_PORT,
+    EngineBlockHasher,
+    HashForm,
+    KvEventsDialect,
+    KvEventsSettings,
+    SubscribeSpec,
+    kv_topic,
+    offset_endpoint_port,
+    parse_kv_topic,
 )
 from llmd.engines.page import MetricsPage
 from llmd.engines.sglang import SGLangAdapter
@@ -59,11 +72,16 @@ def get_adapter(name: str) -> EngineAdapter:
 __all__ = [
     "ADAPTERS",
     "DEFAULT_ENGINE",
+    "DEFAULT_KV_EVENTS_PORT",
     "ENGINES",
     "ENGINE_TYPE_LABEL",
     "EndpointMetrics",
     "EngineAdapter",
+    "EngineBlockHasher",
     "EngineName",
+    "HashForm",
+    "KvEventsDialect",
+    "KvEventsSettings",
     "KvEventsSpec",
     "LoraState",
     "MetricNames",
@@ -75,9 +93,20 @@ __all__ = [
     "ROLE_LABEL",
     "Role",
     "SGLangAdapter",
+    "SGLangBlockHasher",
+    "SGLangKvEvents",
+    "SGLangKvEventsConfig",
     "ServeSpec",
+    "SubscribeSpec",
     "TracingSpec",
     "VllmAdapter",
+    "VllmBlockHasher",
+    "VllmKvEvents",
+    "VllmKvEventsConfig",
     "engine_for_command",
     "get_adapter",
+    "kv_topic",
+    "offset_endpoint_port",
+    "parse_kv_topic",
+    "vllm_none_hash",
 ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
+    from llmd.engines.kv_events import KvEventsDialect
     from llmd.engines.page import MetricsPage
 
 EngineName = Literal["vllm", "sglang"]
@@ -191,6 +192,8 @@ class EngineAdapter(Protocol):
     metric_names: ClassVar[MetricNames]
     pd: ClassVar[PdProtocol]
     """The engine's P/D handshake (what the legs carry, how the decode side gets the KV)."""
+    kv_events: ClassVar[KvEventsDialect]
+    """The engine's KV events: `--kv-events-config`, socket rule, block hash, event fields."""
     probes: ClassVar[Probes]
     default_port: ClassVar[int]
     listen_host: ClassVar[str | None]

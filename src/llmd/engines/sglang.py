@@ -6,6 +6,7 @@ import json
 from typing import ClassVar
 
 from llmd.engines._common import has_flag, metrics_from_page, scraped_families
+from llmd.engines._sglang_kv import SGLangKvEvents
 from llmd.engines.base import (
     EndpointMetrics,
     EngineName,
@@ -15,6 +16,7 @@ from llmd.engines.base import (
     Probes,
     ServeSpec,
 )
+from llmd.engines.kv_events import KvEventsDialect
 from llmd.engines.page import MetricsPage
 
 __all__ = ["SGLangAdapter"]
@@ -73,6 +75,7 @@ class SGLangAdapter:
         liveness=Probe("/health", period_s=10, timeout_s=5, failure_threshold=3),
     )
     scraped_families: ClassVar[tuple[str, ...]] = scraped_families(metric_names)
+    kv_events: ClassVar[KvEventsDialect] = SGLangKvEvents()
 
     def serve_command(self) -> list[str]:
         return ["python3", "-m", "sglang.launch_server"]
@@ -109,9 +112,7 @@ class SGLangAdapter:
             if spec.role == "prefill" and not has_flag(user, "--disaggregation-bootstrap-port"):
                 args += ["--disaggregation-bootstrap-port", str(spec.bootstrap_port)]
         if spec.kv_events is not None and not has_flag(user, "--kv-events-config"):
-            # SGLang's KVEventsConfig has no `enable_kv_cache_events` key and rejects it.
-            events = {"publisher": "zmq", "endpoint": spec.kv_events.endpoint,
-                      "topic": spec.kv_events.topic}
+            events = self.kv_events.serve_config(spec.kv_events.endpoint, spec.kv_events.topic)
             args += ["--kv-events-config", json.dumps(events, separators=(",", ":"))]
         return args + list(user)
 

@@ -6,6 +6,7 @@ import json
 from typing import ClassVar
 
 from llmd.engines._common import has_flag, metrics_from_page, scraped_families
+from llmd.engines._vllm_kv import VllmKvEvents
 from llmd.engines.base import (
     EndpointMetrics,
     EngineName,
@@ -15,6 +16,7 @@ from llmd.engines.base import (
     Probes,
     ServeSpec,
 )
+from llmd.engines.kv_events import KvEventsDialect
 from llmd.engines.page import MetricsPage
 
 __all__ = ["VllmAdapter"]
@@ -69,6 +71,7 @@ class VllmAdapter:
         liveness=Probe("/health", period_s=10, timeout_s=5, failure_threshold=3),
     )
     scraped_families: ClassVar[tuple[str, ...]] = scraped_families(metric_names)
+    kv_events: ClassVar[KvEventsDialect] = VllmKvEvents()
 
     def serve_command(self) -> list[str]:
         return ["vllm", "serve"]
@@ -100,12 +103,7 @@ class VllmAdapter:
                 config["kv_connector"] = spec.transfer_backend
             args += ["--kv-transfer-config", json.dumps(config, separators=(",", ":"))]
         if spec.kv_events is not None and not has_flag(user, "--kv-events-config"):
-            events = {
-                "enable_kv_cache_events": True,
-                "publisher": "zmq",
-                "endpoint": spec.kv_events.endpoint,
-                "topic": spec.kv_events.topic,
-            }
+            events = self.kv_events.serve_config(spec.kv_events.endpoint, spec.kv_events.topic)
             args += ["--kv-events-config", json.dumps(events, separators=(",", ":"))]
         return args + list(user)
 
