@@ -61,4 +61,7 @@ async def test_list_plugins_names_every_type_with_defaults() -> None:
         out, _ = await proc.communicate()
     lines = out.decode().splitlines()
     assert proc.returncode == 0 and len(lines) == len(PLUGINS)
-    assert any(line.split() == ["load-aware-scorer", "threshold=128"] for line in lines)
+    # type, kinds (main one first), parameters with defaults, data keys produced and consumed
+    assert any(line.split() == ["load-aware-scorer", "scorer", "threshold=128"] for line in lines)
+    assert any(line.split()[:2] == ["no-hit-lru-scorer", "scorer,pre-request-hook"]
+               and line.endswith("consumes: prefix-match") for line in lines)

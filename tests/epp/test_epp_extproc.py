@@ -23,6 +23,7 @@ from llmd.epp import (
 )
 from llmd.epp.extproc import ExtProcServicer
 from llmd.epp.plugins import NoParams
+from llmd.epp.plugins.registry import SCORER
 
 BUFFERED = mode_pb2.ProcessingMode.BUFFERED
 DUPLEX = mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
@@ -129,6 +130,7 @@ class _BrokenScorer:
     """A scorer with a bug: every call raises."""
 
     type = "broken-scorer"
+    produces = consumes = ()
     Params = NoParams
 
     def __init__(self, name: str, params: NoParams) -> None:
@@ -143,7 +145,7 @@ async def test_a_plugin_bug_is_a_json_500_not_a_grpc_error(mode: int) -> None:
     """A gRPC error would let FailOpen route the request round robin, unscheduled."""
     store = Datastore()
     store.set_endpoints([parse_endpoint_flag("10.0.0.1:8000")])
-    registry = {**PLUGINS, _BrokenScorer.type: _BrokenScorer}
+    registry = PLUGINS.extend(SCORER.table(_BrokenScorer))
     config = load_config(text="apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
                          "plugins:\n- type: broken-scorer\n", registry=registry)
     servicer = ExtProcServicer(Director(store, config), max_body_bytes=1 << 20)

@@ -8,7 +8,9 @@ from typing import ClassVar
 from llmd.config import LlmdModel
 from llmd.engines import EndpointMetrics
 from llmd.epp import PLUGINS, Datastore, EndpointId, load_config, parse_endpoint_flag
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import PoolSnapshot
+from llmd.epp.plugins.registry import SCORER
 from llmd.epp.request import InferenceRequest
 
 
@@ -16,6 +18,8 @@ class FixedScorer:
     """A test scorer: scores come from its parameters, out of range on purpose."""
 
     type: ClassVar[str] = "fixed-scorer"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
 
     class Params(LlmdModel):
         scores: dict[str, float] = {}
@@ -27,7 +31,7 @@ class FixedScorer:
         return {ep.id: self.params.scores.get(ep.id, 0.0) for ep in pool.candidates}
 
 
-REGISTRY = {**PLUGINS, FixedScorer.type: FixedScorer}
+REGISTRY = PLUGINS.extend(SCORER.table(FixedScorer))
 A, B = "10.0.0.1:1", "10.0.0.1:2"
 
 

@@ -13,28 +13,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TypeVar
 
 from llmd.config import did_you_mean
 from llmd.epp._config_models import EndpointPickerConfigFile
-from llmd.epp.plugins import DataSource, MetricsExtractor, Parser, PluginRegistry
+from llmd.epp._config_plugins import UNIMPLEMENTED, ConfigPlugins, Fail
+from llmd.epp.plugins import DataSource, MetricsExtractor, Parser
 from llmd.epp.plugins.datalayer.core_metrics import CoreMetricsExtractor
 from llmd.epp.plugins.datalayer.metrics_source import MetricsDataSource
 from llmd.epp.plugins.parser.openai import OpenAIParser
+from llmd.epp.plugins.registry import DATA_SOURCE, METRICS_EXTRACTOR, PARSER, Kind
 
-__all__ = ["UNIMPLEMENTED", "MetricsBinding", "check_flow_control", "data_layer", "parser"]
+__all__ = ["MetricsBinding", "check_flow_control", "data_layer", "parser"]
 
-Fail = Callable[[str, str], None]
-
-UNIMPLEMENTED = {
-    "vllmgrpc-parser": "parser (vLLM's gRPC API)",
-    "vertexai-parser": "parser (Vertex AI's gRPC API)",
-}
-"""llm-d plugin types llmd knows of but does not implement: named in the error, not 'unknown'."""
+P = TypeVar("P")
 
 _FLOW_CONTROL = (
     "llmd does not implement llm-d's flow control (request queueing behind the flowControl "
@@ -58,38 +51,34 @@ def check_flow_control(spec: EndpointPickerConfigFile, fail: Fail) -> None:
         fail("flowControl", _FLOW_CONTROL)
 
 
-def parser(spec: EndpointPickerConfigFile, plugins: dict[str, Any], broken: Collection[str],
-           registry: PluginRegistry, fail: Fail) -> Parser | None:
+def parser(spec: EndpointPickerConfigFile, plugins: ConfigPlugins) -> Parser | None:
     """The configured parser, or a default `openai-parser` (None: reported as a problem)."""
     if spec.parser is None:
         existing = plugins.get(OpenAIParser.type)
-        if isinstance(existing, Parser):
-            return existing
-        created = OpenAIParser(OpenAIParser.type, OpenAIParser.Params())
-        plugins.setdefault(created.name, created)
-        return created
-    found = _ref(spec.parser.plugin_ref, "parser.pluginRef", Parser, "parser", plugins, broken,
-                 registry, fail)
-    return found if isinstance(found, Parser) else None
+        found = existing.as_(PARSER) if existing is not None else None
+        if found is not None:
+            return found
+        created = plugins.add(OpenAIParser.type)
+        return created.as_(PARSER) if created is not None else None
+    return _ref(spec.parser.plugin_ref, "parser.pluginRef", PARSER, plugins)
 
 
-def data_layer(spec: EndpointPickerConfigFile, plugins: dict[str, Any], broken: Collection[str],
-               registry: PluginRegistry, fail: Fail) -> MetricsBinding | None:
+def data_layer(spec: EndpointPickerConfigFile, plugins: ConfigPlugins) -> MetricsBinding | None:
     """What the scraper polls; None when nothing is (or a problem was reported)."""
     if spec.data_layer is None:
-        return _implicit(plugins, fail)
+        return _implicit(plugins)
     binding: MetricsBinding | None = None
+    fail = plugins.fail
     for i, src in enumerate(spec.data_layer.sources):
         at = f"dataLayer.sources[{i}]"
-        source = _ref(src.plugin_ref, f"{at}.pluginRef", DataSource, "data source", plugins,
-                      broken, registry, fail)
-        extractors = [_ref(e.plugin_ref, f"{at}.extractors[{j}].pluginRef", MetricsExtractor,
-                           "extractor", plugins, broken, registry, fail)
+        source = _ref(src.plugin_ref, f"{at}.pluginRef", DATA_SOURCE, plugins)
+        extractors = [_ref(e.plugin_ref, f"{at}.extractors[{j}].pluginRef", METRICS_EXTRACTOR,
+                           plugins)
                       for j, e in enumerate(src.extractors)]
         if not src.extractors and source is not None:
             fail(f"{at}.extractors", f"{src.plugin_ref!r} has no extractor, so its metrics "
-                 f"would never be read (extractors: {_names(plugins, MetricsExtractor)}; "
-                 f"extractor types: {_types(registry, MetricsExtractor)})")
+                 f"would never be read (extractors: {plugins.names_of(METRICS_EXTRACTOR)}; "
+                 f"extractor types: {plugins.types_of(METRICS_EXTRACTOR)})")
         elif len(src.extractors) > 1:
             fail(f"{at}.extractors", "llmd reads a metrics source with one extractor, got "
                  + ", ".join(e.plugin_ref for e in src.extractors))
@@ -97,64 +86,52 @@ def data_layer(spec: EndpointPickerConfigFile, plugins: dict[str, Any], broken: 
             fail(f"{at}.pluginRef", f"llmd scrapes one metrics source per endpoint; "
                  f"{src.plugin_ref!r} would be a second after "
                  f"{spec.data_layer.sources[0].plugin_ref!r}")
-        elif isinstance(source, DataSource) and len(extractors) == 1 and isinstance(
-                extractors[0], MetricsExtractor):
+        elif source is not None and len(extractors) == 1 and extractors[0] is not None:
             binding = MetricsBinding(source, extractors[0])
     return binding
 
 
-def _implicit(plugins: dict[str, Any], fail: Fail) -> MetricsBinding | None:
+def _implicit(plugins: ConfigPlugins) -> MetricsBinding | None:
     """llm-d without `dataLayer`: the declared source and extractor, or default ones."""
-    sources = [p for p in plugins.values() if isinstance(p, DataSource)]
-    extractors = [p for p in plugins.values() if isinstance(p, MetricsExtractor)]
-    for found, what in ((sources, "data sources"), (extractors, "extractors")):
+    sources = plugins.of_kind(DATA_SOURCE)
+    extractors = plugins.of_kind(METRICS_EXTRACTOR)
+    for found, what in (([c for c, _ in sources], "data sources"),
+                        ([c for c, _ in extractors], "extractors")):
         if len(found) > 1:
-            fail("dataLayer", f"missing, and the plugins declare several {what} "
-                 f"({', '.join(p.name for p in found)}): say which to use in "
-                 "dataLayer.sources")
+            plugins.fail("dataLayer", f"missing, and the plugins declare several {what} "
+                         f"({', '.join(c.name for c in found)}): say which to use in "
+                         "dataLayer.sources")
             return None
-    source = sources[0] if sources else MetricsDataSource(
-        MetricsDataSource.type, MetricsDataSource.Params())
-    extractor = extractors[0] if extractors else CoreMetricsExtractor(
-        CoreMetricsExtractor.type, CoreMetricsExtractor.Params())
-    plugins.setdefault(source.name, source)
-    plugins.setdefault(extractor.name, extractor)
+    source = sources[0][1] if sources else _added(plugins, MetricsDataSource.type, DATA_SOURCE)
+    extractor = extractors[0][1] if extractors else _added(plugins, CoreMetricsExtractor.type,
+                                                           METRICS_EXTRACTOR)
+    if source is None or extractor is None:
+        return None
     return MetricsBinding(source, extractor)
 
 
-def _ref(ref: str, path: str, kind: type, what: str, plugins: dict[str, Any],
-         broken: Collection[str], registry: PluginRegistry, fail: Fail) -> object | None:
+def _added(plugins: ConfigPlugins, plugin_type: str, kind: Kind[P]) -> P | None:
+    created = plugins.add(plugin_type)
+    return created.as_(kind) if created is not None else None
+
+
+def _ref(ref: str, path: str, kind: Kind[P], plugins: ConfigPlugins) -> P | None:
     """The plugin `ref` names if it is a `kind`; otherwise report at `path` and return None."""
-    if ref in broken:
+    if ref in plugins.broken:
         return None  # its parameters were already reported
-    plugin = plugins.get(ref)
-    if isinstance(plugin, kind):
-        return plugin
-    allowed = (f"{what}s: {_names(plugins, kind)}; {what} types: {_types(registry, kind)}")
-    if plugin is None and ref in UNIMPLEMENTED:
-        fail(path, f"{ref!r} is an llm-d {UNIMPLEMENTED[ref]} that llmd does not implement "
-             f"({allowed})")
-    elif plugin is None:
-        fail(path, f"{ref!r} is not defined ({allowed}){did_you_mean(ref, plugins)}")
+    what = kind.name
+    c = plugins.get(ref)
+    found = c.as_(kind) if c is not None else None
+    if found is not None:
+        return found
+    allowed = f"{what}s: {plugins.names_of(kind)}; {what} types: {plugins.types_of(kind)}"
+    if c is None and ref in UNIMPLEMENTED:
+        plugins.fail(path, f"{ref!r} is an llm-d {UNIMPLEMENTED[ref]} that llmd does not "
+                     f"implement ({allowed})")
+    elif c is None:
+        plugins.fail(path, f"{ref!r} is not defined ({allowed})"
+                     f"{did_you_mean(ref, plugins.names())}")
     else:
         article = "an" if what[0] in "aeiou" else "a"
-        fail(path, f"{ref!r} is a {type(plugin).type} plugin, not {article} {what} ({allowed})")
+        plugins.fail(path, f"{ref!r} is a {c.type} plugin, not {article} {what} ({allowed})")
     return None
-
-
-def _names(plugins: dict[str, Any], kind: type) -> str:
-    return ", ".join(n for n, p in plugins.items() if isinstance(p, kind)) or "none"
-
-
-def _types(registry: PluginRegistry, kind: type) -> str:
-    """Registry types whose instances are a `kind` (checked on a default-built instance, which
-    is cheap: plugins do no I/O when built; only error messages call this)."""
-    found = []
-    for t, cls in registry.items():
-        try:
-            plugin = cls(t, cls.Params())
-        except ValidationError:
-            continue  # a type without defaults for every parameter (test fakes)
-        if isinstance(plugin, kind):
-            found.append(t)
-    return ", ".join(sorted(found)) or "none"

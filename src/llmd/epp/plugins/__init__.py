@@ -1,14 +1,11 @@
-"""The EPP's plugins under llm-d's type names, and the one registry table (`PLUGINS`).
+"""The EPP's plugins under llm-d's type names, and the one registry (`PLUGINS`): a table per
+kind, so mypy checks each class against the interface of every kind it is listed as.
 
-The registry is a value passed to the config loader (tests pass their own), never a global
-that modules add themselves to.
+The registry is a value passed to the config loader (tests pass `PLUGINS.extend(...)`), never a
+global that modules add themselves to.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any
 
 from llmd.epp.plugins.base import (
     DataProducer,
@@ -21,6 +18,8 @@ from llmd.epp.plugins.base import (
     Picker,
     Plugin,
     PreRequest,
+    ProducerRef,
+    ProducerRefs,
     ProfileHandler,
     ProfileRefs,
     ProfileResult,
@@ -47,6 +46,24 @@ from llmd.epp.plugins.producer.approx_prefix import ApproxPrefixCacheProducer
 from llmd.epp.plugins.profile.disagg import DisaggProfileHandler
 from llmd.epp.plugins.profile.pd import PdProfileHandler
 from llmd.epp.plugins.profile.single import SingleProfileHandler
+from llmd.epp.plugins.registry import (
+    DATA_PRODUCER,
+    DATA_SOURCE,
+    DECIDER,
+    FILTER,
+    METRICS_EXTRACTOR,
+    PARSER,
+    PICKER,
+    PRE_REQUEST,
+    PROFILE_HANDLER,
+    PROFILE_REFS,
+    RESPONSE_HEADERS,
+    SATURATION_DETECTOR,
+    SCORER,
+    Kind,
+    PluginClass,
+    PluginRegistry,
+)
 from llmd.epp.plugins.saturation.utilization import UtilizationDetector
 from llmd.epp.plugins.scorer.kv_cache_utilization import KvCacheUtilizationScorer
 from llmd.epp.plugins.scorer.load_aware import LoadAwareScorer
@@ -57,42 +74,27 @@ from llmd.epp.plugins.scorer.queue import QueueScorer
 from llmd.epp.plugins.scorer.running_requests_size import RunningRequestsSizeScorer
 from llmd.epp.plugins.scorer.session_affinity import SessionAffinityScorer
 
-PluginRegistry = Mapping[str, type[Any]]
-"""Plugin type → class; each class has `type`, `Params` and `__init__(name, params)`."""
-
-PLUGINS: PluginRegistry = MappingProxyType(
-    {
-        cls.type: cls
-        for cls in (
-            SingleProfileHandler,
-            DisaggProfileHandler,
-            PdProfileHandler,
-            PrefixBasedPdDecider,
-            AlwaysDisaggPdDecider,
-            DecodeFilter,
-            DecodeEngineFilter,
-            PrefillFilter,
-            LabelSelectorFilter,
-            QueueScorer,
-            KvCacheUtilizationScorer,
-            RunningRequestsSizeScorer,
-            LoadAwareScorer,
-            PrefixCacheScorer,
-            SessionAffinityScorer,
-            LoraAffinityScorer,
-            NoHitLruScorer,
-            MaxScorePicker,
-            RandomPicker,
-            WeightedRandomPicker,
-            ApproxPrefixCacheProducer,
-            UtilizationDetector,
-            MetricsDataSource,
-            CoreMetricsExtractor,
-            OpenAIParser,
-            PassthroughParser,
-        )
-    }
+PLUGINS = PluginRegistry(
+    PROFILE_HANDLER.table(SingleProfileHandler, DisaggProfileHandler, PdProfileHandler),
+    PROFILE_REFS.table(DisaggProfileHandler, PdProfileHandler),
+    DECIDER.table(PrefixBasedPdDecider, AlwaysDisaggPdDecider),
+    FILTER.table(DecodeFilter, DecodeEngineFilter, PrefillFilter, LabelSelectorFilter,
+                 UtilizationDetector),
+    SCORER.table(QueueScorer, KvCacheUtilizationScorer, RunningRequestsSizeScorer,
+                 LoadAwareScorer, PrefixCacheScorer, SessionAffinityScorer, LoraAffinityScorer,
+                 NoHitLruScorer),
+    PICKER.table(MaxScorePicker, RandomPicker, WeightedRandomPicker),
+    DATA_PRODUCER.table(ApproxPrefixCacheProducer),
+    PRE_REQUEST.table(ApproxPrefixCacheProducer, NoHitLruScorer),
+    RESPONSE_HEADERS.table(SessionAffinityScorer),
+    SATURATION_DETECTOR.table(UtilizationDetector),
+    DATA_SOURCE.table(MetricsDataSource),
+    METRICS_EXTRACTOR.table(CoreMetricsExtractor),
+    PARSER.table(OpenAIParser, PassthroughParser),
+    defaults={PREFIX_MATCH: ApproxPrefixCacheProducer.type},
+    deprecated={PdProfileHandler.type: DisaggProfileHandler.type},
 )
+"""Every plugin type llmd implements, by kind (mypy checks each class against its kinds)."""
 
 __all__ = [
     "AlwaysDisaggPdDecider",
@@ -107,6 +109,7 @@ __all__ = [
     "DecodeFilter",
     "DisaggProfileHandler",
     "Filter",
+    "Kind",
     "KvCacheUtilizationScorer",
     "LabelSelectorFilter",
     "LoadAwareScorer",
@@ -124,12 +127,15 @@ __all__ = [
     "PdProfileHandler",
     "Picker",
     "Plugin",
+    "PluginClass",
     "PluginRegistry",
     "PreRequest",
     "PrefillFilter",
     "PrefixBasedPdDecider",
     "PrefixCacheScorer",
     "PrefixMatch",
+    "ProducerRef",
+    "ProducerRefs",
     "ProfileHandler",
     "ProfileRefs",
     "ProfileResult",

@@ -1,12 +1,15 @@
 """The EPP extension points, one Protocol each (mypy checks each plugin against them).
 
 A plugin class has a class-level `type` (llm-d's kebab-case name), a nested pydantic `Params`
-(strict: unknown keys fail at load) and is built as `cls(name, params)`. Which roles a plugin
-plays follows from the methods it has; one object may play several (the prefix producer is a
-DataProducer and a PreRequest hook).
+(strict: unknown keys fail at load), the data keys it `produces` and `consumes`, and is built as
+`cls(name, params)` (`llmd.epp.plugins.registry.PluginClass`). Which roles a plugin plays is
+declared, never guessed: the registry lists the class in the table of each kind it implements,
+and mypy checks it against that kind's Protocol (the prefix producer is in the DataProducer and
+the PreRequest tables; `utilization-detector` in the SaturationDetector and Filter tables).
 
 Deciders are not run by the framework: a profile handler that references one (by plugin name,
-resolved by the loader) asks it whether to run a stage.
+resolved by the loader) asks it whether to run a stage. Plugins meet only through typed data in
+the request's cycle state (`llmd.epp.cycle`, keys in `llmd.epp.plugins.keys`).
 
 Per request the framework runs: DataProducers → ProfileHandler.pick → per profile: Filters →
 Scorers (clamped to [0, 1], weighted, summed) → Picker → ProfileHandler.process_results →
@@ -17,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from llmd.config import LlmdModel
+from llmd.epp.cycle import DataKey
 
 if TYPE_CHECKING:
     from llmd.epp.datastore import Endpoint, EndpointId, EndpointSpec, PoolSnapshot
@@ -37,6 +41,8 @@ __all__ = [
     "Picker",
     "Plugin",
     "PreRequest",
+    "ProducerRef",
+    "ProducerRefs",
     "ProfileHandler",
     "ProfileRefs",
     "ProfileResult",
@@ -89,14 +95,19 @@ class SchedulingResult:
 
 
 class Plugin(Protocol):
+    """What every plugin instance has: its class's `type` and its configured `name`."""
+
     type: ClassVar[str]
     name: str
 
 
 @runtime_checkable
-class ProfileHandler(Protocol):
-    type: ClassVar[str]
-    name: str
+class ProfileHandler(Plugin, Protocol):
+    @property
+    def max_profiles(self) -> int | None:
+        """How many scheduling profiles the handler runs at most (the loader checks the
+        config); None when it names its profiles instead (a `ProfileRefs` handler)."""
+        ...
 
     def pick(
         self,
@@ -120,10 +131,7 @@ class ProfileHandler(Protocol):
 
 
 @runtime_checkable
-class Filter(Protocol):
-    type: ClassVar[str]
-    name: str
-
+class Filter(Plugin, Protocol):
     def filter(
         self, request: InferenceRequest, pool: PoolSnapshot
     ) -> Sequence[Endpoint]:
@@ -132,10 +140,7 @@ class Filter(Protocol):
 
 
 @runtime_checkable
-class Scorer(Protocol):
-    type: ClassVar[str]
-    name: str
-
+class Scorer(Plugin, Protocol):
     def score(
         self, request: InferenceRequest, pool: PoolSnapshot
     ) -> Mapping[EndpointId, float]:
@@ -147,10 +152,7 @@ class Scorer(Protocol):
 
 
 @runtime_checkable
-class Picker(Protocol):
-    type: ClassVar[str]
-    name: str
-
+class Picker(Plugin, Protocol):
     def pick(
         self, request: InferenceRequest, scored: Sequence[tuple[Endpoint, float]]
     ) -> tuple[Endpoint, ...]:
@@ -159,10 +161,7 @@ class Picker(Protocol):
 
 
 @runtime_checkable
-class DataProducer(Protocol):
-    type: ClassVar[str]
-    name: str
-
+class DataProducer(Plugin, Protocol):
     def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> None:
         """Put this request's data (the keys the plugin declares in `produces`) into
         `request.state`, before filtering. Pure and quick: no I/O, must not block."""
@@ -170,10 +169,7 @@ class DataProducer(Protocol):
 
 
 @runtime_checkable
-class PreRequest(Protocol):
-    type: ClassVar[str]
-    name: str
-
+class PreRequest(Plugin, Protocol):
     def pre_request(
         self, request: InferenceRequest, result: SchedulingResult, pool: PoolSnapshot
     ) -> None:
@@ -182,10 +178,7 @@ class PreRequest(Protocol):
 
 
 @runtime_checkable
-class ResponseHeaderHook(Protocol):
-    type: ClassVar[str]
-    name: str
-
+class ResponseHeaderHook(Plugin, Protocol):
     def response_headers(
         self, request: InferenceRequest, result: SchedulingResult
     ) -> Mapping[str, str]:
@@ -199,20 +192,14 @@ class ResponseHeaderHook(Protocol):
 
 
 @runtime_checkable
-class SaturationDetector(Protocol):
-    type: ClassVar[str]
-    name: str
-
+class SaturationDetector(Plugin, Protocol):
     def saturation(self, pool: PoolSnapshot) -> float:
         """Pool saturation; >= 1.0 means saturated (sheddable requests get 429)."""
         ...
 
 
 @runtime_checkable
-class Decider(Protocol):
-    type: ClassVar[str]
-    name: str
-
+class Decider(Plugin, Protocol):
     def disaggregate(self, request: InferenceRequest, endpoint: Endpoint) -> bool:
         """Whether to run a disaggregated stage (prefill) for `request`, given the endpoint the
         primary profile chose (pure, no I/O)."""
@@ -220,12 +207,9 @@ class Decider(Protocol):
 
 
 @runtime_checkable
-class ProfileRefs(Protocol):
+class ProfileRefs(Plugin, Protocol):
     """A profile handler that names profiles and deciders in its parameters; the loader checks
     the names and hands it the deciders."""
-
-    type: ClassVar[str]
-    name: str
 
     def profile_refs(self) -> Mapping[str, str]:
         """Parameter path (`profiles.decode`) → the profile it names; every one must exist,
@@ -241,12 +225,34 @@ class ProfileRefs(Protocol):
         ...
 
 
-@runtime_checkable
-class Parser(Protocol):
-    """Request handling (llm-d's `parser`): the body → the request the scheduler sees."""
+@dataclass(frozen=True, slots=True)
+class ProducerRef:
+    """A parameter naming where a consumer's `key` comes from (llm-d's `prefixPluginName` /
+    `prefixPluginType`): a plugin `name` and/or `type` ("" = not given). The loader checks that
+    the named plugin is configured and produces `key` or, when `readers_too`, is a scorer that
+    reads it (llm-d's prefix scorer once was the producer); a `type` alone must be such a type.
+    `name_param`/`type_param` are the parameter paths for messages."""
 
-    type: ClassVar[str]
-    name: str
+    key: DataKey[Any]
+    name: str = ""
+    type: str = ""
+    name_param: str = ""
+    type_param: str = ""
+    readers_too: bool = False
+
+
+@runtime_checkable
+class ProducerRefs(Plugin, Protocol):
+    """A plugin whose parameters name the producer of data it (or its deciders) reads."""
+
+    def producer_refs(self) -> Sequence[ProducerRef]:
+        """The references its parameters make; only the given ones (name or type set)."""
+        ...
+
+
+@runtime_checkable
+class Parser(Plugin, Protocol):
+    """Request handling (llm-d's `parser`): the body → the request the scheduler sees."""
 
     def parse(
         self, request_id: str, path: str, headers: Mapping[str, str], body: bytes,
@@ -257,22 +263,17 @@ class Parser(Protocol):
 
 
 @runtime_checkable
-class DataSource(Protocol):
+class DataSource(Plugin, Protocol):
     """Data layer: where the scraper reads an endpoint's metrics (`scheme://ip:port/path`)."""
 
-    type: ClassVar[str]
-    name: str
     scheme: str
     path: str
     verify_tls: bool
 
 
 @runtime_checkable
-class MetricsExtractor(Protocol):
+class MetricsExtractor(Plugin, Protocol):
     """Data layer: which engine adapter maps an endpoint's scraped page to metrics."""
-
-    type: ClassVar[str]
-    name: str
 
     def engine_of(self, spec: EndpointSpec) -> str:
         """The endpoint's engine name (the adapter's key), from its labels."""

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 
 from llmd.config import LlmdModel
 from llmd.engines import DEFAULT_ENGINE, ENGINE_TYPE_LABEL, EngineName
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import EndpointSpec
 
 __all__ = ["CoreMetricsExtractor"]
@@ -23,6 +24,8 @@ __all__ = ["CoreMetricsExtractor"]
 
 class CoreMetricsExtractor:
     type: ClassVar[str] = "core-metrics-extractor"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
 
     class Params(LlmdModel):
         engine_label_key: str = Field("inference.networking.k8s.io/engine-type", min_length=1)

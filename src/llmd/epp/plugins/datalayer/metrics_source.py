@@ -12,12 +12,15 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from llmd.config import LlmdModel
+from llmd.epp.cycle import DataKeys
 
 __all__ = ["MetricsDataSource"]
 
 
 class MetricsDataSource:
     type: ClassVar[str] = "metrics-data-source"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
 
     class Params(LlmdModel):
         scheme: Literal["http", "https"] = "http"

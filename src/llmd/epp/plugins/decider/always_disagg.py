@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint
 from llmd.epp.plugins.base import NoParams
 from llmd.epp.request import InferenceRequest
@@ -14,6 +15,8 @@ __all__ = ["AlwaysDisaggPdDecider"]
 
 class AlwaysDisaggPdDecider:
     type: ClassVar[str] = "always-disagg-pd-decider"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
     Params = NoParams
 
     def __init__(self, name: str, params: NoParams) -> None:

@@ -37,6 +37,7 @@ def estimated_tokens(request: InferenceRequest) -> int:
 
 class PrefixBasedPdDecider:
     type: ClassVar[str] = "prefix-based-pd-decider"
+    produces: ClassVar[DataKeys] = ()
     consumes: ClassVar[DataKeys] = (PREFIX_MATCH,)
 
     class Params(LlmdModel):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint, PoolSnapshot
 from llmd.epp.plugins.base import NoParams
 from llmd.epp.plugins.keys import DECODE_PICK
@@ -24,6 +25,8 @@ __all__ = ["DecodeEngineFilter"]
 
 class DecodeEngineFilter:
     type: ClassVar[str] = "decode-engine-filter"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = (DECODE_PICK,)
     Params = NoParams
 
     def __init__(self, name: str, params: NoParams) -> None:

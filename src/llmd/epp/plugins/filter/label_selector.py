@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from llmd.config import LlmdModel
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint, PoolSnapshot
 from llmd.epp.request import InferenceRequest
 
@@ -41,6 +42,8 @@ class LabelSelectorFilter:
     """Keep endpoints whose labels match every `matchLabels` entry and every expression."""
 
     type: ClassVar[str] = "label-selector-filter"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
 
     class Params(LlmdModel):
         match_labels: dict[str, str] = Field(default_factory=dict)

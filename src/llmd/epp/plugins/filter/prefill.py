@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint, PoolSnapshot
 from llmd.epp.plugins.base import NoParams
 from llmd.epp.plugins.filter._roles import PREFILL_ROLES, role_of
@@ -15,6 +16,8 @@ __all__ = ["PrefillFilter"]
 
 class PrefillFilter:
     type: ClassVar[str] = "prefill-filter"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
     Params = NoParams
 
     def __init__(self, name: str, params: NoParams) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from llmd.epp._openai import parse_request
+from llmd.epp.cycle import DataKeys
 from llmd.epp.plugins.base import NoParams
 from llmd.epp.request import InferenceRequest
 
@@ -14,6 +15,8 @@ __all__ = ["OpenAIParser"]
 
 class OpenAIParser:
     type: ClassVar[str] = "openai-parser"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
     Params = NoParams
 
     def __init__(self, name: str, params: NoParams) -> None:

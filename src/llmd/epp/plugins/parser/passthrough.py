@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from llmd.epp._openai import headers_only_request
+from llmd.epp.cycle import DataKeys
 from llmd.epp.plugins.base import NoParams
 from llmd.epp.request import InferenceRequest
 
@@ -20,6 +21,8 @@ __all__ = ["PassthroughParser"]
 
 class PassthroughParser:
     type: ClassVar[str] = "passthrough-parser"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
     Params = NoParams
 
     def __init__(self, name: str, params: NoParams) -> None:

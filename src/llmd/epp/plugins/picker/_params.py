@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+from typing import ClassVar
 
 from pydantic import Field
 
 from llmd.config import LlmdModel
+from llmd.epp.cycle import DataKeys
 
 
 class PickerParams(LlmdModel):
@@ -17,6 +19,8 @@ class PickerBase:
     """Pickers take `rng` so tests can seed tie-breaks and sampling."""
 
     Params = PickerParams
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
 
     def __init__(self, name: str, params: PickerParams, rng: random.Random | None = None) -> None:
         self.name, self.params = name, params

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from llmd.engines import ENGINES, get_adapter
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint
 from llmd.epp.headers import PREFILLER_HEADER
 from llmd.epp.plugins.base import Decider, ProfileResult, SchedulingResult
@@ -49,6 +50,9 @@ class DecodeFirst:
     """
 
     name: str
+    produces: ClassVar[DataKeys] = (DECODE_PICK,)
+    consumes: ClassVar[DataKeys] = ()
+    max_profiles: ClassVar[None] = None  # the profiles it names (profile_refs) are checked
 
     def __init__(self, decode: str, prefill: str, decider: str | None,
                  paths: tuple[str, str, str]) -> None:

@@ -1,5 +1,5 @@
 """`pd-profile-handler`: llm-d's deprecated name for `disagg-profile-handler`, with its old flat
-parameters. Loading it logs a warning naming the replacement.
+parameters. Loading it logs a warning naming the replacement (the registry's `deprecated`).
 
 `deciderPluginName` defaults to `prefix-based-pd-decider`, which must be declared, as in llm-d.
 `prefixPluginType`/`prefixPluginName` are accepted and unused (llm-d never used them either);
@@ -14,14 +14,12 @@ from pydantic import Field, model_validator
 
 from llmd.config import LlmdModel
 from llmd.epp.plugins.profile._disagg import DecodeFirst
-from llmd.epp.plugins.profile.disagg import DisaggProfileHandler
 
 __all__ = ["PdProfileHandler"]
 
 
 class PdProfileHandler(DecodeFirst):
     type: ClassVar[str] = "pd-profile-handler"
-    replaced_by: ClassVar[str] = DisaggProfileHandler.type
 
     class Params(LlmdModel):
         decode_profile: str = Field(default="decode", min_length=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
+from llmd.epp.cycle import DataKeys
 from llmd.epp.plugins.base import NoParams, ProfileResult, SchedulingResult
 from llmd.epp.request import InferenceRequest
 
@@ -18,6 +19,8 @@ class SingleProfileHandler:
     """Runs exactly one profile (the loader rejects configs with more than one)."""
 
     type: ClassVar[str] = "single-profile-handler"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
     max_profiles: ClassVar[int] = 1
     Params = NoParams
 

@@ -15,6 +15,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from llmd.config import LlmdModel
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint, PoolSnapshot
 from llmd.epp.request import InferenceRequest
 
@@ -36,6 +37,8 @@ def parse_duration_s(value: str | float) -> float:
 
 class UtilizationDetector:
     type: ClassVar[str] = "utilization-detector"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
 
     class Params(LlmdModel):
         queue_depth_threshold: int = Field(default=5, gt=0)

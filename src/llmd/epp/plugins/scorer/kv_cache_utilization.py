@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import EndpointId, PoolSnapshot
 from llmd.epp.plugins.base import NoParams
 from llmd.epp.request import InferenceRequest
@@ -14,6 +15,8 @@ __all__ = ["KvCacheUtilizationScorer"]
 
 class KvCacheUtilizationScorer:
     type: ClassVar[str] = "kv-cache-utilization-scorer"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
     Params = NoParams
 
     def __init__(self, name: str, params: NoParams) -> None:

@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmd.config import LlmdModel
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import EndpointId, PoolSnapshot
 from llmd.epp.request import InferenceRequest
 
@@ -16,6 +17,8 @@ __all__ = ["LoadAwareScorer"]
 
 class LoadAwareScorer:
     type: ClassVar[str] = "load-aware-scorer"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
 
     class Params(LlmdModel):
         threshold: int = Field(default=128, gt=0, description="waiting requests that score 0")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint, EndpointId, PoolSnapshot
 from llmd.epp.plugins.base import NoParams
 from llmd.epp.request import InferenceRequest
@@ -18,6 +19,8 @@ __all__ = ["LoraAffinityScorer"]
 
 class LoraAffinityScorer:
     type: ClassVar[str] = "lora-affinity-scorer"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
     Params = NoParams
 
     def __init__(self, name: str, params: NoParams) -> None:

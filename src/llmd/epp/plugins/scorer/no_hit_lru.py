@@ -26,6 +26,7 @@ __all__ = ["NoHitLruScorer"]
 
 class NoHitLruScorer:
     type: ClassVar[str] = "no-hit-lru-scorer"
+    produces: ClassVar[DataKeys] = ()
     consumes: ClassVar[DataKeys] = (PREFIX_MATCH,)
 
     class Params(LlmdModel):

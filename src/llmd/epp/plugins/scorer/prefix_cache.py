@@ -21,6 +21,7 @@ __all__ = ["PrefixCacheScorer"]
 
 class PrefixCacheScorer:
     type: ClassVar[str] = "prefix-cache-scorer"
+    produces: ClassVar[DataKeys] = ()
     consumes: ClassVar[DataKeys] = (PREFIX_MATCH,)
     Params = NoParams
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import EndpointId, PoolSnapshot
 from llmd.epp.plugins.base import NoParams
 from llmd.epp.plugins.scorer._minmax import inverse_minmax
@@ -15,6 +16,8 @@ __all__ = ["RunningRequestsSizeScorer"]
 
 class RunningRequestsSizeScorer:
     type: ClassVar[str] = "running-requests-size-scorer"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
     Params = NoParams
 
     def __init__(self, name: str, params: NoParams) -> None:

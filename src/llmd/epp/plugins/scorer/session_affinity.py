@@ -19,6 +19,7 @@ import binascii
 from collections.abc import Mapping
 from typing import ClassVar
 
+from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint, EndpointId, PoolSnapshot
 from llmd.epp.headers import SESSION_HEADER
 from llmd.epp.plugins.base import NoParams, SchedulingResult
@@ -34,6 +35,8 @@ def session_token(ep: Endpoint) -> str:
 
 class SessionAffinityScorer:
     type: ClassVar[str] = "session-affinity-scorer"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = ()
     Params = NoParams
 
     def __init__(self, name: str, params: NoParams) -> None:

@@ -1,0 +1,150 @@
+"""The loader's data-key checks: consumed keys need a producer, defaults, one producer per key,
+producer order, and roles taken from the registry's declarations only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from llmd.engines import EndpointMetrics
+from llmd.epp import DataKey, EndpointSpec, load_config
+from llmd.epp.cycle import DataKeys
+from llmd.epp.datastore import Endpoint, EndpointId, PoolSnapshot
+from llmd.epp.plugins import PLUGINS, PREFIX_MATCH, NoParams, PluginRegistry, SchedulingResult
+from llmd.epp.plugins.registry import DATA_PRODUCER, FILTER, SCORER
+from llmd.epp.request import InferenceRequest
+from llmd.errors import ConfigError
+
+HEAD = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+
+
+def _error(tmp_path: Path, body: str, registry: PluginRegistry = PLUGINS) -> list[str]:
+    path = tmp_path / "epp.yaml"
+    path.write_text(HEAD + body)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, registry=registry)
+    return str(err.value).replace(str(tmp_path) + "/", "").splitlines()
+
+
+def test_a_consumed_key_without_default_producer_names_consumer_and_producer_types(
+    tmp_path: Path
+) -> None:
+    assert _error(tmp_path, "plugins:\n- type: queue-scorer\n- type: decode-engine-filter\n") == [
+        "epp.yaml: plugins[1].type: 'decode-engine-filter' reads decode-pick, which no "
+        "configured plugin produces (plugin types that produce it: disagg-profile-handler, "
+        "pd-profile-handler)"]
+
+
+def test_the_default_producer_is_added_once_and_a_declared_one_is_used() -> None:
+    cfg = load_config(text=HEAD + "plugins:\n- type: prefix-cache-scorer\n"
+                      "- type: no-hit-lru-scorer\n- type: prefix-based-pd-decider\n")
+    assert [p.type for p in cfg.scheduler.producers] == ["approx-prefix-cache-producer"]
+    cfg = load_config(text=HEAD + "plugins:\n- type: prefix-cache-scorer\n"
+                      "- {name: idx, type: approx-prefix-cache-producer, "
+                      "parameters: {blockSizeTokens: 8}}\n")
+    assert [p.name for p in cfg.scheduler.producers] == ["idx"]
+    assert "approx-prefix-cache-producer" not in cfg.plugins
+
+
+def test_one_producer_per_key(tmp_path: Path) -> None:
+    assert _error(tmp_path, "plugins:\n- {name: a, type: approx-prefix-cache-producer}\n"
+                  "- {name: b, type: approx-prefix-cache-producer}\n") == [
+        "epp.yaml: plugins[1].type: 'b' produces prefix-match, and so does 'a': llmd runs one "
+        "producer per data key; keep one of them"]
+
+
+def test_a_plugin_named_like_the_default_producer_is_an_error(tmp_path: Path) -> None:
+    assert _error(tmp_path, "plugins:\n- type: prefix-cache-scorer\n"
+                  "- {name: approx-prefix-cache-producer, type: queue-scorer}\n") == [
+        "epp.yaml: plugins[1].name: 'approx-prefix-cache-producer' is the name the loader "
+        "gives the approx-prefix-cache-producer it adds; name this queue-scorer plugin "
+        "differently"]
+
+
+def test_a_broken_producer_is_reported_once(tmp_path: Path) -> None:
+    lines = _error(tmp_path, "plugins:\n- type: disagg-profile-handler\n"
+                   "  parameters: {profiles: {decode: x, prefill: x}}\n"
+                   "- type: decode-engine-filter\n")
+    assert len(lines) == 1 and "decode and prefill must be different profiles" in lines[0]
+
+
+# Fakes: a producer of a derived key that needs PREFIX_MATCH, and a filter that also has a
+# pre_request method it is not declared for.
+HOT = DataKey("hot-endpoints", frozenset)
+
+
+class _HotProducer:
+    type: ClassVar[str] = "hot-producer"
+    produces: ClassVar[DataKeys] = (HOT,)
+    consumes: ClassVar[DataKeys] = (PREFIX_MATCH,)
+    Params = NoParams
+
+    def __init__(self, name: str, params: NoParams) -> None:
+        self.name = name
+
+    def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> None:
+        match = request.state.require(PREFIX_MATCH, self.type)
+        request.state.put(HOT, frozenset(e.id for e in pool.candidates if match.any_hit))
+
+
+class _HotScorer:
+    type: ClassVar[str] = "hot-scorer"
+    produces: ClassVar[DataKeys] = ()
+    consumes: ClassVar[DataKeys] = (HOT,)
+    Params = NoParams
+
+    def __init__(self, name: str, params: NoParams) -> None:
+        self.name = name
+        self.hooked = 0
+
+    def score(self, request: InferenceRequest, pool: PoolSnapshot) -> dict[EndpointId, float]:
+        hot = request.state.require(HOT, self.type)
+        return {e.id: float(e.id in hot) for e in pool.candidates}
+
+    def filter(self, request: InferenceRequest, pool: PoolSnapshot) -> list[Endpoint]:
+        return list(pool.candidates)
+
+    def pre_request(self, request: InferenceRequest, result: SchedulingResult,
+                    pool: PoolSnapshot) -> None:
+        self.hooked += 1
+
+
+REGISTRY = PLUGINS.extend(DATA_PRODUCER.table(_HotProducer), SCORER.table(_HotScorer),
+                          FILTER.table(_HotScorer))
+
+
+def test_producers_run_in_dependency_order_and_roles_are_only_the_declared_ones() -> None:
+    cfg = load_config(text=HEAD + "plugins:\n- type: hot-producer\n- type: hot-scorer\n"
+                      "- type: approx-prefix-cache-producer\n", registry=REGISTRY)
+    assert [p.type for p in cfg.scheduler.producers] == ["approx-prefix-cache-producer",
+                                                         "hot-producer"]
+    scorer = cfg.plugins["hot-scorer"]
+    assert scorer not in cfg.scheduler.hooks  # has pre_request, but is not declared a hook
+    r = InferenceRequest("r", model="m", prompt="hello")
+    specs = [EndpointSpec("10.0.0.1", port) for port in (1, 2)]
+    snapshot = PoolSnapshot(tuple(Endpoint(s.id, s, EndpointMetrics(), 0.0) for s in specs),
+                            0.0, 0)
+    assert cfg.scheduler.schedule(r, snapshot) is not None
+    assert r.state.get(HOT) == frozenset()  # nothing cached yet: no endpoint is hot
+
+
+def test_a_producers_own_needs_get_the_default_producer_too() -> None:
+    cfg = load_config(text=HEAD + "plugins:\n- type: hot-scorer\n- type: hot-producer\n",
+                      registry=REGISTRY)
+    assert [p.type for p in cfg.scheduler.producers] == ["approx-prefix-cache-producer",
+                                                         "hot-producer"]
+
+
+def test_producers_that_need_each_other_are_an_error(tmp_path: Path) -> None:
+    class _Cold(_HotProducer):
+        type: ClassVar[str] = "cold-producer"
+        produces: ClassVar[DataKeys] = (PREFIX_MATCH,)
+        consumes: ClassVar[DataKeys] = (HOT,)
+
+    registry = REGISTRY.extend(DATA_PRODUCER.table(_Cold))
+    assert _error(tmp_path, "plugins:\n- type: hot-producer\n- type: cold-producer\n",
+                  registry) == [
+        "epp.yaml: plugins: data producers that need each other's data: hot-producer, "
+        "cold-producer"]
