@@ -63,5 +63,5 @@ async def test_list_plugins_names_every_type_with_defaults() -> None:
     assert proc.returncode == 0 and len(lines) == len(PLUGINS)
     # type, kinds (main one first), parameters with defaults, data keys produced and consumed
     assert any(line.split() == ["load-aware-scorer", "scorer", "threshold=128"] for line in lines)
-    assert any(line.split()[:2] == ["no-hit-lru-scorer", "scorer,pre-request-hook"]
+    assert any(line.split()[:2] == ["no-hit-lru-scorer", "scorer,pre-request-hook,producer-refs"]
                and line.endswith("consumes: prefix-match") for line in lines)

@@ -12,7 +12,14 @@ from llmd.engines import EndpointMetrics
 from llmd.epp import DataKey, EndpointSpec, load_config
 from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint, EndpointId, PoolSnapshot
-from llmd.epp.plugins import PLUGINS, PREFIX_MATCH, NoParams, PluginRegistry, SchedulingResult
+from llmd.epp.plugins import (
+    PLUGINS,
+    PREFIX_MATCH,
+    NoParams,
+    PluginRegistry,
+    PrefixMatch,
+    SchedulingResult,
+)
 from llmd.epp.plugins.registry import DATA_PRODUCER, FILTER, SCORER
 from llmd.epp.request import InferenceRequest
 from llmd.errors import ConfigError
@@ -148,3 +155,110 @@ def test_producers_that_need_each_other_are_an_error(tmp_path: Path) -> None:
                   registry) == [
         "epp.yaml: plugins: data producers that need each other's data: hot-producer, "
         "cold-producer"]
+
+
+# llm-d's prefixPluginName-style references.
+PREFIX_SCORER = "- type: prefix-cache-scorer\n"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    pytest.param(
+        PREFIX_SCORER + "- type: no-hit-lru-scorer\n"
+        "  parameters: {prefixPluginName: prefix-cach}\n",
+        "epp.yaml: plugins[1].parameters.prefixPluginName: 'prefix-cach' is not defined (plugins "
+        "that qualify: approx-prefix-cache-producer, prefix-cache-scorer; types: "
+        "approx-prefix-cache-producer, no-hit-lru-scorer, prefix-cache-scorer) (did you mean "
+        "'prefix-cache-scorer'?)",
+        id="name-not-defined-did-you-mean"),
+    pytest.param(
+        "- type: queue-scorer\n- type: no-hit-lru-scorer\n"
+        "  parameters: {prefixPluginName: queue-scorer}\n",
+        "epp.yaml: plugins[1].parameters.prefixPluginName: 'queue-scorer' is a queue-scorer "
+        "plugin; it must be one that produces prefix-match or is a scorer that reads it (plugins "
+        "that qualify: approx-prefix-cache-producer; types: ",
+        id="name-of-an-unrelated-plugin"),
+    pytest.param(
+        PREFIX_SCORER + "- type: no-hit-lru-scorer\n  parameters: {prefixPluginName: "
+        "prefix-cache-scorer, prefixPluginType: approx-prefix-cache-producer}\n",
+        "epp.yaml: plugins[1].parameters.prefixPluginType: 'approx-prefix-cache-producer' is not "
+        "the type of 'prefix-cache-scorer', a prefix-cache-scorer plugin",
+        id="type-does-not-match-name"),
+    pytest.param(
+        "- type: no-hit-lru-scorer\n  parameters: {prefixPluginType: queue-scorer}\n",
+        "epp.yaml: plugins[0].parameters.prefixPluginType: 'queue-scorer' is not a plugin type "
+        "that produces prefix-match or is a scorer that reads it (types: "
+        "approx-prefix-cache-producer, no-hit-lru-scorer, prefix-cache-scorer)",
+        id="type-alone-of-an-unrelated-type"),
+    pytest.param(
+        "- type: prefix-cache-scorer\n  parameters: {prefixMatchInfoProducerName: "
+        "prefix-cache-scorer}\n",
+        "epp.yaml: plugins[0].parameters.prefixMatchInfoProducerName: 'prefix-cache-scorer' is a "
+        "prefix-cache-scorer plugin; it must be one that produces prefix-match (plugins that "
+        "qualify: approx-prefix-cache-producer; types: approx-prefix-cache-producer)",
+        id="producer-name-must-be-a-producer"),
+    pytest.param(
+        "- type: pd-profile-handler\n  parameters: {prefixPluginName: prefix-cache-scorer}\n"
+        "- type: prefix-based-pd-decider\n",
+        "epp.yaml: plugins[0].parameters.prefixPluginName: 'prefix-cache-scorer' is not defined",
+        id="pd-handler-name-not-declared"),
+])
+def test_producer_references_name_path_and_allowed(tmp_path: Path, body: str,
+                                                    message: str) -> None:
+    profiles = ("schedulingProfiles:\n- {name: decode, plugins: []}\n"
+                "- {name: prefill, plugins: []}\n") if "pd-profile" in body else ""
+    lines = _error(tmp_path, "plugins:\n" + body + profiles)
+    assert len(lines) == 1 and lines[0].startswith(message), lines
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(PREFIX_SCORER + "- type: no-hit-lru-scorer\n"
+                 "  parameters: {prefixPluginName: prefix-cache-scorer, "
+                 "prefixPluginType: prefix-cache-scorer}\n", id="llm-d-defaults-spelled-out"),
+    pytest.param("- type: no-hit-lru-scorer\n"
+                 "  parameters: {prefixPluginType: approx-prefix-cache-producer}\n",
+                 id="producer-type-alone"),
+    pytest.param("- {name: idx, type: approx-prefix-cache-producer}\n"
+                 "- type: prefix-cache-scorer\n  parameters: {prefixMatchInfoProducerName: idx}\n"
+                 "- type: no-hit-lru-scorer\n  parameters: {prefixPluginName: idx}\n",
+                 id="named-producer"),
+])
+def test_producer_references_that_load(body: str) -> None:
+    cfg = load_config(text=HEAD + "plugins:\n" + body)
+    assert [p.type for p in cfg.scheduler.producers] == ["approx-prefix-cache-producer"]
+
+
+class _Precise:
+    """A stand-in for a precise prefix index: fills PREFIX_MATCH from its own (fake) index."""
+
+    type: ClassVar[str] = "precise-prefix-cache-producer"
+    produces: ClassVar[DataKeys] = (PREFIX_MATCH,)
+    consumes: ClassVar[DataKeys] = ()
+    Params = NoParams
+
+    def __init__(self, name: str, params: NoParams) -> None:
+        self.name = name
+
+    def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> None:
+        request.state.put(PREFIX_MATCH, PrefixMatch(
+            block_tokens=16, total_blocks=4, matched={"10.0.0.1:2": 4}))
+
+
+PRECISE = PLUGINS.extend(DATA_PRODUCER.table(_Precise))
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param("- type: precise-prefix-cache-producer\n- type: prefix-cache-scorer\n",
+                 id="declared"),
+    pytest.param("- type: prefix-cache-scorer\n- type: no-hit-lru-scorer\n"
+                 "  parameters: {prefixPluginType: precise-prefix-cache-producer}\n",
+                 id="named-by-type"),
+])
+def test_another_producer_of_the_key_replaces_the_default(body: str) -> None:
+    cfg = load_config(text=HEAD + "plugins:\n" + body, registry=PRECISE)
+    assert [p.type for p in cfg.scheduler.producers] == ["precise-prefix-cache-producer"]
+    assert "approx-prefix-cache-producer" not in cfg.plugins
+    specs = [EndpointSpec("10.0.0.1", port) for port in (1, 2, 3)]
+    snapshot = PoolSnapshot(tuple(Endpoint(s.id, s, EndpointMetrics(), 0.0) for s in specs),
+                            0.0, 0)
+    result = cfg.scheduler.schedule(InferenceRequest("r", model="m", prompt="x"), snapshot)
+    assert result is not None and result.destination.id == "10.0.0.1:2"

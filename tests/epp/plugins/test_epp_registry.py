@@ -46,7 +46,7 @@ def test_every_type_builds_with_defaults_and_is_each_kind_it_declares(plugin_typ
 
 
 def test_every_kind_has_a_plugin_and_every_key_a_producer() -> None:
-    assert {k for t in PLUGINS for k in PLUGINS.kinds_of(t)} == set(KINDS) - {PRODUCER_REFS}
+    assert {k for t in PLUGINS for k in PLUGINS.kinds_of(t)} == set(KINDS)
     consumed = {k for t in PLUGINS for k in PLUGINS[t].consumes}
     assert all(PLUGINS.producers_of(k) for k in consumed)
     assert PLUGINS.defaults == {PREFIX_MATCH: "approx-prefix-cache-producer"}

@@ -55,6 +55,7 @@ from llmd.epp.plugins.registry import (
     PARSER,
     PICKER,
     PRE_REQUEST,
+    PRODUCER_REFS,
     PROFILE_HANDLER,
     PROFILE_REFS,
     RESPONSE_HEADERS,
@@ -91,6 +92,8 @@ PLUGINS = PluginRegistry(
     DATA_SOURCE.table(MetricsDataSource),
     METRICS_EXTRACTOR.table(CoreMetricsExtractor),
     PARSER.table(OpenAIParser, PassthroughParser),
+    PRODUCER_REFS.table(NoHitLruScorer, PrefixCacheScorer, PrefixBasedPdDecider,
+                        PdProfileHandler),
     defaults={PREFIX_MATCH: ApproxPrefixCacheProducer.type},
     deprecated={PdProfileHandler.type: DisaggProfileHandler.type},
 )

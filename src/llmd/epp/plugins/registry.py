@@ -91,8 +91,8 @@ METRICS_EXTRACTOR: Kind[MetricsExtractor] = Kind("extractor", MetricsExtractor)
 # Roles a plugin plays besides its main one.
 PRE_REQUEST: Kind[PreRequest] = Kind("pre-request hook", PreRequest)
 RESPONSE_HEADERS: Kind[ResponseHeaderHook] = Kind("response header hook", ResponseHeaderHook)
-PROFILE_REFS: Kind[ProfileRefs] = Kind("profile references", ProfileRefs)
-PRODUCER_REFS: Kind[ProducerRefs] = Kind("producer references", ProducerRefs)
+PROFILE_REFS: Kind[ProfileRefs] = Kind("profile refs", ProfileRefs)
+PRODUCER_REFS: Kind[ProducerRefs] = Kind("producer refs", ProducerRefs)
 
 KINDS: tuple[Kind[Any], ...] = (
     PROFILE_HANDLER, DECIDER, SCORER, PICKER, SATURATION_DETECTOR, FILTER, DATA_PRODUCER, PARSER,

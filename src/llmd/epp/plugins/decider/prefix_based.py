@@ -7,19 +7,22 @@ matched blocks × block size in tokens, from `PREFIX_MATCH` (filled by
 `approx-prefix-cache-producer`, created with its defaults when the config declares no producer
 of it, or by another prefix index). `nonCachedTokens: 0` (the default) turns the
 decider off: nothing is disaggregated (llm-d-router's current meaning; the older
-llm-d-inference-scheduler disaggregated everything at 0).
+llm-d-inference-scheduler disaggregated everything at 0). `prefixMatchInfoProducerName` (llmd
+only) may name the producer of `PREFIX_MATCH`; the loader checks it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import Field
 
-from llmd.config import LlmdModel
 from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint
+from llmd.epp.plugins._prefix_refs import PrefixProducerParams
+from llmd.epp.plugins.base import ProducerRef
 from llmd.epp.plugins.keys import PREFIX_MATCH
 from llmd.epp.request import InferenceRequest
 
@@ -40,13 +43,16 @@ class PrefixBasedPdDecider:
     produces: ClassVar[DataKeys] = ()
     consumes: ClassVar[DataKeys] = (PREFIX_MATCH,)
 
-    class Params(LlmdModel):
+    class Params(PrefixProducerParams):
         non_cached_tokens: int = Field(
             default=0, ge=0, description="uncached prompt tokens on the decode endpoint that "
             "make a request disaggregated; 0 = never")
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params
+
+    def producer_refs(self) -> Sequence[ProducerRef]:
+        return self.params.producer_refs()
 
     def disaggregate(self, request: InferenceRequest, endpoint: Endpoint) -> bool:
         threshold = self.params.non_cached_tokens

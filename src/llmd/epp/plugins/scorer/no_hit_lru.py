@@ -4,20 +4,23 @@ endpoints, so cache-less traffic does not pile onto one endpoint.
 Cold request: endpoints never given a cold request score 1.0; the others score by recency, the
 least recent highest and the most recent 0. Warm request: 0.5 everywhere (neutral). After the
 decision, a cold request's endpoint becomes the most recent (LRU of `lruSize` endpoints).
+
+It reads `PREFIX_MATCH`; `prefixPluginName`/`prefixPluginType` may name where it comes from
+(llm-d's parameters, see `_prefix_refs`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from pydantic import Field
 
-from llmd.config import LlmdModel
 from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import EndpointId, PoolSnapshot
-from llmd.epp.plugins.base import SchedulingResult
+from llmd.epp.plugins._prefix_refs import PrefixPluginParams
+from llmd.epp.plugins.base import ProducerRef, SchedulingResult
 from llmd.epp.plugins.keys import PREFIX_MATCH
 from llmd.epp.request import InferenceRequest
 
@@ -29,12 +32,15 @@ class NoHitLruScorer:
     produces: ClassVar[DataKeys] = ()
     consumes: ClassVar[DataKeys] = (PREFIX_MATCH,)
 
-    class Params(LlmdModel):
+    class Params(PrefixPluginParams):
         lru_size: int = Field(default=1024, gt=0, description="endpoints remembered")
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params
         self._recent: OrderedDict[EndpointId, None] = OrderedDict()  # least recent first
+
+    def producer_refs(self) -> Sequence[ProducerRef]:
+        return self.params.producer_refs()
 
     def score(self, request: InferenceRequest, pool: PoolSnapshot) -> Mapping[EndpointId, float]:
         if not _cold(request):
