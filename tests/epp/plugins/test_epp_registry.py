@@ -78,13 +78,15 @@ class _NoParams:
         return {}
 
 
-def test_registry_refuses_a_type_twice_a_class_without_params_and_a_bad_default() -> None:
+def test_registry_refuses_a_type_twice_a_class_without_params_and_bad_defaults() -> None:
     with pytest.raises(ValueError, match="'queue-scorer' is registered by two classes"):
         PLUGINS.extend(SCORER.table(_Scorer))
     with pytest.raises(TypeError, match="_NoParams has no Params model"):
         PluginRegistry(SCORER.table(_NoParams))
     with pytest.raises(ValueError, match="default producer 'queue-scorer' of prefix-match"):
         PLUGINS.extend(defaults={PREFIX_MATCH: "queue-scorer"})
+    with pytest.raises(ValueError, match="'old-scorer' and its replacement 'queue-scorer'"):
+        PLUGINS.extend(deprecated={"old-scorer": "queue-scorer"})
 
 
 class _Another(_Scorer):

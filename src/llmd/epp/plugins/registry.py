@@ -153,6 +153,10 @@ class PluginRegistry(Mapping[str, PluginClass[Plugin]]):
             if key not in (classes[producer].produces if producer in classes else ()):
                 raise ValueError(f"default producer {producer!r} of {key.name} is not a "
                                  "registered type that produces it")
+        for old, new in deprecated.items():
+            if old not in classes or new not in classes:
+                raise ValueError(f"deprecated type {old!r} and its replacement {new!r} must "
+                                 "both be registered")
         self._tables = tables
         self._classes = MappingProxyType(classes)
         self._kinds = {t: frozenset(k) for t, k in kinds.items()}
