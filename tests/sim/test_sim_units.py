@@ -38,8 +38,13 @@ def test_pool_evicts_lru_tail_first_and_refuses_when_pinned() -> None:
 def test_pool_keeps_output_blocks_in_place_of_private_ones() -> None:
     pool = BlockPool(6, 16)
     a = pool.allocate([1, 2], private=3)
-    # The output filled blocks 3 and 4 (chained after 2); 2 is already resident: refreshed only.
-    assert pool.free(a, keep=[2, 3, 4, 5, 6]) == (3, 4, 5)  # at most `private` new keys
+    # The output filled blocks 3, 4 and 5 (chained after 2): each is shared once full.
+    assert [pool.commit(k) for k in (3, 4, 5)] == [True] * 3
+    assert pool.match([1, 2, 3, 4, 5]) == 5 and pool.used == 5
+    assert not pool.commit(2)  # already resident: it stays one block, nothing stored
+    with pytest.raises(ValueError):
+        pool.commit(6)  # the 3 private blocks are all filled
+    pool.free(a, committed=[3, 4, 5])
     assert pool.used == 0 and pool.cached == 5 and pool.match([1, 2, 3, 4, 5]) == 5
     # The tail goes first: the output's last block, then back towards the prompt.
     b = pool.allocate([9], private=1)

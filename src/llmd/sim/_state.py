@@ -14,6 +14,7 @@ from llmd.kvcache import Tokenizer
 from llmd.sim._pd import PdSim
 from llmd.sim.config import SimConfig
 from llmd.sim.engine import Engine
+from llmd.sim.kv_events import KvEventPublisher
 from llmd.sim.metrics import SimMetrics
 
 
@@ -27,6 +28,8 @@ class SimState:
     engine: Engine
     rng: random.Random
     pd: PdSim
+    kv_events: KvEventPublisher | None = None
+    """The KV-event publisher (`--kv-events-config` with publishing on), else None."""
     served_by: str = ""
     """`host:port` this server listens on; set once bound, sent as `x-llmd-served-by`."""
     ready: bool = True

@@ -3,9 +3,10 @@
 Full prompt blocks carry their `kvcache.hashing` key and are shared by every sequence whose
 prompt starts the same way. When the last sequence using a keyed block ends, the block stays
 resident (cached) on an LRU list and is evicted, oldest first, only when a new allocation needs
-room. Partial blocks and generated tokens use private (unkeyed) blocks while a sequence runs;
-when it ends, the private blocks its output filled become keyed cached blocks too (`free(keep=)`),
-as vLLM's prefix cache and SGLang's radix cache keep a finished request's full blocks.
+room. Partial blocks and generated tokens use private (unkeyed) blocks, reserved at admission;
+the moment a private block is full of computed KV it becomes a keyed block (`commit`), shared at
+once and cached when the sequence ends, as vLLM caches a block as soon as it is full and the
+engines keep a finished request's full blocks.
 """
 
 from __future__ import annotations
@@ -108,31 +109,33 @@ class BlockPool:
         self._private += private
         return Allocation(tuple(keys), private, cached, tuple(stored), tuple(evicted))
 
-    def free(self, alloc: Allocation, keep: Sequence[int] = ()) -> tuple[int, ...]:
+    def commit(self, key: int) -> bool:
+        """A running sequence filled one of its private blocks: the block becomes keyed `key`,
+        referenced by that sequence (release it with `free(alloc, committed=...)`). A `key`
+        already resident keeps its one block (refreshed in the LRU line when unreferenced) and
+        the private block stays private. Returns whether `key` entered the cache (what a
+        KV-event publisher reports as BlockStored)."""
+        refs, lru = self._refs, self._lru
+        if key in refs:
+            if key in lru:
+                lru.move_to_end(key)
+            return False
+        if self._private <= 0:
+            raise ValueError("commit without a private block to fill")
+        refs[key] = 1
+        self._private -= 1
+        return True
+
+    def free(self, alloc: Allocation, committed: Sequence[int] = ()) -> None:
         """Release a sequence's blocks; keyed ones stay cached, last block first in line to go.
 
-        `keep` are the keys of full blocks the sequence's private blocks filled (its generated
-        tokens, in chain order): up to `alloc.private` of them stay cached in place of those
-        private blocks, ahead of the prompt's blocks in the eviction line. Keys already resident
-        are only refreshed. Returns the keys newly cached (what a KV-event publisher would report
-        as BlockStored).
+        `committed` are the keys `commit` added for this sequence (its generated tokens' full
+        blocks, in chain order): they join the eviction line ahead of the prompt's blocks.
         """
         refs, lru = self._refs, self._lru
-        self._private -= alloc.private
-        room, stored = alloc.private, []
-        for k in keep:
-            if k in refs:
-                if k in lru:
-                    lru.move_to_end(k)
-            elif room > 0:
-                refs[k] = 0
-                room -= 1
-                stored.append(k)
-        for k in reversed(stored):
-            lru[k] = None
-        for k in reversed(alloc.keys):
+        self._private -= alloc.private - len(committed)
+        for k in (*reversed(committed), *reversed(alloc.keys)):
             left = refs[k] - 1
             refs[k] = left
             if left == 0:
                 lru[k] = None
-        return tuple(stored)

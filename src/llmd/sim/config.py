@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from llmd.config import LlmdModel
-from llmd.engines import EngineName, Role
+from llmd.engines import EngineName, KvEventsSettings, Role, get_adapter
+from llmd.errors import ConfigError
 
 __all__ = ["FAILURE_KINDS", "FailureKind", "SimConfig"]
 
@@ -43,6 +44,9 @@ class SimConfig(LlmdModel):
     prefill cost. vLLM prefill servers hold a leg's blocks for `kv_hold_s` (real seconds);
     SGLang prefill servers run the bootstrap server on `bootstrap_port`, and either side gives
     up on its peer after `bootstrap_timeout_s`.
+
+    `kv_events_config` publishes KV events (`kv_events`) as the engine does with the same
+    `--kv-events-config` (vLLM: `enable_kv_cache_events`; SGLang: publisher `zmq`).
     """
 
     engine: EngineName = "vllm"
@@ -80,6 +84,24 @@ class SimConfig(LlmdModel):
     bootstrap_timeout_s: float = Field(30.0, gt=0,
                                        description="SGLang: how long a leg waits for its peer")
     kv_pull_timeout_s: float = Field(5.0, gt=0, description="vLLM decode: one pull's timeout")
+    kv_events_config: KvEventsSettings | None = Field(
+        None, description="the engine's --kv-events-config (JSON text or object), validated "
+        "by the engine's own model: KV events on a ZMQ PUB socket, as the engine publishes")
+
+    @field_validator("kv_events_config", mode="before")
+    @classmethod
+    def _engine_kv_events(cls, raw: Any, info: ValidationInfo) -> Any:
+        if raw is None or isinstance(raw, KvEventsSettings):
+            return raw
+        engine = info.data.get("engine")
+        if engine is None:
+            return raw  # the engine itself failed validation; that error is reported
+        if not isinstance(raw, str | dict):
+            raise ValueError("expected the engine's --kv-events-config JSON")
+        try:
+            return get_adapter(engine).kv_events.parse_config(raw)
+        except ConfigError as exc:
+            raise ValueError("; ".join(exc.problems)) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> SimConfig:

@@ -4,10 +4,12 @@ A request becomes a `Sequence` (one per request; its `n` choices decode in locks
 in a bounded FIFO queue until `max_num_seqs` has room for its choices and the block pool can
 hold its prompt and outputs (the simulator knows each choice's length in advance, so it
 reserves exactly what the sequence will use and never preempts). Then `prefill()` pays for the
-uncached prompt tokens and every `step()` emits one token per unfinished choice. When it ends,
-the full blocks its choices' outputs filled stay in the prefix cache beside the prompt's (keys
-chained on from the prompt's, so a later prompt that repeats prompt + reply hits them), as vLLM
-and SGLang keep every full block whose KV they computed.
+uncached prompt tokens and every `step()` emits one token per unfinished choice. Each block a
+choice's output fills enters the prefix cache as soon as its KV is computed (keys chained on
+from the prompt's, so a later prompt that repeats prompt + reply hits them) and stays there
+when the sequence ends, as vLLM and SGLang keep every full block whose KV they computed. With
+`kv_events` (a `KvEventRecorder`), every block the cache takes in or evicts is reported with
+the engine's own hash, computed alongside the cache's key, one block at a time.
 
 The phases are separate calls so the P/D roles reuse them: a prefill leg runs `prefill()` and
 pins its prompt blocks (`Engine.pin`) past the sequence; a decode leg whose KV arrives from
@@ -29,6 +31,7 @@ from llmd.kvcache import BlockHasher, Tokenizer, block_hashes
 from llmd.sim._logprobs import LogprobModel
 from llmd.sim.blocks import Allocation, BlockPool
 from llmd.sim.config import SimConfig
+from llmd.sim.kv_events import KvEventRecorder
 from llmd.sim.metrics import SimMetrics
 from llmd.sim.text import Choice, Vocabulary
 
@@ -59,8 +62,10 @@ class Engine:
     """One simulated model server's scheduler and cache. All methods run on one event loop."""
 
     def __init__(self, cfg: SimConfig, tokenizer: Tokenizer, metrics: SimMetrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 kv_events: KvEventRecorder | None = None) -> None:
         self.cfg = cfg
+        self.kv_events = kv_events
         self.tokenizer = tokenizer
         self.metrics = metrics
         self.clock = clock
@@ -140,6 +145,8 @@ class Engine:
 
     def _start(self, seq: Sequence) -> None:
         seq.alloc = self.pool.allocate(seq.keys, seq.private_blocks)
+        if self.kv_events is not None:
+            seq.admitted_digest(self.kv_events.allocated(seq.prompt_ids, seq.keys, seq.alloc))
         self._running += seq.n
         self.idle.clear()
         seq.started_s = self.clock()
@@ -147,7 +154,7 @@ class Engine:
 
     def _release(self, seq: Sequence) -> None:
         if seq.alloc is not None:
-            self.pool.free(seq.alloc, seq.output_keys())
+            self.pool.free(seq.alloc, seq.committed)
             seq.alloc = None
             self._running -= seq.n
         elif seq.admitted is not None:
@@ -176,7 +183,8 @@ class Engine:
 
     def pin(self, keys: Sequence_[int]) -> Allocation:
         """Keep the resident blocks `keys` (a running sequence's prompt) past that sequence,
-        as a prefill server holds KV for its decode peer. Undo with `unpin`."""
+        as a prefill server holds KV for its decode peer. Undo with `unpin`. Resident blocks
+        are neither stored nor evicted: nothing to report as a KV event."""
         return self.pool.allocate(keys, 0)
 
     def unpin(self, alloc: Allocation) -> None:
@@ -219,6 +227,10 @@ class Sequence:
         full = len(self.keys)
         self.private_blocks = sum(
             -(-(self.prompt_tokens + c.length) // block) - full for c in self.choices)
+        self.committed: list[int] = []
+        """Keys of the output blocks this sequence put in the cache (released with it)."""
+        tail = self.keys[-1] if self.keys else engine.hasher.root
+        self._chains = [_Chain(tail) for _ in self.choices]
         if full + self.private_blocks > cfg.kv_cache_blocks:
             raise BadRequestError(
                 f"the request needs {full + self.private_blocks} KV blocks but the cache has "
@@ -241,23 +253,6 @@ class Sequence:
     @property
     def finished(self) -> bool:
         return not self._live
-
-    def output_keys(self) -> list[int]:
-        """Keys of the full blocks each choice's output completed past the prompt's full
-        blocks, chained on from them, choice by choice.
-
-        Only tokens whose KV was computed count: the prompt and every generated token but the
-        last (the last sampled token is never fed back), so a prefill leg's one token adds none.
-        """
-        block = self.engine.cfg.block_size
-        full = len(self.keys)
-        head = self.prompt_ids[full * block:]
-        parent = self.keys[-1] if self.keys else self.engine.hasher.root
-        keys: list[int] = []
-        for c in self.choices:
-            if len(head) + len(c.ids) - 1 >= block:
-                keys += block_hashes(head + c.ids[:-1], block, parent)
-        return keys
 
     @property
     def completion_tokens(self) -> int:
@@ -304,9 +299,12 @@ class Sequence:
         if self.first_token_s is not None:
             await engine._pause(engine.itl_s())
         events = []
-        for c in self._live:
+        stepped = self._live
+        for c in stepped:
             tid, text = c.step()
             events.append(TokenEvent(c.index, tid, text, c.finish_reason))
+        for c in stepped:
+            self._fill_blocks(c, self._chains[c.index])
         if any(ev.finish_reason is not None for ev in events):
             self._live = [c for c in self._live if c.finish_reason is None]
         now = engine.clock()
@@ -323,3 +321,46 @@ class Sequence:
             metrics.e2e.observe(now - self.arrival_s)
             metrics.on_success()
         return events
+
+    def admitted_digest(self, digest: bytes | None) -> None:
+        """The engine hash of the prompt's last full block, where every output chain starts."""
+        for chain in self._chains:
+            chain.digest = digest
+
+    def _fill_blocks(self, c: Choice, chain: _Chain) -> None:
+        """Commit the block `c` filled this step, if any: only tokens whose KV was computed
+        count (the prompt and every generated token but the last, which is never fed back), so
+        a prefill leg's one token fills none."""
+        engine = self.engine
+        block = engine.cfg.block_size
+        full = len(self.keys)
+        computed = self.prompt_tokens + len(c.ids) - 1
+        end = (full + chain.done + 1) * block
+        while end <= computed:
+            tokens = self._block_tokens(c, end - block, end)
+            [key] = block_hashes(tokens, block, chain.key)
+            stored = engine.pool.commit(key)
+            if stored:
+                self.committed.append(key)
+            if engine.kv_events is not None:
+                chain.digest = engine.kv_events.output_block(chain.digest, key, tokens,
+                                                             full + chain.done, stored)
+            chain.key = key
+            chain.done += 1
+            end += block
+
+    def _block_tokens(self, c: Choice, start: int, end: int) -> list[int]:
+        prompt = self.prompt_tokens
+        head = self.prompt_ids[start:prompt] if start < prompt else []
+        return head + c.ids[max(0, start - prompt):end - prompt]
+
+
+class _Chain:
+    """One choice's output blocks so far: the last block's cache key and engine digest."""
+
+    __slots__ = ("digest", "done", "key")
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.digest: bytes | None = None
+        self.done = 0

@@ -3,8 +3,8 @@
 Names come from the engine adapter (`adapter.metric_names`), so `adapter.endpoint_metrics`
 reads back exactly what is exported here. Every engine series carries `model_name`, as both
 engines label theirs. `llmd_sim_*` series are the simulator's own: event-loop lag, injected
-failures, and the P/D view tests read (prompt tokens computed here vs KV tokens transferred,
-blocks held for a decode peer).
+failures, KV-event batches by outcome, and the P/D view tests read (prompt tokens computed here
+vs KV tokens transferred, blocks held for a decode peer).
 """
 
 from __future__ import annotations
@@ -96,6 +96,10 @@ class SimMetrics:
             for role, name in (("prefill", pd and pd.prefill_queue),
                                ("transfer", pd and pd.transfer_queue)) if name
         }
+        self._kv_batches = Counter("llmd_sim_kv_event_batches",
+                                   "KV-event batches by outcome: published, dropped (the send "
+                                   "queue was full: oldest first), failed (send error)",
+                                   ["outcome"], registry=registry)
         self.loop_lag = Histogram("llmd_sim_event_loop_lag_seconds",
                                   "how late the simulator's event loop ran a 100 ms timer",
                                   buckets=_LAG_BUCKETS, registry=registry)
@@ -136,3 +140,7 @@ class SimMetrics:
 
     def on_success(self) -> None:
         self._success.inc()
+
+    def on_batch(self, outcome: str) -> None:
+        """One KV-event batch `published`, `dropped` or `failed`."""
+        self._kv_batches.labels(outcome).inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,6 +23,7 @@ from llmd.sim._state import SimState
 from llmd.sim.app import SERVED_BY_HEADER, build_app
 from llmd.sim.config import SimConfig
 from llmd.sim.engine import Engine
+from llmd.sim.kv_events import KvEventPublisher, KvEventRecorder
 from llmd.sim.metrics import SimMetrics
 
 __all__ = ["RunningSim", "build_state", "running_sim", "serve"]
@@ -43,11 +45,18 @@ def build_state(cfg: SimConfig) -> SimState:
     registry = CollectorRegistry(auto_describe=True)
     metrics = SimMetrics(registry, adapter.metric_names, cfg.served_name, cfg.block_size,
                          cfg.kv_cache_blocks, adapter.pd)
-    engine = Engine(cfg, tokenizer, metrics)
+    publisher, recorder = None, None
+    events = cfg.kv_events_config
+    if events is not None and events.enabled:
+        publisher = KvEventPublisher(adapter.kv_events, events, metrics)
+        # vLLM derives its first parent hash from the process's PYTHONHASHSEED, as here.
+        recorder = KvEventRecorder(adapter.kv_events, events, cfg.block_size, publisher,
+                                   hash_seed=os.environ.get("PYTHONHASHSEED"))
+    engine = Engine(cfg, tokenizer, metrics, kv_events=recorder)
     pd: PdSim = _PD_SIMS[adapter.pd.handoff](cfg, adapter.pd, engine)
     metrics.bind_pd(pd.held_blocks, pd.prefill_queue, pd.transfer_queue)
     return SimState(cfg, adapter, tokenizer, registry, metrics, engine, random.Random(cfg.seed),
-                    pd)
+                    pd, publisher)
 
 
 class RunningSim:
@@ -60,6 +69,11 @@ class RunningSim:
         self.side_ports = side_ports or {}
 
     @property
+    def kv_events(self) -> KvEventPublisher | None:
+        """The KV-event publisher (its `endpoint`/`replay_endpoint` in use), if publishing."""
+        return self.state.kv_events
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
@@ -67,8 +81,20 @@ class RunningSim:
 
 @asynccontextmanager
 async def running_sim(cfg: SimConfig) -> AsyncIterator[RunningSim]:
-    """Serve `cfg` on this event loop until the block exits; bind errors are OSError."""
+    """Serve `cfg` on this event loop until the block exits; bind errors are OSError.
+
+    The KV-event publisher, if any, runs before the server listens and stops after it has
+    drained, so every cache change of every request is published."""
     state = build_state(cfg)
+    async with AsyncExitStack() as stack:
+        if state.kv_events is not None:
+            await stack.enter_async_context(state.kv_events.running())
+        async with _serving(cfg, state) as sim:
+            yield sim
+
+
+@asynccontextmanager
+async def _serving(cfg: SimConfig, state: SimState) -> AsyncIterator[RunningSim]:
     app = build_app(state)
     app.cleanup_ctx.append(lambda app: _lag_watcher(state))
     runner = JsonErrorRunner(app, headers=lambda: {SERVED_BY_HEADER: state.served_by},
