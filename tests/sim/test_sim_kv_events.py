@@ -345,3 +345,46 @@ async def test_batches_are_counted_on_metrics(start_sim: StartSim, engine: str) 
         async with aiohttp.ClientSession() as http, http.get(sim.url + "/metrics") as resp:
             text = await resp.text()
     assert 'llmd_sim_kv_event_batches_total{outcome="published"}' in text
+
+
+def real_salted(shared_dir: Path, engine: str) -> list[int]:
+    """The hashes the real engine published for the same tokens salted "tenant-a"."""
+    name = "vllm/frames.jsonl" if engine == "vllm" else "sglang/frames.jsonl"
+    with open(shared_dir / "fixtures" / "kv-events" / name) as f:
+        rec = [json.loads(line) for line in f][4]
+    event = rec["decoded"][1][0]
+    assert event["type"] == "BlockStored"
+    return list(event["block_hashes"])
+
+
+async def test_a_salted_prompt_has_its_own_blocks_and_the_engines_salted_hashes(
+        start_sim: StartSim, engine: str, shared_dir: Path) -> None:
+    _, block, real = REAL[engine]
+    prompt = real_tokens(shared_dir, engine)
+    async with subscriber(engine) as (sub, endpoint):
+        async with handshake(sub):
+            sim = await start_sim(block_size=block, max_model_len=1024,
+                                  kv_events_config=config(engine, endpoint))
+        await complete(sim, prompt, max_tokens=1)
+        await sub.until(lambda bs: len(stored_hashes(bs)) >= 3)
+        async with aiohttp.ClientSession() as http:
+            body = {"model": "llmd-sim", "prompt": prompt, "max_tokens": block + 1,
+                    "ignore_eos": True, "cache_salt": "tenant-a"}
+            async with http.post(sim.url + "/v1/completions", json=body) as resp:
+                assert resp.status == 200
+                usage = (await resp.json())["usage"]
+            body["cache_salt"] = ""
+            async with http.post(sim.url + "/v1/completions", json=body) as resp:
+                assert resp.status == 400 and "cache_salt" in await resp.text()
+        batches = await sub.until(lambda bs: len(stored_hashes(bs)) >= 7)
+    assert (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0) == 0
+    salted = stored(batches)[1:]
+    hashes = [h for e in salted for h in e.engine_hashes]
+    assert hashes[:3] == real_salted(shared_dir, engine) and hashes[:3] != real
+    assert all(e.cache_salt == "tenant-a" for e in salted[:1])
+    if engine == "vllm":  # the salt is block 0's extra key only
+        assert salted[0].extra_keys == (("tenant-a",), None, None)
+        assert salted[-1].extra_keys == (None,) and salted[-1].cache_salt is None
+    else:  # every page of a salted radix key names it
+        assert all(e.cache_salt == "tenant-a" for e in salted)
+    assert salted[-1].parent == hashes[2]  # the generated block chains on the salted prompt

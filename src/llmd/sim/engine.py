@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from llmd.errors import BadRequestError, RequestShedError
-from llmd.kvcache import BlockHasher, Tokenizer, block_hashes
+from llmd.kvcache import BlockHasher, Tokenizer, block_hashes, chain_root
 from llmd.sim._logprobs import LogprobModel
 from llmd.sim.blocks import Allocation, BlockPool
 from llmd.sim.config import SimConfig
@@ -48,6 +48,8 @@ class GenRequest:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     seed: int | None = None
+    cache_salt: str | None = None
+    """vLLM's `cache_salt`: the prompt's blocks are shared only with prompts of the same salt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +148,8 @@ class Engine:
     def _start(self, seq: Sequence) -> None:
         seq.alloc = self.pool.allocate(seq.keys, seq.private_blocks)
         if self.kv_events is not None:
-            seq.admitted_digest(self.kv_events.allocated(seq.prompt_ids, seq.keys, seq.alloc))
+            seq.admitted_digest(self.kv_events.allocated(seq.prompt_ids, seq.keys, seq.alloc,
+                                                         seq.cache_salt))
         self._running += seq.n
         self.idle.clear()
         seq.started_s = self.clock()
@@ -220,7 +223,12 @@ class Sequence:
         self.choices = [self._choice(engine, req, i) for i in range(req.n)]
         self._live = list(self.choices)  # choices not finished yet
         block = cfg.block_size
-        self.keys = engine.hasher.hashes(req.prompt_ids)
+        self.cache_salt = req.cache_salt
+        hasher = engine.hasher
+        if req.cache_salt:
+            root = chain_root(engine.cfg.served_name, cache_salt=req.cache_salt)
+            hasher = BlockHasher(block, root)
+        self.keys = hasher.hashes(req.prompt_ids)
         # vLLM always recomputes the prompt's last token, so a fully cached prompt reuses one
         # block less than it stored.
         self._matchable = (self.prompt_tokens - 1) // block
@@ -229,7 +237,7 @@ class Sequence:
             -(-(self.prompt_tokens + c.length) // block) - full for c in self.choices)
         self.committed: list[int] = []
         """Keys of the output blocks this sequence put in the cache (released with it)."""
-        tail = self.keys[-1] if self.keys else engine.hasher.root
+        tail = self.keys[-1] if self.keys else hasher.root
         self._chains = [_Chain(tail) for _ in self.choices]
         if full + self.private_blocks > cfg.kv_cache_blocks:
             raise BadRequestError(
@@ -343,8 +351,8 @@ class Sequence:
             if stored:
                 self.committed.append(key)
             if engine.kv_events is not None:
-                chain.digest = engine.kv_events.output_block(chain.digest, key, tokens,
-                                                             full + chain.done, stored)
+                chain.digest = engine.kv_events.output_block(
+                    chain.digest, key, tokens, full + chain.done, stored, self.cache_salt)
             chain.key = key
             chain.done += 1
             end += block

@@ -63,77 +63,82 @@ class KvEventRecorder:
         self._hasher = dialect.hasher(settings, hash_seed)
         self._block = block_size
         self._emit = sink.emit
-        self._digests: dict[int, bytes] = {}  # resident pool key -> the engine's digest
+        # resident pool key -> the engine's digest and the hash it publishes for it
+        self._digests: dict[int, tuple[bytes, int]] = {}
 
-    def allocated(self, tokens: Sequence[int], keys: Sequence[int], alloc: Allocation
-                  ) -> bytes | None:
+    def allocated(self, tokens: Sequence[int], keys: Sequence[int], alloc: Allocation,
+                  salt: str | None = None) -> bytes | None:
         """Report an allocation (evictions first, as the engines order them, then the new
-        blocks in contiguous runs); returns the engine digest of the last of `keys`."""
+        blocks in contiguous runs); returns the engine digest of the last of `keys`. `salt`:
+        the request's `cache_salt` (the pool keys of a salted prompt are its own)."""
         if alloc.evicted:
             self._removed(alloc.evicted)
         digests = self._digests
         if not alloc.stored:
-            return digests.get(keys[-1]) if keys else None
+            known = digests.get(keys[-1]) if keys else None
+            return known[0] if known else None
         new = set(alloc.stored)
         block, hasher = self._block, self._hasher
         digest: bytes | None = None
-        run: list[bytes] = []
+        run: list[tuple[bytes, int]] = []
         run_start, run_parent = 0, None
         for i, key in enumerate(keys):
             known = digests.get(key)
             if known is not None and key not in new:
                 if run:
-                    self._stored(run, run_start, run_parent, tokens)
+                    self._stored(run, run_start, run_parent, tokens, salt)
                     run = []
-                digest = known
+                digest = known[0]
                 continue
             parent = digest
-            [digest] = hasher.digests(tokens[i * block:(i + 1) * block], block, parent)
+            [digest] = hasher.digests(tokens[i * block:(i + 1) * block], block, parent, salt)
+            entry = (digest, hasher.event_hash(digest, salt))
             if key in new:
-                digests[key] = digest
+                digests[key] = entry
                 if not run:
                     run_start, run_parent = i, parent
-                run.append(digest)
+                run.append(entry)
         if run:
-            self._stored(run, run_start, run_parent, tokens)
+            self._stored(run, run_start, run_parent, tokens, salt)
         return digest
 
     def output_block(self, parent: bytes | None, key: int, tokens: Sequence[int], index: int,
-                     stored: bool) -> bytes:
+                     stored: bool, salt: str | None = None) -> bytes:
         """Block `index` of a sequence filled with computed KV (`tokens`, chained on `parent`,
         the previous block's engine digest); `stored`: the pool took it in. Returns its
         digest."""
-        digest = self._digests.get(key)
-        if digest is None:
-            [digest] = self._hasher.digests(tokens, self._block, parent)
+        entry = self._digests.get(key)
+        if entry is None:
+            [digest] = self._hasher.digests(tokens, self._block, parent, salt)
+            entry = (digest, self._hasher.event_hash(digest, salt))
         if stored:
-            self._digests[key] = digest
-            self._stored([digest], index, parent, tokens, offset=False)
-        return digest
+            self._digests[key] = entry
+            self._stored([entry], index, parent, tokens, salt, offset=False)
+        return entry[0]
 
     def cleared(self) -> None:
         """The cache was emptied (its blocks are gone without BlockRemoved)."""
         self._digests.clear()
         self._emit(self._dialect.cleared_event())
 
-    def _stored(self, run: list[bytes], start: int, parent: bytes | None,
-                tokens: Sequence[int], offset: bool = True) -> None:
+    def _stored(self, run: list[tuple[bytes, int]], start: int, parent: bytes | None,
+                tokens: Sequence[int], salt: str | None, offset: bool = True) -> None:
         """One BlockStored for blocks `start`.. of a chain (`tokens` of the whole chain, or of
         the run alone when not `offset`)."""
-        hasher, block = self._hasher, self._block
+        block = self._block
         if offset:
             tokens = tokens[start * block:(start + len(run)) * block]
         self._emit(self._dialect.stored_event(
-            [hasher.event_hash(d) for d in run],
-            None if parent is None else hasher.event_hash(parent), tokens, block,
-            first_block=start == 0))
+            [h for _, h in run],
+            None if parent is None else self._hasher.event_hash(parent, salt), tokens, block,
+            salt=salt, first_block=start == 0))
 
     def _removed(self, keys: Sequence[int]) -> None:
         hashes = []
         for key in keys:
-            digest = self._digests.pop(key, None)
-            if digest is not None:
-                hashes.append(self._hasher.event_hash(digest))
+            entry = self._digests.pop(key, None)
+            if entry is not None:
+                hashes.append(entry[1])
         if not hashes:
             return
         if self._dialect.removed_per_block:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmd._json import decode_json
 from llmd.config import format_loc
@@ -57,6 +57,15 @@ class OpenAIBody(_Wire):
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
+    cache_salt: str | None = None
+    """vLLM's prefix-cache isolation: prompts share KV blocks only with the same salt."""
+
+    @field_validator("cache_salt")
+    @classmethod
+    def _salt(cls, value: str | None) -> str | None:
+        if value is not None and not value:
+            raise ValueError("Parameter 'cache_salt' must be a non-empty string if provided.")
+        return value
 
 
 class CompletionBody(OpenAIBody):
@@ -180,7 +189,8 @@ def completion_request(body: CompletionBody, tokenizer: Tokenizer) -> ApiRequest
                 if not batched:
                     raise
                 raise BadRequestError(f"prompt[{i}]: {exc.message}", param="prompt") from None
-        gens.append(GenRequest(ids, body.max_tokens, body.n, stop, body.ignore_eos, body.seed))
+        gens.append(GenRequest(ids, body.max_tokens, body.n, stop, body.ignore_eos, body.seed,
+                               body.cache_salt))
         if body.echo:
             texts.append(one if isinstance(one, str) else tokenizer.decode(one))
     return ApiRequest(tuple(gens), tuple(texts), body.logprobs)
@@ -201,7 +211,8 @@ def chat_request(body: ChatBody, tokenizer: Tokenizer) -> ApiRequest:
         raise BadRequestError(str(exc), param="messages") from None
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    gen = GenRequest(ids, max_tokens, body.n, _stop(body.stop), body.ignore_eos, body.seed)
+    gen = GenRequest(ids, max_tokens, body.n, _stop(body.stop), body.ignore_eos, body.seed,
+                     body.cache_salt)
     # vLLM's chat `echo`: the reply starts with the last message when it is the assistant's own.
     last = body.messages[-1]
     echo = (message_text(last.content),) if body.echo and last.role == "assistant" else ()
