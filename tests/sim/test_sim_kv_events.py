@@ -33,8 +33,8 @@ from llmd.kvcache import (
     decode_replay,
     replay_request,
 )
-from llmd.sim import RunningSim, SimConfig, running_sim
-from llmd.sim.kv_events import KvEventPublisher
+from llmd.sim import BlockPool, RunningSim, SimConfig, running_sim
+from llmd.sim.kv_events import KvEventPublisher, KvEventRecorder
 
 # What real vLLM 0.32 (block 32) and SGLang 0.5.23 (page 64) published for these tokens
 # (fixtures/kv-events: vLLM frames.jsonl seq 0, SGLang frames.jsonl seq 1).
@@ -388,3 +388,35 @@ async def test_a_salted_prompt_has_its_own_blocks_and_the_engines_salted_hashes(
     else:  # every page of a salted radix key names it
         assert all(e.cache_salt == "tenant-a" for e in salted)
     assert salted[-1].parent == hashes[2]  # the generated block chains on the salted prompt
+
+
+def test_a_failing_recorder_stops_reporting_and_never_raises(engine: str) -> None:
+    real = get_adapter(engine).kv_events
+
+    class Broken:
+        def digests(self, *args: Any, **kwargs: Any) -> list[bytes]:
+            raise RuntimeError("boom")
+
+        def event_hash(self, digest: bytes, salt: str | None = None) -> int:
+            return 0
+
+    class Dialect:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def hasher(self, *args: Any) -> Broken:
+            return Broken()
+
+    emitted: list[dict[str, Any]] = []
+
+    class Sink:
+        def emit(self, event: dict[str, Any]) -> None:
+            emitted.append(event)
+
+    settings = real.parse_config(config(engine, "tcp://127.0.0.1:1"))
+    recorder = KvEventRecorder(Dialect(), settings, 4, Sink())  # type: ignore[arg-type]
+    pool = BlockPool(8, 4)
+    alloc = pool.allocate([1, 2], private=1)
+    assert recorder.allocated([0] * 8, [1, 2], alloc) is None
+    assert recorder.output_block(None, 3, [0] * 4, 2, pool.commit(3)) is None
+    assert emitted == []

@@ -65,12 +65,41 @@ class KvEventRecorder:
         self._emit = sink.emit
         # resident pool key -> the engine's digest and the hash it publishes for it
         self._digests: dict[int, tuple[bytes, int]] = {}
+        self._failed = False
 
     def allocated(self, tokens: Sequence[int], keys: Sequence[int], alloc: Allocation,
                   salt: str | None = None) -> bytes | None:
         """Report an allocation (evictions first, as the engines order them, then the new
         blocks in contiguous runs); returns the engine digest of the last of `keys`. `salt`:
         the request's `cache_salt` (the pool keys of a salted prompt are its own)."""
+        if self._failed:
+            return None
+        try:
+            return self._allocated(tokens, keys, alloc, salt)
+        except Exception:
+            self._fail()
+            return None
+
+    def output_block(self, parent: bytes | None, key: int, tokens: Sequence[int], index: int,
+                     stored: bool, salt: str | None = None) -> bytes | None:
+        """Block `index` of a sequence filled with computed KV (`tokens`, chained on `parent`,
+        the previous block's engine digest); `stored`: the pool took it in. Returns its
+        digest."""
+        if self._failed:
+            return None
+        try:
+            return self._output_block(parent, key, tokens, index, stored, salt)
+        except Exception:
+            self._fail()
+            return None
+
+    def _fail(self) -> None:
+        # A recorder bug must not fail requests: stop reporting (the index would drift anyway).
+        self._failed = True
+        log.exception("kv events: the recorder failed; no more KV events from this simulator")
+
+    def _allocated(self, tokens: Sequence[int], keys: Sequence[int], alloc: Allocation,
+                   salt: str | None) -> bytes | None:
         if alloc.evicted:
             self._removed(alloc.evicted)
         digests = self._digests
@@ -102,11 +131,8 @@ class KvEventRecorder:
             self._stored(run, run_start, run_parent, tokens, salt)
         return digest
 
-    def output_block(self, parent: bytes | None, key: int, tokens: Sequence[int], index: int,
-                     stored: bool, salt: str | None = None) -> bytes:
-        """Block `index` of a sequence filled with computed KV (`tokens`, chained on `parent`,
-        the previous block's engine digest); `stored`: the pool took it in. Returns its
-        digest."""
+    def _output_block(self, parent: bytes | None, key: int, tokens: Sequence[int], index: int,
+                      stored: bool, salt: str | None) -> bytes:
         entry = self._digests.get(key)
         if entry is None:
             [digest] = self._hasher.digests(tokens, self._block, parent, salt)
