@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -11,7 +12,10 @@ from pydantic.alias_generators import to_camel
 
 from llmd.errors import ConfigError
 
-__all__ = ["LlmdModel", "config_error", "did_you_mean", "format_loc"]
+__all__ = ["LlmdModel", "config_error", "did_you_mean", "format_loc", "parse_duration_s"]
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
 
 
 class LlmdModel(BaseModel):
@@ -23,6 +27,17 @@ class LlmdModel(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
     )
+
+
+def parse_duration_s(value: str | float) -> float:
+    """A Go-style duration (`200ms`, `2s`, `1m`), as llm-d's configs write them, or a number of
+    seconds → seconds; ValueError naming the accepted forms."""
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a duration like 200ms, 2s or 1m")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
 def format_loc(loc: Sequence[int | str]) -> str:

@@ -167,7 +167,8 @@ PREFIX_SCORER = "- type: prefix-cache-scorer\n"
         "  parameters: {prefixPluginName: prefix-cach}\n",
         "epp.yaml: plugins[1].parameters.prefixPluginName: 'prefix-cach' is not defined (plugins "
         "that qualify: approx-prefix-cache-producer, prefix-cache-scorer; types: "
-        "approx-prefix-cache-producer, no-hit-lru-scorer, prefix-cache-scorer) (did you mean "
+        "approx-prefix-cache-producer, no-hit-lru-scorer, precise-prefix-cache-producer, "
+        "precise-prefix-cache-scorer, prefix-cache-scorer) (did you mean "
         "'prefix-cache-scorer'?)",
         id="name-not-defined-did-you-mean"),
     pytest.param(
@@ -187,14 +188,16 @@ PREFIX_SCORER = "- type: prefix-cache-scorer\n"
         "- type: no-hit-lru-scorer\n  parameters: {prefixPluginType: queue-scorer}\n",
         "epp.yaml: plugins[0].parameters.prefixPluginType: 'queue-scorer' is not a plugin type "
         "that produces prefix-match or is a scorer that reads it (types: "
-        "approx-prefix-cache-producer, no-hit-lru-scorer, prefix-cache-scorer)",
+        "approx-prefix-cache-producer, no-hit-lru-scorer, precise-prefix-cache-producer, "
+        "precise-prefix-cache-scorer, prefix-cache-scorer)",
         id="type-alone-of-an-unrelated-type"),
     pytest.param(
         "- type: prefix-cache-scorer\n  parameters: {prefixMatchInfoProducerName: "
         "prefix-cache-scorer}\n",
         "epp.yaml: plugins[0].parameters.prefixMatchInfoProducerName: 'prefix-cache-scorer' is a "
         "prefix-cache-scorer plugin; it must be one that produces prefix-match (plugins that "
-        "qualify: approx-prefix-cache-producer; types: approx-prefix-cache-producer)",
+        "qualify: approx-prefix-cache-producer; types: approx-prefix-cache-producer, "
+        "precise-prefix-cache-producer, precise-prefix-cache-scorer)",
         id="producer-name-must-be-a-producer"),
     pytest.param(
         "- type: pd-profile-handler\n  parameters: {prefixPluginName: prefix-cache-scorer}\n"
@@ -228,9 +231,9 @@ def test_producer_references_that_load(body: str) -> None:
 
 
 class _Precise:
-    """A stand-in for a precise prefix index: fills PREFIX_MATCH from its own (fake) index."""
+    """A stand-in for another prefix index: fills PREFIX_MATCH from its own (fake) index."""
 
-    type: ClassVar[str] = "precise-prefix-cache-producer"
+    type: ClassVar[str] = "stand-in-prefix-producer"
     produces: ClassVar[DataKeys] = (PREFIX_MATCH,)
     consumes: ClassVar[DataKeys] = ()
     Params = NoParams
@@ -247,15 +250,15 @@ PRECISE = PLUGINS.extend(DATA_PRODUCER.table(_Precise))
 
 
 @pytest.mark.parametrize("body", [
-    pytest.param("- type: precise-prefix-cache-producer\n- type: prefix-cache-scorer\n",
+    pytest.param("- type: stand-in-prefix-producer\n- type: prefix-cache-scorer\n",
                  id="declared"),
     pytest.param("- type: prefix-cache-scorer\n- type: no-hit-lru-scorer\n"
-                 "  parameters: {prefixPluginType: precise-prefix-cache-producer}\n",
+                 "  parameters: {prefixPluginType: stand-in-prefix-producer}\n",
                  id="named-by-type"),
 ])
 def test_another_producer_of_the_key_replaces_the_default(body: str) -> None:
     cfg = load_config(text=HEAD + "plugins:\n" + body, registry=PRECISE)
-    assert [p.type for p in cfg.scheduler.producers] == ["precise-prefix-cache-producer"]
+    assert [p.type for p in cfg.scheduler.producers] == ["stand-in-prefix-producer"]
     assert "approx-prefix-cache-producer" not in cfg.plugins
     specs = [EndpointSpec("10.0.0.1", port) for port in (1, 2, 3)]
     snapshot = PoolSnapshot(tuple(Endpoint(s.id, s, EndpointMetrics(), 0.0) for s in specs),

@@ -240,6 +240,12 @@ def sim(
         help="SGLang prefill: bootstrap server port (0 picks one)")] = 8998,
     bootstrap_timeout_s: Annotated[float, typer.Option(
         help="SGLang: seconds a leg waits for its peer")] = 30.0,
+    kv_events_config: Annotated[str | None, typer.Option(
+        help="the engine's own --kv-events-config JSON: publish KV events on ZMQ as the engine "
+             "does (vLLM: {\"enable_kv_cache_events\": true, \"publisher\": \"zmq\", "
+             "\"endpoint\": ..., \"topic\": ..., \"replay_endpoint\": ...}; SGLang: "
+             "{\"publisher\": \"zmq\", ...}); the PUB binds tcp://*:P, ipc:// (SGLang also "
+             "0.0.0.0) and connects to a concrete host")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
 ) -> None:
     """Run a simulated vLLM or SGLang model server (OpenAI API, engine routes, metrics, P/D)."""
@@ -260,6 +266,7 @@ def sim(
             kv_transfer_overhead_ms=kv_transfer_overhead_ms,
             kv_transfer_per_token_ms=kv_transfer_per_token_ms, kv_hold_s=kv_hold_s,
             bootstrap_port=disaggregation_bootstrap_port, bootstrap_timeout_s=bootstrap_timeout_s,
+            kv_events_config=kv_events_config,
             **({"failure_kinds": tuple(failure_kinds)} if failure_kinds else {}),
         )
     except ValidationError as exc:

@@ -16,6 +16,7 @@ from llmd.epp._config_datalayer import MetricsBinding
 from llmd.epp._config_models import EndpointPickerConfigFile, ProfilePluginRef, ProfileSpec
 from llmd.epp._config_plugins import ConfigPlugins, Configured
 from llmd.epp.plugins import (
+    Background,
     Decider,
     Filter,
     Parser,
@@ -29,6 +30,7 @@ from llmd.epp.plugins import (
 from llmd.epp.plugins.picker.max_score import MaxScorePicker
 from llmd.epp.plugins.profile.single import SingleProfileHandler
 from llmd.epp.plugins.registry import (
+    BACKGROUND,
     DECIDER,
     FILTER,
     PICKER,
@@ -58,6 +60,8 @@ class EndpointPickerConfig:
     objectives: Mapping[str, int]
     parser: Parser
     metrics: MetricsBinding | None
+    background: tuple[Background, ...] = ()
+    """Plugins the EPP runs beside scheduling (`Background.run`)."""
 
     def describe(self) -> str:
         """One line per profile, for the startup log."""
@@ -111,8 +115,9 @@ class _Builder:
         # to every configured plugin.
         response_hooks = [p for _, p in self.plugins.of_kind(RESPONSE_HEADERS)]
         scheduler = Scheduler(main, profiles, producers, hooks, response_hooks)
+        background = tuple(p for _, p in self.plugins.of_kind(BACKGROUND))
         return EndpointPickerConfig(self.source, self.plugins.instances(), scheduler, detector,
-                                    objectives, parser, metrics)
+                                    objectives, parser, metrics, background)
 
     def _profile_handler(self) -> Configured | None:
         handlers = [c for c, _ in self.plugins.of_kind(PROFILE_HANDLER)]

@@ -40,6 +40,7 @@ def parse_request(
         headers=headers,
         objective=objective,
         priority=objectives.get(objective, 0) if objective else 0,
+        body=data,
     )
 
 

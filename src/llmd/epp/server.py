@@ -32,7 +32,7 @@ from llmd.epp.extproc import (
     grpc_options,
 )
 from llmd.epp.metrics import EppMetrics, PoolCollector
-from llmd.epp.plugins import PLUGINS, PluginRegistry
+from llmd.epp.plugins import PLUGINS, PluginContext, PluginRegistry
 from llmd.epp.scraper import Scraper, ScrapeSettings
 from llmd.errors import ConfigError
 
@@ -168,6 +168,9 @@ async def serve(
                 tg.create_task(_follow(discovery, store, stop), name="discovery")
                 if config.metrics is not None:
                     tg.create_task(scraper.run(stop), name="scraper")
+                context = PluginContext(store, registry_)
+                for plugin in config.background:
+                    tg.create_task(plugin.run(context, stop), name=f"plugin {plugin.name}")
                 tg.create_task(stop.wait(), name="stop")
         finally:
             for service in HEALTH_SERVICES:

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from _pool import ep, pool, req
 
+from llmd.config import parse_duration_s
 from llmd.engines import ROLE_LABEL
 from llmd.epp.plugins import (
     PLUGINS,
@@ -21,7 +22,6 @@ from llmd.epp.plugins import (
     UtilizationDetector,
     WeightedRandomPicker,
 )
-from llmd.epp.plugins.saturation.utilization import parse_duration_s
 
 ROLES = {8001: "decode", 8002: "prefill", 8003: "both", 8004: None, 8005: "prefill-decode"}
 

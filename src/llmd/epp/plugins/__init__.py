@@ -8,6 +8,7 @@ global that modules add themselves to.
 from __future__ import annotations
 
 from llmd.epp.plugins.base import (
+    Background,
     DataProducer,
     DataSource,
     Decider,
@@ -17,6 +18,7 @@ from llmd.epp.plugins.base import (
     Parser,
     Picker,
     Plugin,
+    PluginContext,
     PreRequest,
     ProducerRef,
     ProducerRefs,
@@ -43,10 +45,15 @@ from llmd.epp.plugins.picker.max_score import MaxScorePicker
 from llmd.epp.plugins.picker.random_pick import RandomPicker
 from llmd.epp.plugins.picker.weighted_random import WeightedRandomPicker
 from llmd.epp.plugins.producer.approx_prefix import ApproxPrefixCacheProducer
+from llmd.epp.plugins.producer.precise_prefix import (
+    PrecisePrefixCacheProducer,
+    PrecisePrefixCacheScorer,
+)
 from llmd.epp.plugins.profile.disagg import DisaggProfileHandler
 from llmd.epp.plugins.profile.pd import PdProfileHandler
 from llmd.epp.plugins.profile.single import SingleProfileHandler
 from llmd.epp.plugins.registry import (
+    BACKGROUND,
     DATA_PRODUCER,
     DATA_SOURCE,
     DECIDER,
@@ -83,10 +90,13 @@ PLUGINS = PluginRegistry(
                  UtilizationDetector),
     SCORER.table(QueueScorer, KvCacheUtilizationScorer, RunningRequestsSizeScorer,
                  LoadAwareScorer, PrefixCacheScorer, SessionAffinityScorer, LoraAffinityScorer,
-                 NoHitLruScorer),
+                 NoHitLruScorer, PrecisePrefixCacheScorer),
     PICKER.table(MaxScorePicker, RandomPicker, WeightedRandomPicker),
-    DATA_PRODUCER.table(ApproxPrefixCacheProducer),
-    PRE_REQUEST.table(ApproxPrefixCacheProducer, NoHitLruScorer),
+    DATA_PRODUCER.table(ApproxPrefixCacheProducer, PrecisePrefixCacheProducer,
+                        PrecisePrefixCacheScorer),
+    PRE_REQUEST.table(ApproxPrefixCacheProducer, NoHitLruScorer, PrecisePrefixCacheProducer,
+                      PrecisePrefixCacheScorer),
+    BACKGROUND.table(PrecisePrefixCacheProducer, PrecisePrefixCacheScorer),
     RESPONSE_HEADERS.table(SessionAffinityScorer),
     SATURATION_DETECTOR.table(UtilizationDetector),
     DATA_SOURCE.table(MetricsDataSource),
@@ -102,6 +112,7 @@ PLUGINS = PluginRegistry(
 __all__ = [
     "AlwaysDisaggPdDecider",
     "ApproxPrefixCacheProducer",
+    "Background",
     "BlockGrid",
     "CoreMetricsExtractor",
     "DECODE_PICK",
@@ -131,8 +142,11 @@ __all__ = [
     "Picker",
     "Plugin",
     "PluginClass",
+    "PluginContext",
     "PluginRegistry",
     "PreRequest",
+    "PrecisePrefixCacheProducer",
+    "PrecisePrefixCacheScorer",
     "PrefillFilter",
     "PrefixBasedPdDecider",
     "PrefixCacheScorer",

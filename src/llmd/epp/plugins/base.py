@@ -14,10 +14,12 @@ the request's cycle state (`llmd.epp.cycle`, keys in `llmd.epp.plugins.keys`).
 Per request the framework runs: DataProducers → ProfileHandler.pick → per profile: Filters →
 Scorers (clamped to [0, 1], weighted, summed) → Picker → ProfileHandler.process_results →
 ResponseHeaderHooks (headers for the client's response) → (answer sent) → PreRequest hooks.
+Background plugins run beside all of this from start to stop (`run`: a KV-event subscription).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -31,15 +33,18 @@ if TYPE_CHECKING:
     from llmd.epp.scheduling import SchedulerProfile
 
 __all__ = [
+    "Background",
     "DataProducer",
     "DataSource",
     "Decider",
+    "EndpointView",
     "Filter",
     "MetricsExtractor",
     "NoParams",
     "Parser",
     "Picker",
     "Plugin",
+    "PluginContext",
     "PreRequest",
     "ProducerRef",
     "ProducerRefs",
@@ -165,6 +170,35 @@ class DataProducer(Plugin, Protocol):
     def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> None:
         """Put this request's data (the keys the plugin declares in `produces`) into
         `request.state`, before filtering. Pure and quick: no I/O, must not block."""
+        ...
+
+
+class EndpointView(Protocol):
+    """What a background plugin sees of the pool: every endpoint (the datastore's members,
+    healthy or not) and a generation that changes when the set changes."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def endpoints(self) -> tuple[Endpoint, ...]: ...
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What the EPP hands a background plugin: the pool to follow, and the registry its
+    metrics go to (`llmd_epp_...` names, bounded labels)."""
+
+    pool: EndpointView
+    registry: Any
+    """A `prometheus_client.CollectorRegistry` (typed loosely: plugins need not import it)."""
+
+
+@runtime_checkable
+class Background(Plugin, Protocol):
+    async def run(self, context: PluginContext, stop: asyncio.Event) -> None:
+        """Work beside scheduling (an event subscription), from start until `stop`. Owned by
+        the EPP's task group: return only when `stop` is set, and never raise for what an
+        endpoint sends (count it); an exception here stops the EPP."""
         ...
 
 

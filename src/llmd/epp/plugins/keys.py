@@ -46,22 +46,24 @@ class PrefixMatch:
 
     block_tokens: int
     total_blocks: int
-    matched: Mapping[EndpointId, int]
+    matched: Mapping[EndpointId, float]
+    """Leading blocks held; a precise index weighs a block held only in a slower tier (CPU)
+    below 1, so this may be fractional."""
     grids: Mapping[EndpointId, BlockGrid] = field(default_factory=dict)
 
     def grid(self, ep_id: EndpointId) -> BlockGrid:
         own = self.grids.get(ep_id)
         return BlockGrid(self.block_tokens, self.total_blocks) if own is None else own
 
-    def matched_blocks(self, ep_id: EndpointId) -> int:
+    def matched_blocks(self, ep_id: EndpointId) -> float:
         return self.matched.get(ep_id, 0)
 
     def cached_tokens(self, ep_id: EndpointId) -> int:
         """Matched blocks × block size in tokens (llm-d's hit length; a trailing partial
         block counts whole, so this can exceed the prompt's estimated length)."""
         own = self.grids.get(ep_id)
-        return self.matched.get(ep_id, 0) * (self.block_tokens if own is None
-                                             else own.block_tokens)
+        return int(self.matched.get(ep_id, 0) * (self.block_tokens if own is None
+                                                 else own.block_tokens))
 
     def ratio(self, ep_id: EndpointId) -> float:
         """Matched over total blocks, 0..1 (0 for an empty prompt)."""

@@ -23,6 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 from llmd.config import LlmdModel
 from llmd.epp.cycle import DataKey, DataKeys
 from llmd.epp.plugins.base import (
+    Background,
     DataProducer,
     DataSource,
     Decider,
@@ -41,10 +42,10 @@ from llmd.epp.plugins.base import (
 )
 
 __all__ = [
-    "DATA_PRODUCER", "DATA_SOURCE", "DECIDER", "FILTER", "KINDS", "METRICS_EXTRACTOR", "PARSER",
-    "PICKER", "PRE_REQUEST", "PRODUCER_REFS", "PROFILE_HANDLER", "PROFILE_REFS",
-    "RESPONSE_HEADERS", "SATURATION_DETECTOR", "SCORER", "Kind", "KindTable", "PluginClass",
-    "PluginRegistry",
+    "BACKGROUND", "DATA_PRODUCER", "DATA_SOURCE", "DECIDER", "FILTER", "KINDS",
+    "METRICS_EXTRACTOR", "PARSER", "PICKER", "PRE_REQUEST", "PRODUCER_REFS", "PROFILE_HANDLER",
+    "PROFILE_REFS", "RESPONSE_HEADERS", "SATURATION_DETECTOR", "SCORER", "Kind", "KindTable",
+    "PluginClass", "PluginRegistry",
 ]
 
 P = TypeVar("P")
@@ -93,10 +94,12 @@ PRE_REQUEST: Kind[PreRequest] = Kind("pre-request hook", PreRequest)
 RESPONSE_HEADERS: Kind[ResponseHeaderHook] = Kind("response header hook", ResponseHeaderHook)
 PROFILE_REFS: Kind[ProfileRefs] = Kind("profile refs", ProfileRefs)
 PRODUCER_REFS: Kind[ProducerRefs] = Kind("producer refs", ProducerRefs)
+BACKGROUND: Kind[Background] = Kind("background task", Background)
 
 KINDS: tuple[Kind[Any], ...] = (
     PROFILE_HANDLER, DECIDER, SCORER, PICKER, SATURATION_DETECTOR, FILTER, DATA_PRODUCER, PARSER,
     DATA_SOURCE, METRICS_EXTRACTOR, PRE_REQUEST, RESPONSE_HEADERS, PROFILE_REFS, PRODUCER_REFS,
+    BACKGROUND,
 )
 """Every kind, main ones first in naming order."""
 

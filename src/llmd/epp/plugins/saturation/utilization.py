@@ -8,31 +8,17 @@ it drops saturated endpoints, failing open when that would drop them all.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from llmd.config import LlmdModel
+from llmd.config import LlmdModel, parse_duration_s
 from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint, PoolSnapshot
 from llmd.epp.request import InferenceRequest
 
-__all__ = ["UtilizationDetector", "parse_duration_s"]
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
-
-
-def parse_duration_s(value: str | float) -> float:
-    """A Go-style duration (`200ms`, `2s`, `1m`) or a number of seconds → seconds."""
-    if isinstance(value, int | float):
-        return float(value)
-    m = _DURATION.match(value.strip())
-    if not m:
-        raise ValueError(f"{value!r} is not a duration like 200ms, 2s or 1m")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
+__all__ = ["UtilizationDetector"]
 
 
 class UtilizationDetector:

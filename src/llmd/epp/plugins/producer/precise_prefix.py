@@ -1,0 +1,203 @@
+"""Precise prefix-cache routing from the engines' own KV events, for vLLM and SGLang alike.
+
+`precise-prefix-cache-producer` (llm-d v1's name) fills `PREFIX_MATCH` from a
+`llmd.kvcache.PrefixIndex` that `llmd.epp.kv_events` keeps in step with every endpoint's KV
+events, so `prefix-cache-scorer`, `no-hit-lru-scorer` and the P/D decider read what each engine
+really holds (evictions included) instead of a guess from past routing.
+`precise-prefix-cache-scorer` (llm-d's older name) is the same producer that also scores:
+matched leading blocks over the prompt's blocks.
+
+Per request the prompt is tokenized in the EPP, as the engine does it (`kvcache.prompts`: the
+tokenizer and chat template of the model directory `tokenizer`, or llmd's built-in tokenizer
+and chat format, which the simulators use), and cut into `tokenProcessorConfig.blockSize`
+token blocks whose llmd request keys the index matches: no render pool, for SGLang as for
+vLLM. Engine block sizes must be multiples of `blockSize` (16 divides both engines' usual
+sizes: vLLM 16, SGLang pages of 16 or 64).
+
+With `speculativeIndexing`, the endpoint just picked counts as holding the request's blocks
+for `speculativeTTL` (unless its events confirm them earlier), so a burst of requests sharing
+a new prefix goes to one endpoint before its first event arrives.
+
+llm-d parameters accepted for compatibility but not needed here: `tokenProcessorConfig.
+hashSeed` and `hashAlgorithm` (request keys are llmd's own; engine hashes are mapped, never
+reproduced, so no `PYTHONHASHSEED` alignment is needed) and `kvEventsConfig.concurrency`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from prometheus_client import Counter
+from pydantic import AliasChoices, Field, field_validator
+
+from llmd.config import LlmdModel, parse_duration_s
+from llmd.epp.cycle import DataKey, DataKeys
+from llmd.epp.datastore import EndpointId, PoolSnapshot
+from llmd.epp.kv_events import KvEventsFollower, SubscribeSettings
+from llmd.epp.plugins.base import PluginContext, SchedulingResult
+from llmd.epp.plugins.keys import PREFIX_MATCH, PrefixMatch
+from llmd.epp.request import InferenceRequest
+from llmd.kvcache import PrefixIndex, PromptTokenizer, chain_root, load_prompt_tokenizer
+
+__all__ = ["PrecisePrefixCacheProducer", "PrecisePrefixCacheScorer"]
+
+log = logging.getLogger(__name__)
+
+
+class _TokenProcessor(LlmdModel):
+    block_size: int = Field(16, gt=0, validation_alias=AliasChoices(
+        "blockSize", "blockSizeTokens", "block_size"),
+        description="tokens per block of the index (a divisor of the engines' block size)")
+    hash_seed: str = Field("", description="accepted for llm-d; llmd's keys need no seed")
+    hash_algorithm: Literal["xxh64", "fnv64a", "sha256", "sha256_cbor"] = "xxh64"
+
+
+class _PodDiscovery(LlmdModel):
+    socket_port: int = Field(5557, gt=0, lt=65536)
+
+
+class _KvEvents(LlmdModel):
+    topic_filter: str = "kv@"
+    concurrency: int = Field(4, gt=0, description="accepted for llm-d (one event loop here)")
+    discover_pods: bool = True
+    pod_discovery_config: _PodDiscovery = Field(default_factory=_PodDiscovery)
+    zmq_endpoint: str | None = Field(None, description="centralized mode: bind here, engines "
+                                     "connect")
+    engine_type: Literal["vllm", "sglang"] | None = Field(
+        None, description="every endpoint's event dialect; default: its engine-type label")
+
+
+class _InMemory(LlmdModel):
+    size: int = Field(1_000_000, gt=0, description="engine blocks kept per endpoint")
+    pod_cache_size: int = Field(10, gt=0, description="accepted for llm-d")
+
+
+class _KvBlockIndex(LlmdModel):
+    in_memory_config: _InMemory = Field(default_factory=_InMemory)
+    enable_metrics: bool = True
+
+
+class _Indexer(LlmdModel):
+    kv_block_index_config: _KvBlockIndex = Field(default_factory=_KvBlockIndex)
+
+
+class PreciseParams(LlmdModel):
+    token_processor_config: _TokenProcessor = Field(default_factory=_TokenProcessor)
+    indexer_config: _Indexer = Field(default_factory=_Indexer)
+    kv_events_config: _KvEvents = Field(default_factory=_KvEvents)
+    speculative_indexing: bool = False
+    speculative_ttl: float = Field(2.0, description="seconds, or a duration like `2s`")
+    tokenizer: str | None = Field(
+        None, description="llmd: model directory (tokenizer.json and its chat template) the "
+        "endpoints serve; default: the built-in tokenizer and chat format of `llmd sim`")
+    max_prefix_blocks_to_match: int = Field(4096, gt=0)
+
+    @field_validator("speculative_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: str | float) -> float:
+        seconds = parse_duration_s(value)
+        if seconds <= 0:
+            raise ValueError("must be > 0")
+        return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """This producer's own per-request data: the request's block keys and token count."""
+
+    keys: tuple[int, ...]
+    tokens: int
+
+
+_KEYS: DataKey[_Keys] = DataKey("precise-prefix-keys", _Keys)
+
+
+class PrecisePrefixCacheProducer:
+    """Fills `PREFIX_MATCH` from the engines' KV events (a data producer, a pre-request hook
+    for speculative entries, and a background task that follows the events)."""
+
+    type: ClassVar[str] = "precise-prefix-cache-producer"
+    produces: ClassVar[DataKeys] = (PREFIX_MATCH,)
+    consumes: ClassVar[DataKeys] = ()
+    Params = PreciseParams
+
+    def __init__(self, name: str, params: PreciseParams) -> None:
+        self.name, self.params = name, params
+        self.block_size = params.token_processor_config.block_size
+        self.index = PrefixIndex(
+            self.block_size,
+            max_blocks_per_endpoint=params.indexer_config.kv_block_index_config
+            .in_memory_config.size,
+            ttl_s=params.speculative_ttl)
+        self.prompts: PromptTokenizer = load_prompt_tokenizer(params.tokenizer)
+        self._hits: Counter | None = None
+
+    def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> None:
+        ids = self._token_ids(request.body)
+        root = chain_root(request.model, cache_salt=request.cache_salt or None)
+        keys = self.index.request_keys(ids, root, self.params.max_prefix_blocks_to_match)
+        matched = self.index.match(keys, (ep.id for ep in pool.candidates)) if keys else {}
+        request.state.put(PREFIX_MATCH, PrefixMatch(self.block_size, len(keys), matched))
+        request.state.put(_KEYS, _Keys(tuple(keys), len(ids)))
+
+    def pre_request(self, request: InferenceRequest, result: SchedulingResult,
+                    pool: PoolSnapshot) -> None:
+        own = request.state.get(_KEYS)
+        match = request.state.get(PREFIX_MATCH)
+        if own is None or not own.keys:
+            return
+        chosen = [result.destination.id]
+        chosen += [r.targets[0].id for n, r in result.results.items()
+                   if n != result.primary and r.targets]
+        if self._hits is not None and match is not None:
+            dest = result.destination.id
+            self._hits.labels(dest).inc(min(match.cached_tokens(dest), own.tokens))
+        if self.params.speculative_indexing:
+            for ep_id in chosen:
+                self.index.speculate(ep_id, own.keys)
+
+    async def run(self, context: PluginContext, stop: asyncio.Event) -> None:
+        events = self.params.kv_events_config
+        if self.params.indexer_config.kv_block_index_config.enable_metrics:
+            self._hits = Counter(
+                "llmd_epp_precise_prefix_hit_tokens",
+                "Prompt tokens the precise index expected the chosen endpoint to hold",
+                ["endpoint"], registry=context.registry)
+        settings = SubscribeSettings(
+            topic_filter=events.topic_filter, discover_pods=events.discover_pods,
+            socket_port=events.pod_discovery_config.socket_port,
+            zmq_endpoint=events.zmq_endpoint, engine_type=events.engine_type)
+        await KvEventsFollower(self.index, settings, context.registry).run(context.pool, stop)
+
+    def _token_ids(self, body: Mapping[str, Any]) -> Sequence[int]:
+        """The prompt's token ids as the engine computes them; [] when there is no prompt the
+        tokenizer can read (the request then matches nothing and is scored on load)."""
+        try:
+            if "messages" in body and isinstance(body["messages"], list):
+                return self.prompts.chat_ids(body["messages"])
+            prompt = body.get("prompt")
+            if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
+                prompt = prompt[0]  # a batch: each prompt is its own sequence; match the first
+            if isinstance(prompt, str) or (isinstance(prompt, list)
+                                           and all(isinstance(t, int) for t in prompt)):
+                return self.prompts.completion_ids(prompt)
+        except ValueError as exc:  # the chat template refused the messages
+            log.debug("%s: cannot tokenize the request: %s", self.name, exc)
+        return []
+
+
+class PrecisePrefixCacheScorer(PrecisePrefixCacheProducer):
+    """llm-d's older `precise-prefix-cache-scorer`: the producer that also scores each
+    candidate by its matched leading blocks over the prompt's blocks."""
+
+    type: ClassVar[str] = "precise-prefix-cache-scorer"
+
+    def score(self, request: InferenceRequest, pool: PoolSnapshot) -> dict[EndpointId, float]:
+        match = request.state.get(PREFIX_MATCH)
+        if match is None:
+            return {}
+        return {ep.id: match.ratio(ep.id) for ep in pool.candidates}
