@@ -265,3 +265,16 @@ def test_another_producer_of_the_key_replaces_the_default(body: str) -> None:
                             0.0, 0)
     result = cfg.scheduler.schedule(InferenceRequest("r", model="m", prompt="x"), snapshot)
     assert result is not None and result.destination.id == "10.0.0.1:2"
+
+
+def test_the_precise_example_loads_with_llm_d_s_parameter_names() -> None:
+    """examples/epp-precise.yaml (llm-d's guide, `speculativeTTL` and all) loads as written,
+    and its scorer is also the background task that follows the engines' KV events."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "epp-precise.yaml"
+    cfg = load_config(example)
+    (precise,) = cfg.background
+    assert precise.type == "precise-prefix-cache-scorer"
+    assert precise.params.speculative_ttl == 2.0
+    assert precise.params.kv_events_config.pod_discovery_config.socket_port == 5557
+    with pytest.raises(ConfigError, match=r"speculativeTTL.*did you mean|speculativeTtl"):
+        load_config(text=example.read_text().replace("speculativeTTL", "speculativeTtl"))

@@ -121,14 +121,23 @@ async def test_round_robin_stack_without_epp_spreads_over_the_fleet(engine: str)
 
 async def test_a_child_failing_at_start_stops_the_others() -> None:
     events: list[tuple[str, str]] = []
-    spec = StackSpec(engines=("vllm", "sglang"), time_scale=0,
-                     epp_config_text="apiVersion: llm-d.ai/v1alpha1\nkind: Nope\n")
+    spec = StackSpec(engines=("vllm", "sglang"), time_scale=0, epp_args=("--no-such-flag",))
     stack = LocalStack(spec, on_progress=lambda name, state: events.append((name, state)))
-    with pytest.raises(ChildError, match=r"(?s)epp exited \(exit code 2\).*Nope"):
+    with pytest.raises(ChildError, match=r"(?s)epp exited \(exit code 2\).*no-such-flag"):
         async with stack:
             pass
     assert ("sim-vllm-0", "ready") in events and ("epp", "starting") in events
     assert stack.children and all(c.proc.returncode is not None for c in stack.children)
+
+
+async def test_a_bad_epp_config_fails_before_anything_starts() -> None:
+    spec = StackSpec(engines=("vllm",), time_scale=0,
+                     epp_config_text="apiVersion: llm-d.ai/v1alpha1\nkind: Nope\n")
+    stack = LocalStack(spec)
+    with pytest.raises(ConfigError, match="Nope"):
+        async with stack:
+            pass
+    assert not stack.children
 
 
 async def test_llmd_up_restarts_a_killed_simulator_and_shows_it() -> None:

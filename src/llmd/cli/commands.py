@@ -291,7 +291,8 @@ def up(
         help="first simulator port (+1 each), then the EPP's ext_proc, health and metrics "
              "ports; 0 = ephemeral")] = 8100,
     epp_config_file: Annotated[str | None, typer.Option(
-        help="EndpointPickerConfig YAML for the EPP (default: llm-d's default config)")] = None,
+        help="EndpointPickerConfig YAML for the EPP (default: llm-d's default config); with "
+             "a precise-prefix-cache plugin the simulators publish KV events to it")] = None,
     epp: Annotated[bool, typer.Option(
         help="--no-epp: Envoy round-robin, no endpoint picker")] = True,
     failure_mode: Annotated[str, typer.Option(

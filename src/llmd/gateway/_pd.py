@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from llmd._proc import Child, ChildError, ChildSpec, Supervisor, http_ready
@@ -130,6 +130,8 @@ class PdArgs:
     sidecar_args: tuple[str, ...]
     start_timeout_s: float
     ssrf_protection: bool = True
+    per_sim_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """More flags for the simulator of that child name (`decode-<engine>-<i>`, ...)."""
 
 
 async def start_pd_fleet(sup: Supervisor, layout: PdLayout, args: PdArgs,
@@ -166,8 +168,9 @@ async def start_pd_fleet(sup: Supervisor, layout: PdLayout, args: PdArgs,
         progress(name, "ready")
         return FleetEndpoint(name, engine, child.host, child.port, child.proc.pid)
 
-    def prefill_extra(engine: EngineName) -> Callable[[int | None], list[str]]:
-        extra = [*args.sim_args, "--role", "prefill", *args.prefill_args]
+    def prefill_extra(i: int, engine: EngineName) -> Callable[[int | None], list[str]]:
+        extra = [*args.sim_args, "--role", "prefill", *args.prefill_args,
+                 *args.per_sim_args.get(f"prefill-{engine}-{i}", ())]
         if not needs_side_port(engine, args.model):
             return lambda _: extra
         first = side_ports.get(engine, args.bootstrap_port)
@@ -176,7 +179,7 @@ async def start_pd_fleet(sup: Supervisor, layout: PdLayout, args: PdArgs,
 
     async def start_prefill(i: int, engine: EngineName, host: str) -> None:
         prefill[i] = await start_sim(f"prefill-{engine}-{i}", engine, host,
-                                     layout.port("prefill", i), prefill_extra(engine),
+                                     layout.port("prefill", i), prefill_extra(i, engine),
                                      needs_side_port(engine, args.model))
 
     # The first side-port prefill sim of each engine fixes the shared port for the others.
@@ -186,8 +189,9 @@ async def start_pd_fleet(sup: Supervisor, layout: PdLayout, args: PdArgs,
     decode: dict[int, FleetEndpoint] = {}
 
     async def start_decode(i: int, engine: EngineName) -> None:
-        extra = [*args.sim_args, "--role", "decode"]
-        decode[i] = await start_sim(f"decode-{engine}-{i}", engine, args.host,
+        name = f"decode-{engine}-{i}"
+        extra = [*args.sim_args, "--role", "decode", *args.per_sim_args.get(name, ())]
+        decode[i] = await start_sim(name, engine, args.host,
                                     layout.port("decode", i), lambda _: extra, False)
 
     await _all([start_prefill(i, e, h) for i, e, h in order if i not in prefill]

@@ -20,6 +20,11 @@ than `max_restarts` exits within `restart_window_s`).
 Ports: `base_port + i` for the i-th simulator, then the EPP's ext_proc, gRPC health and metrics
 ports; `base_port=0` makes every one of them ephemeral. `gateway_port=0` likewise.
 
+KV events: when the EPP config routes by the engines' KV events (a precise prefix-cache
+plugin), every simulator publishes them in its dialect and the EPP's endpoint flags say where
+(`llmd.gateway._kv_events`); the EPP config is loaded before anything starts, so its errors
+come first.
+
 External servers (`external`, `llmd up --endpoint`): no simulator is started; the EPP's pool is
 exactly those `ip:port`s (with their engine labels, and whatever else the `--endpoint` flag
 carries) and Envoy routes to them; a server that is down is the EPP's to notice (health).
@@ -37,9 +42,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import shutil
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -49,8 +57,9 @@ from pydantic import Field, field_validator, model_validator
 from llmd._proc import Child, ChildSpec, RestartPolicy, Supervisor, SupervisorEvent
 from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
-from llmd.epp import parse_endpoint_flag
+from llmd.epp import load_config, parse_endpoint_flag
 from llmd.errors import ConfigError
+from llmd.gateway._kv_events import SimChild, SimKvEvents, plan_kv_events
 from llmd.gateway._pd import PD_EPP_CONFIG, PdArgs, PdLayout, needs_side_port, start_pd_fleet
 from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec
 from llmd.gateway.runner import EnvoyGateway
@@ -151,6 +160,28 @@ class StackSpec(LlmdModel):
                       self.prefill_args, self.sidecar_args, self.start_timeout_s,
                       self.ssrf_protection)
 
+    def epp_config(self) -> tuple[Path | None, str | None]:
+        """The EPP's config: (file, text), text being P/D's built-in one when nothing is
+        given with `pd`; (None, None) is llm-d's default config."""
+        if self.epp_config_file is None and self.epp_config_text is None and self.pd:
+            return None, PD_EPP_CONFIG
+        return self.epp_config_file, self.epp_config_text
+
+    def sim_children(self) -> list[SimChild]:
+        """Every simulator the stack starts, with the port the EPP schedules it on (a decode
+        sim's sidecar's) when the ports are fixed."""
+        if self.external:
+            return []
+        if not self.pd:
+            return [SimChild(name, engine, self.base_port + i if self.base_port else 0)
+                    for i, (name, engine) in enumerate(zip(self.fleet().child_names(),
+                                                           self.engines, strict=True))]
+        layout = self.pd_layout()
+        return ([SimChild(f"prefill-{e}-{i}", e, layout.port("prefill", i))
+                 for i, e in enumerate(layout.prefill)]
+                + [SimChild(f"decode-{e}-{i}", e, layout.port("sidecar", i))
+                   for i, e in enumerate(layout.decode)])
+
     def restart_policy(self) -> RestartPolicy:
         return RestartPolicy(max_restarts=self.max_restarts, window_s=self.restart_window_s)
 
@@ -219,6 +250,8 @@ class LocalStack:
         self.decode: list[FleetEndpoint] = []
         self.epp: EppProcess | None = None
         self.gateway: EnvoyGateway | None = None
+        self.kv_events: SimKvEvents | None = None
+        """The simulators' KV-event flags, when the EPP config routes by KV events."""
 
     @property
     def url(self) -> str:
@@ -233,17 +266,22 @@ class LocalStack:
     async def __aenter__(self) -> LocalStack:
         try:
             check_ports_free(self.spec.host, self.spec.fixed_ports())
+            self.kv_events = self._plan_kv_events()
             await self._stack.enter_async_context(self._sup)
+            per_sim = self.kv_events.sim_args if self.kv_events else {}
             if self.spec.external:
                 self.endpoints = [_external(i, flag)
                                   for i, flag in enumerate(self.spec.external)]
             elif self.spec.pd:
-                pd = await start_pd_fleet(self._sup, self.spec.pd_layout(),
-                                          self.spec.pd_args(), self._progress)
+                pd = await start_pd_fleet(
+                    self._sup, self.spec.pd_layout(),
+                    dataclasses.replace(self.spec.pd_args(), per_sim_args=per_sim),
+                    self._progress)
                 self.prefill, self.decode, self.endpoints = pd.prefill, pd.decode, pd.sidecars
             else:
-                self.endpoints = await start_fleet(self._sup, self.spec.fleet(),
-                                                   self._progress)
+                self.endpoints = await start_fleet(
+                    self._sup, dataclasses.replace(self.spec.fleet(), per_sim_args=per_sim),
+                    self._progress)
             if self.spec.epp:
                 self.epp = await self._start_epp()
             self._progress("envoy", "starting")
@@ -287,20 +325,35 @@ class LocalStack:
                 "--fallback-endpoints", str(spec.fallback_endpoints),
                 "--log-level", self.log_level]
         role = ",role=decode" if spec.pd else ""
+        kv = self.kv_events or SimKvEvents({}, {})
         for flag in spec.external:
             argv += ["--endpoint", flag]
-        for ep in self.endpoints if not spec.external else ():
-            argv += ["--endpoint", f"{ep.address},engine={ep.engine}{role}"]
+        # A sidecar's endpoint carries the labels of the decode sim behind it.
+        sims = [] if spec.external else self.decode if spec.pd else self.endpoints
+        for ep, sim in zip(self.endpoints if sims else (), sims, strict=True):
+            argv += ["--endpoint", f"{ep.address},engine={ep.engine}{role}{kv.labels(sim.name)}"]
         for ep in self.prefill:
-            argv += ["--endpoint", f"{ep.address},engine={ep.engine},role=prefill"]
-        if spec.epp_config_file is not None:
-            argv += ["--config-file", str(spec.epp_config_file)]
-        text = spec.epp_config_text
-        if text is None and spec.epp_config_file is None and spec.pd:
-            text = PD_EPP_CONFIG
+            argv += ["--endpoint",
+                     f"{ep.address},engine={ep.engine},role=prefill{kv.labels(ep.name)}"]
+        config_file, text = spec.epp_config()
+        if config_file is not None:
+            argv += ["--config-file", str(config_file)]
         if text is not None:
             argv += ["--config-text", text]
         return argv + list(spec.epp_args)
+
+    def _plan_kv_events(self) -> SimKvEvents | None:
+        """Load the EPP config (its errors surface before anything starts) and, when it routes
+        by KV events, plan the simulators' (see `llmd.gateway._kv_events`)."""
+        if not self.spec.epp or self.spec.external:
+            return None
+        config_file, text = self.spec.epp_config()
+        config = load_config(config_file, text=text)
+        run_dir = Path(tempfile.mkdtemp(prefix="llmd-up-"))
+        self._stack.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        return plan_kv_events(config, self.spec.sim_children(), model=self.spec.model,
+                              host=self.spec.host, run_dir=run_dir,
+                              sim_flags=self.spec.sim_args)
 
     async def _start_epp(self) -> EppProcess:
         self._progress("epp", "starting")

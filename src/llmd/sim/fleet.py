@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from llmd._proc import Child, ChildError, ChildSpec, Supervisor, http_ready
 from llmd.engines import EngineName, get_adapter
@@ -28,7 +28,8 @@ class FleetSpec:
     """One simulator per entry of `engines`, all serving `model`.
 
     Ports: `port_base + i` for the i-th simulator, or ephemeral ones with `port_base=0`.
-    `sim_args` are extra `llmd sim` flags given to every simulator (`--time-scale 0`).
+    `sim_args` are extra `llmd sim` flags given to every simulator (`--time-scale 0`),
+    `per_sim_args` more for the one of that child name (`sim-<engine>-<i>`).
     """
 
     engines: tuple[EngineName, ...] = ("vllm", "sglang")
@@ -36,6 +37,10 @@ class FleetSpec:
     host: str = "127.0.0.1"
     port_base: int = 8100
     sim_args: tuple[str, ...] = ()
+    per_sim_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def child_names(self) -> list[str]:
+        return [f"sim-{engine}-{i}" for i, engine in enumerate(self.engines)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +83,15 @@ async def start_fleet(sup: Supervisor, spec: FleetSpec,
 
     async def start(i: int, engine: EngineName) -> None:
         port = 0 if spec.port_base == 0 else spec.port_base + i
-        name = f"sim-{engine}-{i}"
+        name = spec.child_names()[i]
         progress(name, "starting")
+        extra = (*spec.sim_args, *spec.per_sim_args.get(name, ()))
 
         def same_port(child: Child) -> list[str]:
-            return sim_argv(engine, spec.model, spec.host, child.port, spec.sim_args)
+            return sim_argv(engine, spec.model, spec.host, child.port, extra)
 
         child = await sup.start(ChildSpec(
-            name, sim_argv(engine, spec.model, spec.host, port, spec.sim_args),
+            name, sim_argv(engine, spec.model, spec.host, port, extra),
             ready=http_ready(get_adapter(engine).probes.liveness.path),
             restart_argv=same_port))
         found[i] = FleetEndpoint(name, engine, child.host, child.port, child.proc.pid)

@@ -90,7 +90,8 @@ class PreciseParams(LlmdModel):
     indexer_config: _Indexer = Field(default_factory=_Indexer)
     kv_events_config: _KvEvents = Field(default_factory=_KvEvents)
     speculative_indexing: bool = False
-    speculative_ttl: float = Field(2.0, description="seconds, or a duration like `2s`")
+    speculative_ttl: float = Field(2.0, alias="speculativeTTL",
+                                   description="seconds, or a duration like `2s`")
     tokenizer: str | None = Field(
         None, description="llmd: model directory (tokenizer.json and its chat template) the "
         "endpoints serve; default: the built-in tokenizer and chat format of `llmd sim`")
