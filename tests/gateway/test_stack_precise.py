@@ -140,6 +140,11 @@ async def test_llmd_up_with_the_precise_example_routes_a_mixed_fleet(
                     http, metrics, f'llmd_epp_kv_index_blocks{{endpoint="{ep_id}"}}') > 0
 
             await wait_for(indexed, timeout_s=10)
+            served_from_cache = 0
             for _ in range(3):
                 chosen, cached = await served(client, prompt)
                 assert chosen == ep.address and cached > 0, (ep.engine, chosen, cached)
+                served_from_cache += cached
+            # The index predicted exactly what the simulator served from its cache.
+            expected = f'llmd_epp_precise_prefix_hit_tokens_total{{endpoint="{ep.address}"}}'
+            assert await metric(http, metrics, expected) == served_from_cache

@@ -27,6 +27,7 @@ def test_a_prompt_announced_in_engine_blocks_matches_its_request_keys() -> None:
     assert index.stored("a", [903], 902, _tokens(8, 116), 8, ROOT) is None
     longer = index.request_keys(prompt + _tokens(8, 116), ROOT)
     assert index.match(longer, ["a"]) == {"a": 6.0}
+    assert (index.engine_block_tokens("a"), index.engine_block_tokens("b")) == (8, 0)
 
 
 def test_unknown_parent_misaligned_and_malformed_are_skipped_and_counted() -> None:

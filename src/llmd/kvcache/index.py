@@ -72,9 +72,10 @@ class IndexStats:
 class _Holder:
     """One endpoint's blocks: engine hash → its request keys, tier references per key."""
 
-    __slots__ = ("engine", "held", "refs", "speculative")
+    __slots__ = ("block_tokens", "engine", "held", "refs", "speculative")
 
     def __init__(self) -> None:
+        self.block_tokens = 0  # the engine's block size, from its last BlockStored (0: none)
         # engine hash → request keys, in arrival order (oldest first, for the memory bound)
         self.engine: OrderedDict[int, tuple[int, ...]] = OrderedDict()
         # engine hash → medium → references
@@ -144,6 +145,7 @@ class PrefixIndex:
                 return self._skip("unknown-parent")
             chain = parent_keys[-1]
         chained = block_hashes(token_ids, self.block_size, chain)
+        ep.block_tokens = engine_block_size
         per = engine_block_size // self.block_size
         for i, h in enumerate(engine_hashes):
             own = tuple(chained[i * per:(i + 1) * per])
@@ -196,6 +198,11 @@ class PrefixIndex:
         """Engine blocks currently indexed for `endpoint`."""
         ep = self._endpoints.get(endpoint)
         return len(ep.engine) if ep else 0
+
+    def engine_block_tokens(self, endpoint: str) -> int:
+        """The endpoint's engine block size in tokens, as its events report it (0: unknown)."""
+        ep = self._endpoints.get(endpoint)
+        return ep.block_tokens if ep else 0
 
     # ---- what the scheduler asks -----------------------------------------------------------
 

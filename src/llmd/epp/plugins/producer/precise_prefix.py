@@ -156,17 +156,26 @@ class PrecisePrefixCacheProducer:
                    if n != result.primary and r.targets]
         if self._hits is not None and match is not None:
             dest = result.destination.id
-            self._hits.labels(dest).inc(min(match.cached_tokens(dest), own.tokens))
+            self._hits.labels(dest).inc(self._expected_hit(match.cached_tokens(dest),
+                                                           own.tokens, dest))
         if self.params.speculative_indexing:
             for ep_id in chosen:
                 self.index.speculate(ep_id, own.keys)
+
+    def _expected_hit(self, matched_tokens: int, prompt_tokens: int, dest: EndpointId) -> int:
+        """The prompt tokens `dest` will serve from its cache, counted as the engines count
+        `prefix_cache_hits`: whole engine blocks, and never the prompt's last token (both
+        engines compute at least one)."""
+        unit = self.index.engine_block_tokens(dest) or self.block_size
+        return min(matched_tokens, max(prompt_tokens - 1, 0)) // unit * unit
 
     async def run(self, context: PluginContext, stop: asyncio.Event) -> None:
         events = self.params.kv_events_config
         if self.params.indexer_config.kv_block_index_config.enable_metrics:
             self._hits = Counter(
                 "llmd_epp_precise_prefix_hit_tokens",
-                "Prompt tokens the precise index expected the chosen endpoint to hold",
+                "Prompt tokens the precise index expected the chosen endpoint to serve from "
+                "its prefix cache (whole engine blocks, never the prompt's last token)",
                 ["endpoint"], registry=context.registry)
         settings = SubscribeSettings(
             topic_filter=events.topic_filter, discover_pods=events.discover_pods,
