@@ -148,3 +148,40 @@ async def test_llmd_up_with_the_precise_example_routes_a_mixed_fleet(
             # The index predicted exactly what the simulator served from its cache.
             expected = f'llmd_epp_precise_prefix_hit_tokens_total{{endpoint="{ep.address}"}}'
             assert await metric(http, metrics, expected) == served_from_cache
+
+
+PD_PRECISE = (Path(__file__).resolve().parents[2] / "examples" / "epp-pd.yaml").read_text() \
+    .replace("- type: approx-prefix-cache-producer\n  parameters: {blockSizeTokens: 16}\n",
+             "- type: precise-prefix-cache-producer\n")
+
+
+async def test_llmd_up_pd_with_precise_routing_indexes_decode_and_prefill_sims(
+        engine: str, http: aiohttp.ClientSession) -> None:
+    """`llmd up --pd` with the P/D config's prefix producer made precise: the decode sim behind
+    each sidecar and every prefill sim publish, the sidecar's endpoint carries its decode sim's
+    events, and the P/D decider reads them: a prompt the decode sim received by transfer is
+    served there alone next time (where the engine's decode role can serve alone: vLLM)."""
+    assert "precise-prefix-cache-producer" in PD_PRECISE
+    spec = StackSpec(engines=(engine,), model=MODEL, time_scale=0, pd=True,
+                     epp_config_text=PD_PRECISE)
+    async with LocalStack(spec) as stack, openai.AsyncOpenAI(
+            base_url=stack.url + "/v1", api_key="none", max_retries=0) as client:
+        assert stack.epp is not None
+        prompt = "P/D with precise routing: " + SYSTEM
+        first = await client.completions.with_raw_response.create(
+            model=MODEL, prompt=prompt, max_tokens=2)
+        assert first.headers["x-llmd-kv-source"] == "transfer"
+        for ep in (stack.endpoints[0], stack.prefill[0]):  # the sidecar, the prefill sim
+
+            async def indexed(ep_id: str = ep.address) -> bool:
+                return await metric(http, stack.epp.metrics_url,  # type: ignore[union-attr]
+                                    f'llmd_epp_kv_index_blocks{{endpoint="{ep_id}"}}') > 0
+
+            await wait_for(indexed, timeout_s=10)
+        again = await client.completions.with_raw_response.create(
+            model=MODEL, prompt=prompt, max_tokens=2)
+        alone = get_adapter(engine).pd.decode_alone
+        assert again.headers["x-llmd-kv-source"] == ("local" if alone else "transfer")
+        usage = again.parse().usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        assert (usage.prompt_tokens_details.cached_tokens or 0) > 0

@@ -50,6 +50,9 @@ class PrefixMatch:
     """Leading blocks held; a precise index weighs a block held only in a slower tier (CPU)
     below 1, so this may be fractional."""
     grids: Mapping[EndpointId, BlockGrid] = field(default_factory=dict)
+    prompt_tokens: int | None = None
+    """The prompt's length in tokens when the producer tokenized it (a precise index); None
+    when it did not (consumers then estimate, as llm-d does, from the characters)."""
 
     def grid(self, ep_id: EndpointId) -> BlockGrid:
         own = self.grids.get(ep_id)

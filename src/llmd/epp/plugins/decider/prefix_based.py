@@ -2,8 +2,9 @@
 endpoint is at least `nonCachedTokens` tokens.
 
 As in llm-d: tokens are estimated as UTF-8 bytes / 4 of the prompt the prefix index hashes (the
-completions text, the compact JSON of chat `messages`); cached tokens are the decode endpoint's
-matched blocks × block size in tokens, from `PREFIX_MATCH` (filled by
+completions text, the compact JSON of chat `messages`), unless the producer tokenized the prompt
+(the precise index: `PrefixMatch.prompt_tokens`), whose count is then exact; cached tokens
+are the decode endpoint's matched blocks × block size in tokens, from `PREFIX_MATCH` (filled by
 `approx-prefix-cache-producer`, created with its defaults when the config declares no producer
 of it, or by another prefix index). `nonCachedTokens: 0` (the default) turns the
 decider off: nothing is disaggregated (llm-d-router's current meaning; the older
@@ -58,10 +59,11 @@ class PrefixBasedPdDecider:
         threshold = self.params.non_cached_tokens
         if threshold == 0:
             return False
-        total = estimated_tokens(request)
+        match = request.state.get(PREFIX_MATCH)
+        total = (match.prompt_tokens if match is not None and match.prompt_tokens is not None
+                 else estimated_tokens(request))
         if total < threshold:
             return False
-        match = request.state.get(PREFIX_MATCH)
         if match is None:  # llm-d: no match info → decode only
             log.debug("%s: no prefix match info; not disaggregating", request.request_id)
             return False

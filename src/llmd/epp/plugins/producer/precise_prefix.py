@@ -142,7 +142,8 @@ class PrecisePrefixCacheProducer:
         root = chain_root(request.model, cache_salt=request.cache_salt or None)
         keys = self.index.request_keys(ids, root, self.params.max_prefix_blocks_to_match)
         matched = self.index.match(keys, (ep.id for ep in pool.candidates)) if keys else {}
-        request.state.put(PREFIX_MATCH, PrefixMatch(self.block_size, len(keys), matched))
+        request.state.put(PREFIX_MATCH, PrefixMatch(self.block_size, len(keys), matched,
+                                                    prompt_tokens=len(ids) or None))
         request.state.put(_KEYS, _Keys(tuple(keys), len(ids)))
 
     def pre_request(self, request: InferenceRequest, result: SchedulingResult,
