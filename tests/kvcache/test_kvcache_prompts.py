@@ -65,3 +65,20 @@ def test_missing_or_broken_templates_are_config_errors(tmp_path: Path) -> None:
         ChatTemplate("{% for %}")
     with pytest.raises(ConfigError, match="no tokenizer.json"):
         load_prompt_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", None])
+def test_a_huge_prompt_is_read_only_as_far_as_max_tokens(shared_dir: Path,
+                                                         model: str | None) -> None:
+    """Only the prefix that can matter is encoded, and what comes back is exactly the full
+    encoding's first tokens: the cut never changes a token that is returned."""
+    prompts = load_prompt_tokenizer(shared_dir / "fixtures" / model if model else None)
+    text = " ".join(f"word{i % 97} is number {i}," for i in range(20_000))  # ~500k chars
+    full = prompts.completion_ids(text)
+    for max_tokens in (10, 1000, len(full) - 1, len(full) + 5):
+        cut = prompts.completion_ids(text, max_tokens)
+        assert cut == full[:len(cut)] and len(cut) <= max_tokens
+        assert len(cut) >= min(max_tokens, len(full)) - 64
+    messages = [{"role": "user", "content": text}]
+    assert prompts.chat_ids(messages, 500) == prompts.chat_ids(messages)[:500]
+    assert prompts.completion_ids(list(range(50)), 8) == list(range(8))

@@ -13,6 +13,11 @@ and the `raise_exception` and `strftime_now` globals. The template comes from th
 directory's `chat_template.jinja`, else `tokenizer_config.json`'s `chat_template` (a string, or
 a list of named templates of which "default" is used).
 
+`max_tokens` bounds the work on a huge prompt (a 16 MiB body would hold the EPP's event loop
+for a second): only its first `max_tokens × CHARS_PER_TOKEN_BOUND` characters are encoded, and
+of those only the tokens that the cut cannot have changed (all but the last `CUT_MARGIN`) are
+returned, at most `max_tokens` of them.
+
 `load_prompt_tokenizer(None)` is the built-in tokenizer with llmd's built-in chat format
 (`render_chat`): exactly what `llmd sim` does without `--tokenizer`.
 """
@@ -81,6 +86,12 @@ class ChatTemplate:
             raise ValueError(f"{self.name}: {exc}") from exc
 
 
+CHARS_PER_TOKEN_BOUND = 16
+"""Characters per token that encoding a prompt's prefix assumes at most (BPE tokens are short)."""
+CUT_MARGIN = 64
+"""Tokens dropped before a cut: the cut may split a word, whose tokens then differ."""
+
+
 @dataclass(frozen=True)
 class PromptTokenizer:
     """The token ids an engine computes for a request's prompt."""
@@ -89,16 +100,27 @@ class PromptTokenizer:
     render: Callable[[Sequence[Mapping[str, Any]]], str]
     """Chat messages → prompt text (the model's template, with the generation prompt)."""
 
-    def completion_ids(self, prompt: str | Sequence[int]) -> list[int]:
+    def completion_ids(self, prompt: str | Sequence[int], max_tokens: int | None = None
+                       ) -> list[int]:
         """A completions `prompt`: text is encoded with special tokens, ids are kept."""
         if isinstance(prompt, str):
-            return self.tokenizer.encode(prompt)
-        return list(prompt)
+            return self._encode(prompt, True, max_tokens)
+        return list(prompt if max_tokens is None else prompt[:max_tokens])
 
-    def chat_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    def chat_ids(self, messages: Sequence[Mapping[str, Any]], max_tokens: int | None = None
+                 ) -> list[int]:
         """Chat messages, rendered and encoded without special tokens (the template has
         them). ValueError when the template refuses the messages."""
-        return self.tokenizer.encode(self.render(messages), add_special_tokens=False)
+        return self._encode(self.render(messages), False, max_tokens)
+
+    def _encode(self, text: str, special: bool, max_tokens: int | None) -> list[int]:
+        if max_tokens is None:
+            return self.tokenizer.encode(text, add_special_tokens=special)
+        limit = max_tokens * CHARS_PER_TOKEN_BOUND
+        if len(text) <= limit:
+            return self.tokenizer.encode(text, add_special_tokens=special)[:max_tokens]
+        ids = self.tokenizer.encode(text[:limit], add_special_tokens=special)
+        return ids[:min(max_tokens, max(len(ids) - CUT_MARGIN, 0))]
 
 
 def load_prompt_tokenizer(model_dir: str | Path | None) -> PromptTokenizer:

@@ -95,7 +95,9 @@ class PreciseParams(LlmdModel):
     tokenizer: str | None = Field(
         None, description="llmd: model directory (tokenizer.json and its chat template) the "
         "endpoints serve; default: the built-in tokenizer and chat format of `llmd sim`")
-    max_prefix_blocks_to_match: int = Field(4096, gt=0)
+    max_prefix_blocks_to_match: int = Field(
+        4096, gt=0, description="llmd: blocks of a prompt matched at most (and tokenized: "
+        "a longer prompt's tail is not read)")
 
     @field_validator("speculative_ttl", mode="before")
     @classmethod
@@ -135,6 +137,7 @@ class PrecisePrefixCacheProducer:
             .in_memory_config.size,
             ttl_s=params.speculative_ttl)
         self.prompts: PromptTokenizer = load_prompt_tokenizer(params.tokenizer)
+        self._max_tokens = params.max_prefix_blocks_to_match * self.block_size
         self._hits: Counter | None = None
 
     def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> None:
@@ -142,8 +145,10 @@ class PrecisePrefixCacheProducer:
         root = chain_root(request.model, cache_salt=request.cache_salt or None)
         keys = self.index.request_keys(ids, root, self.params.max_prefix_blocks_to_match)
         matched = self.index.match(keys, (ep.id for ep in pool.candidates)) if keys else {}
+        # A prompt cut at the match limit may be longer: let consumers estimate its length.
+        known = 0 < len(ids) < self._max_tokens
         request.state.put(PREFIX_MATCH, PrefixMatch(self.block_size, len(keys), matched,
-                                                    prompt_tokens=len(ids) or None))
+                                                    prompt_tokens=len(ids) if known else None))
         request.state.put(_KEYS, _Keys(tuple(keys), len(ids)))
 
     def pre_request(self, request: InferenceRequest, result: SchedulingResult,
@@ -189,13 +194,13 @@ class PrecisePrefixCacheProducer:
         tokenizer can read (the request then matches nothing and is scored on load)."""
         try:
             if "messages" in body and isinstance(body["messages"], list):
-                return self.prompts.chat_ids(body["messages"])
+                return self.prompts.chat_ids(body["messages"], self._max_tokens)
             prompt = body.get("prompt")
             if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
                 prompt = prompt[0]  # a batch: each prompt is its own sequence; match the first
             if isinstance(prompt, str) or (isinstance(prompt, list)
                                            and all(isinstance(t, int) for t in prompt)):
-                return self.prompts.completion_ids(prompt)
+                return self.prompts.completion_ids(prompt, self._max_tokens)
         except ValueError as exc:  # the chat template refused the messages
             log.debug("%s: cannot tokenize the request: %s", self.name, exc)
         return []
