@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 KV_EVENTS_LABEL = "kv-events"
 """Endpoint label naming the endpoint's KV-event socket (`tcp://host:port`)."""
 MODEL_LABEL = "llm-d.ai/model"
+MAX_MESSAGE_BYTES = 64 << 20
+"""A larger message (no engine sends one: a batch is a few steps' events) drops the
+connection; ZMQ then reconnects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,7 @@ class KvEventsFollower:
     async def _follow(self, ep: Endpoint, url: str, stop: asyncio.Event) -> None:
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         sock.setsockopt_string(zmq.SUBSCRIBE, self.settings.topic_filter)
         try:
             sock.connect(url)
@@ -163,6 +167,7 @@ class KvEventsFollower:
         assert self.settings.zmq_endpoint is not None
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         sock.setsockopt_string(zmq.SUBSCRIBE, self.settings.topic_filter)
         sock.bind(self.settings.zmq_endpoint)
         log.info("KV events: bound %s (engines connect)", self.settings.zmq_endpoint)
