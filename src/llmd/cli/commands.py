@@ -74,7 +74,8 @@ def sidecar(
 def epp(
     endpoint: Annotated[list[str] | None, typer.Option(
         help="pool endpoint ip:port[,engine=vllm|sglang][,role=decode|prefill|both][,key=value] "
-             "(repeatable)")] = None,
+             "(repeatable); kv-events=tcp://host:port names its KV-event socket for a precise "
+             "prefix-cache plugin")] = None,
     endpoints_file: Annotated[str | None, typer.Option(
         help="YAML: endpoints: [{address, port, labels}]")] = None,
     config_file: Annotated[str | None, typer.Option(
