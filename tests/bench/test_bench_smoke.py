@@ -159,3 +159,39 @@ async def test_bad_bench_flags_exit_2_naming_the_flag(args: list[str], message: 
     proc = await _run_cli("bench", *args)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and message in out and "Traceback" not in out, out
+
+
+def test_precise_config_tokenizes_as_the_fleet_does(tmp_path: Path) -> None:
+    """llmd-precise's EPP config is the fleet's: the simulators' tokenizer (an absolute path,
+    whatever the working directory) and block size, with llm-d's default weights."""
+    import yaml
+
+    from llmd.bench.systems import FleetOptions, epp_config
+    from llmd.epp import load_config
+
+    fleet = FleetOptions(tokenizer=str(tmp_path / "tok"), block_size=32)
+    doc = yaml.safe_load(epp_config("precise", fleet) or "")
+    [precise] = [p for p in doc["plugins"] if p["type"] == "precise-prefix-cache-producer"]
+    assert precise["parameters"]["tokenizer"] == str((tmp_path / "tok").resolve())
+    assert precise["parameters"]["tokenProcessorConfig"] == {"blockSize": 32}
+    weights = {p["pluginRef"]: p.get("weight") for p in doc["schedulingProfiles"][0]["plugins"]}
+    assert weights == {"queue-scorer": 2, "kv-cache-utilization-scorer": 2,
+                       "prefix-cache-scorer": 3}
+    assert load_config(text=epp_config("precise", FleetOptions())).scheduler.profiles
+
+
+async def test_compare_drives_llmd_precise_from_the_simulators_events(tmp_path: Path) -> None:
+    """The precise index follows the simulators' KV events: the second prompt of a group finds
+    its prefix cached."""
+    cfg = CompareConfig(systems=("llmd-precise",), rates=(20.0,), stage_duration_s=0.3,
+                        kv_cache_blocks=64, max_model_len=512, time_scale=0.0, root=tmp_path,
+                        output_dir=tmp_path / "compare", **TINY)
+    [stage] = (await run_compare(cfg)).summaries
+    assert stage.errors == 0 and stage.cache_hit_share > 0
+
+
+def test_vllm_router_takes_extra_flags() -> None:
+    argv = router_argv("vllm-router", Path("/x/bin"), "kv_aware", 1, 2, ["http://127.0.0.1:3"],
+                       ["--kv-event-source", "http://127.0.0.1:3=tcp://127.0.0.1:4"])
+    assert argv[argv.index("--kv-event-source") + 1] == "http://127.0.0.1:3=tcp://127.0.0.1:4"
+    assert argv[argv.index("--policy") + 1] == "kv_aware"

@@ -32,9 +32,9 @@ __all__ = ["CompareConfig", "CompareResult", "run_compare", "sustained_rate"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SYSTEMS = ("llmd-default", "llmd-autotune", "llmd-prefix-only", "llmd-load-only",
-                   "llmd-random", "envoy-rr", "sglang-cache_aware", "sglang-round_robin",
-                   "vllm-router-cache_aware")
+DEFAULT_SYSTEMS = ("llmd-default", "llmd-autotune", "llmd-precise", "llmd-prefix-only",
+                   "llmd-load-only", "llmd-random", "envoy-rr", "sglang-cache_aware",
+                   "sglang-round_robin", "vllm-router-cache_aware", "vllm-router-kv_aware")
 
 
 class CompareConfig(LlmdModel):
@@ -69,7 +69,8 @@ class CompareConfig(LlmdModel):
             args += ["--tokenizer", self.tokenizer]
         engines = ("vllm",) * self.vllm + ("sglang",) * self.sglang
         return FleetOptions(engines=engines, model=self.model,  # type: ignore[arg-type]
-                            time_scale=self.time_scale, sim_args=tuple(args))
+                            time_scale=self.time_scale, sim_args=tuple(args),
+                            tokenizer=self.tokenizer, block_size=self.block_size)
 
     def workload(self) -> Workload:
         return build_workload("shared-prefix", self.tokenizer, self.model_dump())

@@ -80,8 +80,10 @@ class OracleReplay:
                 # the output's full blocks past the prompt's, as the simulator keeps them
                 # (`ignore_eos`: exactly max_tokens, the last one's KV never computed)
                 reply_blocks = (len(ids) - len(keys) * bs + req.max_tokens - 1) // bs
-                reply = [next(self._reply_keys) for _ in range(reply_blocks)]
-                pool.free(pool.allocate(keys, private), reply)
+                alloc = pool.allocate(keys, private)
+                reply = [k for k in (next(self._reply_keys) for _ in range(reply_blocks))
+                         if pool.commit(k)]  # each fills one of the private blocks
+                pool.free(alloc, reply)
             total += len(ids)
             cached += hit * bs
             known = 0

@@ -56,6 +56,10 @@ ROUTER_TUNING: dict[str, tuple[str, ...]] = {
     "cache_aware": ("--cache-threshold", "0.3", "--balance-abs-threshold", "8",
                     "--balance-rel-threshold", "1.5"),
     "round_robin": (),
+    # kv_aware keeps its defaults (temperature 0: the lowest new-prefill cost wins; tier
+    # credits only matter for CPU/disk tiers, which the simulators do not have); its KV-event
+    # sources are the fleet's (see llmd.bench.systems).
+    "kv_aware": (),
 }
 
 
@@ -127,11 +131,12 @@ async def ensure_venv(pkg: PeerPackage, root: Path) -> Path:
 
 
 def router_argv(router: str, bin_dir: Path, policy: str, port: int, metrics_port: int,
-                workers: Sequence[str]) -> list[str]:
-    """Command line of `router` ("sglang-router" or "vllm-router") on 127.0.0.1."""
+                workers: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """Command line of `router` ("sglang-router" or "vllm-router") on 127.0.0.1; `extra`: more
+    flags (vllm-router kv_aware's `--kv-event-source`s)."""
     common = ["--host", "127.0.0.1", "--port", str(port), "--worker-urls", *workers,
               "--policy", policy, "--prometheus-host", "127.0.0.1",
-              "--prometheus-port", str(metrics_port), *ROUTER_TUNING.get(policy, ())]
+              "--prometheus-port", str(metrics_port), *ROUTER_TUNING.get(policy, ()), *extra]
     if router == "sglang-router":
         return [str(bin_dir / "python"), "-m", "sglang_router.launch_router", *common,
                 "--log-level", "warn"]

@@ -1,4 +1,4 @@
-"""The systems `llmd bench` drives: llmd (four EPP configs), Envoy round-robin, the SGLang and
+"""The systems `llmd bench` drives: llmd (several EPP configs), Envoy round-robin, the SGLang and
 vLLM routers, and "direct" (the client spreads requests over the simulators itself).
 
     async with running_system(SYSTEMS["sglang-cache_aware"], fleet, bins) as sys_:
@@ -7,12 +7,28 @@ vLLM routers, and "direct" (the client spreads requests over the simulators itse
 Every system gets a fresh fleet (the simulators' caches start empty) and is stopped, with its
 fleet, when the block ends. llmd and Envoy round-robin run as `llmd.gateway.LocalStack`; a peer
 router runs from its own venv (`llmd.bench.peers`) on 127.0.0.1.
+
+Systems that follow the engines' KV events:
+
+- `llmd-precise`: llm-d's default weights with `precise-prefix-cache-producer` feeding
+  `prefix-cache-scorer` (instead of the approximate producer); `LocalStack` turns the
+  simulators' KV events on (each binds an ipc:// socket of its own) and the producer tokenizes
+  with the fleet's tokenizer (`FleetOptions.tokenizer`), exactly as the simulators do.
+- `vllm-router-kv_aware`: vllm-router 0.1.17's `kv_aware` policy. Its SUB sockets connect
+  (`--kv-event-source WORKER_URL=tcp://host:port`) and its static sources match only the empty
+  topic, so every vLLM-dialect simulator publishes with topic "" on
+  `tcp://[::ffff:127.0.0.1]:<port>`: the "::" makes vLLM's rule bind, on the IPv4-mapped
+  loopback address only (nothing listens on another interface), and the router connects to
+  `tcp://127.0.0.1:<port>`. SGLang-dialect simulators publish nothing: the router decodes only
+  vLLM's event schema (an SGLang batch is rejected, "missing KV event field: lora_name"), so it
+  routes to them on load alone. See docs/benchmarks.md, "Precise prefix-cache routing".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -25,13 +41,13 @@ import yaml
 
 from llmd._proc import Child, ChildError, ChildSpec, Supervisor
 from llmd.bench.peers import PEERS, router_argv
-from llmd.engines import EngineName
+from llmd.engines import EngineName, get_adapter
 from llmd.epp.config import DEFAULT_CONFIG
 from llmd.gateway import LocalStack, StackSpec
 from llmd.sim.fleet import FleetEndpoint, FleetSpec, start_fleet
 
 __all__ = ["LLMD_CONFIGS", "SYSTEMS", "FleetOptions", "RunningSystem", "SystemDef",
-           "running_system"]
+           "epp_config", "precise_config", "running_system"]
 
 SystemKind = Literal["llmd", "envoy-rr", "sglang-router", "vllm-router", "direct"]
 
@@ -74,13 +90,32 @@ def _with_autotune(config: str) -> str:
     return str(yaml.safe_dump(doc, sort_keys=False))
 
 
+def precise_config(tokenizer: str | None, block_size: int = 16,
+                   speculative: bool = False) -> str:
+    """llm-d's default weights (queue x2, kv-cache-utilization x2, prefix-cache x3, max-score
+    picker) with `precise-prefix-cache-producer` feeding the prefix scorer instead of the
+    approximate producer. `tokenizer`: the model directory the simulators tokenize with (None:
+    their built-in tokenizer); the EPP must tokenize exactly as they do."""
+    doc = yaml.safe_load(DEFAULT_CONFIG)
+    params: dict[str, object] = {"tokenProcessorConfig": {"blockSize": block_size},
+                                 "speculativeIndexing": speculative}
+    if tokenizer:
+        params["tokenizer"] = str(Path(tokenizer).resolve())
+    doc["plugins"].append({"type": "precise-prefix-cache-producer", "parameters": params})
+    return str(yaml.safe_dump(doc, sort_keys=False))
+
+
 LLMD_CONFIGS: dict[str, str | None] = {
     "default": None,  # llm-d's default: queue x2, kv-cache-utilization x2, prefix-cache x3
     "autotune": _with_autotune(DEFAULT_CONFIG),  # the same weights, autoTune on
+    "precise": precise_config(None),  # the same weights, the engines' KV events (see above)
+    "precise-speculative": precise_config(None, speculative=True),
     "prefix-only": _PREFIX_ONLY,
     "load-only": _LOAD_ONLY,
     "random": _RANDOM,
 }
+"""EPP configs by name. `precise` here uses the built-in tokenizer; `epp_config` gives the one
+for a fleet (its tokenizer and block size)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +134,8 @@ class SystemDef:
 SYSTEMS: dict[str, SystemDef] = {s.name: s for s in (
     SystemDef("llmd-default", "llmd", "default"),
     SystemDef("llmd-autotune", "llmd", "autotune"),
+    SystemDef("llmd-precise", "llmd", "precise"),
+    SystemDef("llmd-precise-speculative", "llmd", "precise-speculative"),
     SystemDef("llmd-prefix-only", "llmd", "prefix-only"),
     SystemDef("llmd-load-only", "llmd", "load-only"),
     SystemDef("llmd-random", "llmd", "random"),
@@ -106,6 +143,7 @@ SYSTEMS: dict[str, SystemDef] = {s.name: s for s in (
     SystemDef("sglang-cache_aware", "sglang-router", "cache_aware"),
     SystemDef("sglang-round_robin", "sglang-router", "round_robin"),
     SystemDef("vllm-router-cache_aware", "vllm-router", "cache_aware"),
+    SystemDef("vllm-router-kv_aware", "vllm-router", "kv_aware"),
     SystemDef("direct", "direct"),
 )}
 
@@ -116,6 +154,18 @@ class FleetOptions:
     model: str = "llmd-sim"
     time_scale: float = 1.0
     sim_args: tuple[str, ...] = ()
+    tokenizer: str | None = None
+    """The simulators' `--tokenizer` (also in `sim_args`): what a precise EPP tokenizes with."""
+    block_size: int = 16
+    """The simulators' `--block-size`: the block size of a KV-event index."""
+
+
+def epp_config(policy: str, fleet: FleetOptions) -> str | None:
+    """The EPP config text of LLMD_CONFIGS[policy] for `fleet` (None: llm-d's default)."""
+    if policy.startswith("precise"):
+        return precise_config(fleet.tokenizer, fleet.block_size,
+                              speculative=policy == "precise-speculative")
+    return LLMD_CONFIGS[policy]
 
 
 @dataclass(slots=True)
@@ -161,28 +211,56 @@ async def running_system(system: SystemDef, fleet: FleetOptions,
     if system.kind in ("llmd", "envoy-rr"):
         spec = StackSpec(engines=fleet.engines, model=fleet.model, time_scale=fleet.time_scale,
                          sim_args=fleet.sim_args, epp=system.kind == "llmd",
-                         epp_config_text=LLMD_CONFIGS[system.policy] if system.policy else None)
+                         epp_config_text=epp_config(system.policy, fleet) if system.policy
+                         else None)
         async with LocalStack(spec) as stack:
             assert stack.gateway is not None and stack.gateway.child is not None
             pids = [stack.gateway.child.proc.pid] + ([stack.epp.pid] if stack.epp else [])
             yield RunningSystem(system.name, stack.url, list(stack.endpoints), pids)
         return
+    kv_ports = _kv_event_ports(fleet) if system.policy == "kv_aware" else {}
     async with Supervisor() as sup:
         endpoints = await start_fleet(sup, FleetSpec(
             engines=fleet.engines, model=fleet.model, port_base=0,
-            sim_args=("--time-scale", repr(fleet.time_scale), *fleet.sim_args)))
+            sim_args=("--time-scale", repr(fleet.time_scale), *fleet.sim_args),
+            per_sim_args={name: _vllm_kv_events_args(port) for name, port in kv_ports.items()}))
         if system.kind == "direct":
             yield RunningSystem(system.name, [e.url for e in endpoints], endpoints)
             return
         if bins is None or system.kind not in bins:
             raise ChildError(f"{system.name}: {system.kind} is not installed")
         port = _free_port()
+        extra: list[str] = []
+        if kv_ports:
+            extra = ["--kv-event-block-size", str(fleet.block_size), "--kv-event-model",
+                     fleet.model]
+            for ep in endpoints:
+                if ep.name in kv_ports:
+                    extra += ["--kv-event-source",
+                              f"{ep.url}=tcp://127.0.0.1:{kv_ports[ep.name]}"]
         argv = router_argv(system.kind, bins[system.kind], system.policy, port, _free_port(),
-                           [e.url for e in endpoints])
+                           [e.url for e in endpoints], extra)
         child = await sup.start(ChildSpec(system.name, argv, prints_listening=False))
         url = f"http://127.0.0.1:{port}"
         await _wait_routing(child, url, fleet.model)
         yield RunningSystem(system.name, url, endpoints, [child.proc.pid])
+
+
+def _kv_event_ports(fleet: FleetOptions) -> dict[str, int]:
+    """A free loopback port per vLLM-dialect simulator (child name -> port) for its KV events;
+    the SGLang-dialect ones publish nothing vllm-router can decode."""
+    names = FleetSpec(engines=fleet.engines).child_names()
+    return {name: _free_port() for name, engine in zip(names, fleet.engines, strict=True)
+            if engine == "vllm"}
+
+
+def _vllm_kv_events_args(port: int) -> tuple[str, ...]:
+    """vLLM's own `--kv-events-config` for vllm-router's kv_aware: bind (vLLM binds an endpoint
+    containing "::") on the IPv4-mapped loopback address, so the router's SUB, which connects
+    over IPv4 and cannot reach `[::1]`, finds it at tcp://127.0.0.1:<port>, and nothing listens
+    beyond loopback; topic "", the only one the router's static sources accept."""
+    config = get_adapter("vllm").kv_events.serve_config(f"tcp://[::ffff:127.0.0.1]:{port}", "")
+    return ("--kv-events-config", json.dumps(config, separators=(",", ":")))
 
 
 def describe(systems: Sequence[SystemDef]) -> list[str]:
