@@ -79,3 +79,23 @@ def test_short_texts_are_encoded_whole(shared_dir: Path, n: int) -> None:
     text = "short text " * n
     assert producer(tiny).prompts.completion_ids(text) == \
         load_prompt_tokenizer(tiny).completion_ids(text)
+
+
+def test_reused_request_keys_equal_freshly_hashed_ones() -> None:
+    """Keys reused from the last prompt with the same first block are the keys the index would
+    hash for the prompt: shared prefixes of every length, other roots (model, salt), prompts
+    shorter than the one before, partial blocks, the match limit."""
+    import random
+
+    from llmd.kvcache import chain_root
+
+    p = PrecisePrefixCacheProducer("p", PrecisePrefixCacheProducer.Params.model_validate(
+        {"maxPrefixBlocksToMatch": 20}))
+    rng = random.Random(3)
+    base = [rng.randrange(1000) for _ in range(400)]
+    roots = [chain_root("m"), chain_root("m", cache_salt="s"), chain_root("other")]
+    for _ in range(300):
+        cut = rng.randrange(0, 400)
+        ids = base[:cut] + [rng.randrange(1000) for _ in range(rng.randrange(0, 80))]
+        root = rng.choice(roots)
+        assert p._request_keys(ids, root) == p.index.request_keys(ids, root, 20)

@@ -225,7 +225,11 @@ class PrefixIndex:
                 for key in keys:
                     media = held.get(key)
                     if media:
-                        total += max(weights.get(m, other) for m in media)
+                        if len(media) == 1:  # the usual case: one tier, no max() to build
+                            for medium in media:
+                                total += weights.get(medium, other)
+                        else:
+                            total += max(weights.get(m, other) for m in media)
                     elif spec.get(key, 0.0) > now:
                         total += 1.0
                     else:

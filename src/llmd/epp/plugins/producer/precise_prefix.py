@@ -160,12 +160,16 @@ class PrecisePrefixCacheProducer:
             self.prompts = PromptTokenizer(_ChunkCache(self.prompts.tokenizer),
                                            self.prompts.render)
         self._max_tokens = params.max_prefix_blocks_to_match * self.block_size
+        # (root, first block's tokens) -> the last such prompt's token ids and request keys
+        self._recent: OrderedDict[tuple[int, tuple[int, ...]],
+                                  tuple[Sequence[int], list[int]]] = OrderedDict()
+        self._recent_tokens = 0
         self._hits: Counter | None = None
 
     def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> None:
         ids = self._token_ids(request.body)
         root = chain_root(request.model, cache_salt=request.cache_salt or None)
-        keys = self.index.request_keys(ids, root, self.params.max_prefix_blocks_to_match)
+        keys = self._request_keys(ids, root)
         matched = self.index.match(keys, (ep.id for ep in pool.candidates)) if keys else {}
         # A prompt cut at the match limit may be longer: let consumers estimate its length.
         known = 0 < len(ids) < self._max_tokens
@@ -189,6 +193,33 @@ class PrecisePrefixCacheProducer:
         if self.params.speculative_indexing:
             for ep_id in chosen:
                 self.index.speculate(ep_id, own.keys)
+
+    def _request_keys(self, ids: Sequence[int], root: int) -> list[int]:
+        """`index.request_keys`, reusing the keys of the last prompt that began with the same
+        block under the same root as far as the two prompts' tokens agree (prompts of a group
+        share a long prefix: only their own blocks are hashed)."""
+        bs, limit = self.block_size, self.params.max_prefix_blocks_to_match
+        if len(ids) < bs:
+            return []
+        head = (root, tuple(ids[:bs]))
+        recent = self._recent.pop(head, None)
+        same = 0
+        if recent is not None:
+            self._recent_tokens -= len(recent[0])
+            same = _shared_blocks(ids, recent[0], bs, len(recent[1]))
+        if same == 0:
+            keys = self.index.request_keys(ids, root, limit)
+        else:
+            assert recent is not None
+            keys = recent[1][:same]
+            if same < limit:
+                keys += self.index.request_keys(ids[same * bs:], keys[-1], limit - same)
+        kept = ids if len(ids) <= len(keys) * bs else ids[:len(keys) * bs]
+        self._recent[head] = (kept, keys)
+        self._recent_tokens += len(kept)
+        while len(self._recent) > _RECENT_PROMPTS or self._recent_tokens > _RECENT_TOKENS:
+            self._recent_tokens -= len(self._recent.popitem(last=False)[1][0])
+        return keys
 
     def _expected_hit(self, matched_tokens: int, prompt_tokens: int, dest: EndpointId) -> int:
         """The prompt tokens `dest` will serve from its cache, counted as the engines count
@@ -226,6 +257,25 @@ class PrecisePrefixCacheProducer:
         except ValueError as exc:  # the chat template refused the messages
             log.debug("%s: cannot tokenize the request: %s", self.name, exc)
         return []
+
+
+_RECENT_PROMPTS = 64
+_RECENT_TOKENS = 256 * 1024
+"""Prompts whose request keys are kept for reuse: one per distinct first block and root, 64 at
+most, with 256k token ids in all (about 10 MiB)."""
+
+
+def _shared_blocks(a: Sequence[int], b: Sequence[int], block: int, most: int) -> int:
+    """How many leading whole blocks of `block` tokens `a` and `b` have in common (at most
+    `most`): a binary search whose slices compare in C."""
+    lo, hi = 0, min(len(a) // block, len(b) // block, most)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo * block:mid * block] == b[lo * block:mid * block]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 _CUT = re.compile(r"(?<=[!-~]) (?=[!-~])")
