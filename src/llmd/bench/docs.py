@@ -111,6 +111,8 @@ def compare_targets(data: dict[str, Any], overhead: dict[str, Any] | None,
                 rows.append(f"| cache-hit share >= 90% of the oracle's | {name}: {share:.1%} = "
                             f"{share / oracle:.0%} of the oracle | oracle: {oracle:.1%} | "
                             f"{_verdict(share / oracle >= 0.9)} |")
+    for name in (PRECISE, PRECISE + "-speculative"):
+        rows += _precise_rows(name, by_sys, data["meta"]["oracle"], rate, fraction, facts)
     if overhead:
         for c in sorted({cell["concurrency"] for cell in overhead["cells"]}):
             cells = [x for x in overhead["cells"] if x["concurrency"] == c
@@ -127,6 +129,49 @@ def compare_targets(data: dict[str, Any], overhead: dict[str, Any] | None,
                             f"{_verdict(ours['added_mean_ms'] <= bound)} |")
     head = "| target | llmd | reference | verdict |\n|---|---|---|---|\n"
     return head + "\n".join(rows) + "\n\n" + _at_rate(by_sys, rate, oracle, fraction), facts
+
+
+PRECISE = "llmd-precise"
+PRECISE_HIT_TARGET = 0.98
+
+
+def _precise_rows(name: str, by_sys: dict[str, list[StageSummary]], oracle: dict[str, Any],
+                  rate: float, fraction: float, facts: dict[str, Any]) -> list[str]:
+    """Issue 13's targets for a precise system `name`: its hit share >= 98% of the oracle's at
+    every rate it sustains, and its TTFT p90 and output tokens/s better than llmd-autotune's
+    and every peer's at llmd-default's top sustained rate `rate`."""
+    stages = by_sys.get(name)
+    if not stages:
+        return []
+    top = sustained_rate(stages, fraction)
+    ratios = [(s.offered, s.cache_hit_share / oracle[f"rate={s.offered:g}"]["share"])
+              for s in stages if s.offered is not None and top is not None
+              and s.offered <= top and oracle.get(f"rate={s.offered:g}", {}).get("share")]
+    rows = []
+    if ratios:
+        worst_rate, worst = min(ratios, key=lambda x: x[1])
+        facts[name] = {"worst": worst, "worst_rate": worst_rate, "top": top}
+        rows.append(f"| {name} cache-hit share >= {PRECISE_HIT_TARGET:.0%} of the oracle's "
+                    f"at every rate it sustains (up to {_rate(top)}) | lowest: {worst:.1%} of "
+                    f"the oracle at {worst_rate:g} req/s | every stage's oracle | "
+                    f"{_verdict(worst >= PRECISE_HIT_TARGET)} |")
+    ours = next((s for s in stages if s.offered == rate), None)
+    rivals = {k: next((s for s in v if s.offered == rate), None) for k, v in by_sys.items()
+              if k == "llmd-autotune" or not k.startswith("llmd-")}
+    found = {k: s for k, s in rivals.items() if s is not None}
+    if ours is None or not found:
+        return rows
+    ttft = min(found, key=lambda k: found[k].ttft_p90_s or 1e9)
+    tput = max(found, key=lambda k: found[k].output_tokens_per_s)
+    ok = not ours.errors and (ours.ttft_p90_s or 1e9) < (found[ttft].ttft_p90_s or 1e9)
+    rows.append(f"| {name} TTFT p90 below llmd-autotune's and every peer's at {rate:g} "
+                f"req/s | {_ms(ours.ttft_p90_s)} | best of them {ttft}: "
+                f"{_ms(found[ttft].ttft_p90_s)} | {_verdict(ok)} |")
+    ok = not ours.errors and ours.output_tokens_per_s > found[tput].output_tokens_per_s
+    rows.append(f"| {name} output tok/s above llmd-autotune's and every peer's at {rate:g} "
+                f"req/s | {ours.output_tokens_per_s:.0f} | best of them {tput}: "
+                f"{found[tput].output_tokens_per_s:.0f} | {_verdict(ok)} |")
+    return rows
 
 
 def _at_rate(by_sys: dict[str, list[StageSummary]], rate: float, oracle: float | None,

@@ -14,6 +14,7 @@ Systems that follow the engines' KV events:
   `prefix-cache-scorer` (instead of the approximate producer); `LocalStack` turns the
   simulators' KV events on (each binds an ipc:// socket of its own) and the producer tokenizes
   with the fleet's tokenizer (`FleetOptions.tokenizer`), exactly as the simulators do.
+  `llmd-precise-speculative` adds `speculativeIndexing` (`SPECULATIVE_TTL`).
 - `vllm-router-kv_aware`: vllm-router 0.1.17's `kv_aware` policy. Its SUB sockets connect
   (`--kv-event-source WORKER_URL=tcp://host:port`) and its static sources match only the empty
   topic, so every vLLM-dialect simulator publishes with topic "" on
@@ -46,8 +47,8 @@ from llmd.epp.config import DEFAULT_CONFIG
 from llmd.gateway import LocalStack, StackSpec
 from llmd.sim.fleet import FleetEndpoint, FleetSpec, start_fleet
 
-__all__ = ["LLMD_CONFIGS", "SYSTEMS", "FleetOptions", "RunningSystem", "SystemDef",
-           "epp_config", "precise_config", "running_system"]
+__all__ = ["LLMD_CONFIGS", "SPECULATIVE_TTL", "SYSTEMS", "FleetOptions", "RunningSystem",
+           "SystemDef", "epp_config", "precise_config", "running_system"]
 
 SystemKind = Literal["llmd", "envoy-rr", "sglang-router", "vllm-router", "direct"]
 
@@ -90,15 +91,24 @@ def _with_autotune(config: str) -> str:
     return str(yaml.safe_dump(doc, sort_keys=False))
 
 
+SPECULATIVE_TTL = "10s"
+"""`llmd-precise-speculative`'s `speculativeTTL`: a speculative entry must outlive the
+request's wait in the engine's queue until its prefill stores the blocks (seconds at the top of
+the ladder), or a group's next requests find nothing and spread; llm-d's default is 2s."""
+
+
 def precise_config(tokenizer: str | None, block_size: int = 16,
                    speculative: bool = False) -> str:
     """llm-d's default weights (queue x2, kv-cache-utilization x2, prefix-cache x3, max-score
     picker) with `precise-prefix-cache-producer` feeding the prefix scorer instead of the
     approximate producer. `tokenizer`: the model directory the simulators tokenize with (None:
-    their built-in tokenizer); the EPP must tokenize exactly as they do."""
+    their built-in tokenizer); the EPP must tokenize exactly as they do. `speculative`:
+    `speculativeIndexing` with `SPECULATIVE_TTL`."""
     doc = yaml.safe_load(DEFAULT_CONFIG)
     params: dict[str, object] = {"tokenProcessorConfig": {"blockSize": block_size},
                                  "speculativeIndexing": speculative}
+    if speculative:
+        params["speculativeTTL"] = SPECULATIVE_TTL
     if tokenizer:
         params["tokenizer"] = str(Path(tokenizer).resolve())
     doc["plugins"].append({"type": "precise-prefix-cache-producer", "parameters": params})
