@@ -47,7 +47,13 @@ def test_references_per_tier_removals_and_resets() -> None:
     index.removed("a", [1, 2])
     assert index.match(keys, ["a"]) == {"a": 2.0}  # one reference left
     index.stored("a", [1, 2], None, [], 4, ROOT, medium="CPU")  # offloaded: no tokens
+    assert index.match(keys, ["a"]) == {"a": 2.0}  # GPU and CPU: the best tier counts
+    index.stored("a", [1], None, [], 4, ROOT, medium="DISK")  # a tier not listed: 0.5
     index.removed("a", [1, 2])
+    index.removed("a", [1], medium="CPU")
+    assert index.match(keys, ["a"]) == {"a": 1.3}  # DISK then CPU
+    index.stored("a", [1], None, [], 4, ROOT, medium="CPU")
+    index.removed("a", [1], medium="DISK")
     assert index.match(keys, ["a"]) == {"a": 1.6}  # CPU only: 0.8 a block
     index.removed("a", [2], medium="CPU")
     assert index.match(keys, ["a"]) == {"a": 0.8}

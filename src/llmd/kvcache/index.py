@@ -72,7 +72,7 @@ class IndexStats:
 class _Holder:
     """One endpoint's blocks: engine hash → its request keys, tier references per key."""
 
-    __slots__ = ("block_tokens", "engine", "held", "refs", "speculative")
+    __slots__ = ("block_tokens", "engine", "held", "refs", "speculative", "weight")
 
     def __init__(self) -> None:
         self.block_tokens = 0  # the engine's block size, from its last BlockStored (0: none)
@@ -82,19 +82,31 @@ class _Holder:
         self.refs: dict[int, dict[str, int]] = {}
         # request key → medium → engine blocks holding it there
         self.held: dict[int, dict[str, int]] = {}
+        # request key → its best tier's weight, kept with `held` so match() does one lookup
+        self.weight: dict[int, float] = {}
         # request key → expiry (monotonic seconds)
         self.speculative: dict[int, float] = {}
 
-    def hold(self, keys: Iterable[int], medium: str, delta: int) -> None:
+    def hold(self, keys: Iterable[int], medium: str, delta: int,
+             weight_of: Callable[[str], float]) -> None:
+        held, weight = self.held, self.weight
         for key in keys:
-            media = self.held.setdefault(key, {})
-            count = media.get(medium, 0) + delta
+            media = held.get(key)
+            if media is None:
+                media = held[key] = {}
+            before = media.get(medium, 0)
+            count = before + delta
             if count > 0:
                 media[medium] = count
+                if before > 0:
+                    continue  # the key's tiers did not change
             else:
                 media.pop(medium, None)
                 if not media:
-                    del self.held[key]
+                    del held[key]
+                    del weight[key]
+                    continue
+            weight[key] = max(map(weight_of, media))
 
 
 class PrefixIndex:
@@ -176,7 +188,7 @@ class PrefixIndex:
                 media[medium] = ref - 1
                 continue
             del media[medium]
-            ep.hold(keys, medium, -1)
+            ep.hold(keys, medium, -1, self._tier_weight)
             self.stats.removed_blocks += 1
             if not media:
                 del ep.refs[h]
@@ -215,21 +227,16 @@ class PrefixIndex:
         """Per endpoint, the tier-weighted length of the leading run of `keys` it holds
         (0 for an endpoint the index does not know)."""
         now = self.clock()
-        weights, other = self.tier_weights, self.other_tier_weight
         out: dict[str, float] = {}
         for name in endpoints:
             ep = self._endpoints.get(name)
             total = 0.0
             if ep is not None:
-                held, spec = ep.held, ep.speculative
+                weight, spec = ep.weight, ep.speculative
                 for key in keys:
-                    media = held.get(key)
-                    if media:
-                        if len(media) == 1:  # the usual case: one tier, no max() to build
-                            for medium in media:
-                                total += weights.get(medium, other)
-                        else:
-                            total += max(weights.get(m, other) for m in media)
+                    w = weight.get(key)
+                    if w is not None:
+                        total += w
                     elif spec.get(key, 0.0) > now:
                         total += 1.0
                     else:
@@ -254,6 +261,9 @@ class PrefixIndex:
 
     # ---- internals -------------------------------------------------------------------------
 
+    def _tier_weight(self, medium: str) -> float:
+        return self.tier_weights.get(medium, self.other_tier_weight)
+
     def _skip(self, reason: SkipReason) -> SkipReason:
         self.stats.skip(reason)
         return reason
@@ -265,12 +275,12 @@ class PrefixIndex:
         ref = media.get(medium, 0)
         media[medium] = ref + 1
         if ref == 0:
-            ep.hold(keys, medium, +1)
+            ep.hold(keys, medium, +1, self._tier_weight)
 
     def _forget(self, ep: _Holder, h: int) -> None:
         keys = ep.engine.pop(h, ())
         for medium in ep.refs.pop(h, {}):
-            ep.hold(keys, medium, -1)
+            ep.hold(keys, medium, -1, self._tier_weight)
 
     def _bound(self, ep: _Holder) -> None:
         while len(ep.engine) > self.max_blocks:
