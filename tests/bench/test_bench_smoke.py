@@ -20,6 +20,8 @@ from llmd.bench.docs import SECTIONS, write_report
 from llmd.bench.output import build_workload
 from llmd.bench.peers import PEERS, ensure_venv, router_argv
 from llmd.bench.stats import summarize
+from llmd.bench.systems import SYSTEMS, FleetOptions, _kv_event_ports, _kv_events_args
+from llmd.engines import get_adapter
 from llmd.kvcache import BuiltinTokenizer
 from llmd.sim.fleet import FleetSpec, start_fleet
 
@@ -195,3 +197,17 @@ def test_vllm_router_takes_extra_flags() -> None:
                        ["--kv-event-source", "http://127.0.0.1:3=tcp://127.0.0.1:4"])
     assert argv[argv.index("--kv-event-source") + 1] == "http://127.0.0.1:3=tcp://127.0.0.1:4"
     assert argv[argv.index("--policy") + 1] == "kv_aware"
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_peer_kv_events_only_from_engines_the_peer_decodes(engine: str) -> None:
+    fleet = FleetOptions()
+    ports = _kv_event_ports(fleet, frozenset({engine}))
+    assert [e for e, _ in ports.values()] == [engine, engine]  # 2 of the 4 simulators
+    assert _kv_event_ports(fleet, SYSTEMS["vllm-router-kv_aware"].kv_events_of).keys() == \
+        _kv_event_ports(fleet, frozenset({"vllm"})).keys()
+    flag, raw = _kv_events_args(engine, 5555)
+    settings = get_adapter(engine).kv_events.parse_config(raw)
+    assert flag == "--kv-events-config" and settings.enabled and settings.topic == ""
+    assert get_adapter(engine).kv_events.binds(settings)  # the router's SUB connects
+    assert settings.endpoint == "tcp://[::ffff:127.0.0.1]:5555"

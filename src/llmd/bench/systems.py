@@ -134,6 +134,9 @@ class SystemDef:
     kind: SystemKind
     policy: str = ""
     """llmd: a LLMD_CONFIGS key; a peer router: its --policy."""
+    kv_events_of: frozenset[str] = frozenset()
+    """A peer router fed KV events: the engines whose event dialect it decodes (their
+    simulators publish to it, the others publish nothing and it routes to them on load)."""
 
     @property
     def venv(self) -> str | None:
@@ -153,7 +156,8 @@ SYSTEMS: dict[str, SystemDef] = {s.name: s for s in (
     SystemDef("sglang-cache_aware", "sglang-router", "cache_aware"),
     SystemDef("sglang-round_robin", "sglang-router", "round_robin"),
     SystemDef("vllm-router-cache_aware", "vllm-router", "cache_aware"),
-    SystemDef("vllm-router-kv_aware", "vllm-router", "kv_aware"),
+    # vllm-router rejects an SGLang batch ("missing KV event field: lora_name").
+    SystemDef("vllm-router-kv_aware", "vllm-router", "kv_aware", frozenset({"vllm"})),
     SystemDef("direct", "direct"),
 )}
 
@@ -228,12 +232,13 @@ async def running_system(system: SystemDef, fleet: FleetOptions,
             pids = [stack.gateway.child.proc.pid] + ([stack.epp.pid] if stack.epp else [])
             yield RunningSystem(system.name, stack.url, list(stack.endpoints), pids)
         return
-    kv_ports = _kv_event_ports(fleet) if system.policy == "kv_aware" else {}
+    kv_ports = _kv_event_ports(fleet, system.kv_events_of)
     async with Supervisor() as sup:
         endpoints = await start_fleet(sup, FleetSpec(
             engines=fleet.engines, model=fleet.model, port_base=0,
             sim_args=("--time-scale", repr(fleet.time_scale), *fleet.sim_args),
-            per_sim_args={name: _vllm_kv_events_args(port) for name, port in kv_ports.items()}))
+            per_sim_args={name: _kv_events_args(engine, port)
+                          for name, (engine, port) in kv_ports.items()}))
         if system.kind == "direct":
             yield RunningSystem(system.name, [e.url for e in endpoints], endpoints)
             return
@@ -247,7 +252,7 @@ async def running_system(system: SystemDef, fleet: FleetOptions,
             for ep in endpoints:
                 if ep.name in kv_ports:
                     extra += ["--kv-event-source",
-                              f"{ep.url}=tcp://127.0.0.1:{kv_ports[ep.name]}"]
+                              f"{ep.url}=tcp://127.0.0.1:{kv_ports[ep.name][1]}"]
         argv = router_argv(system.kind, bins[system.kind], system.policy, port, _free_port(),
                            [e.url for e in endpoints], extra)
         child = await sup.start(ChildSpec(system.name, argv, prints_listening=False))
@@ -256,20 +261,21 @@ async def running_system(system: SystemDef, fleet: FleetOptions,
         yield RunningSystem(system.name, url, endpoints, [child.proc.pid])
 
 
-def _kv_event_ports(fleet: FleetOptions) -> dict[str, int]:
-    """A free loopback port per vLLM-dialect simulator (child name -> port) for its KV events;
-    the SGLang-dialect ones publish nothing vllm-router can decode."""
+def _kv_event_ports(fleet: FleetOptions, engines: frozenset[str]) -> dict[str, tuple[str, int]]:
+    """Per simulator whose engine is in `engines` (child name -> engine, port), a free loopback
+    port for its KV events."""
     names = FleetSpec(engines=fleet.engines).child_names()
-    return {name: _free_port() for name, engine in zip(names, fleet.engines, strict=True)
-            if engine == "vllm"}
+    return {name: (engine, _free_port())
+            for name, engine in zip(names, fleet.engines, strict=True) if engine in engines}
 
 
-def _vllm_kv_events_args(port: int) -> tuple[str, ...]:
-    """vLLM's own `--kv-events-config` for vllm-router's kv_aware: bind (vLLM binds an endpoint
-    containing "::") on the IPv4-mapped loopback address, so the router's SUB, which connects
-    over IPv4 and cannot reach `[::1]`, finds it at tcp://127.0.0.1:<port>, and nothing listens
-    beyond loopback; topic "", the only one the router's static sources accept."""
-    config = get_adapter("vllm").kv_events.serve_config(f"tcp://[::ffff:127.0.0.1]:{port}", "")
+def _kv_events_args(engine: str, port: int) -> tuple[str, ...]:
+    """The engine's own `--kv-events-config` for a peer router's KV-event policy: bind (both
+    engines bind an endpoint containing "::") on the IPv4-mapped loopback address, so the
+    router's SUB, which connects over IPv4 and cannot reach `[::1]`, finds it at
+    tcp://127.0.0.1:<port>, and nothing listens beyond loopback; topic "", the only one
+    vllm-router's static sources accept."""
+    config = get_adapter(engine).kv_events.serve_config(f"tcp://[::ffff:127.0.0.1]:{port}", "")
     return ("--kv-events-config", json.dumps(config, separators=(",", ":")))
 
 
