@@ -79,6 +79,9 @@ async def test_compare_drives_llmd_and_envoy_round_robin(tmp_path: Path) -> None
     assert written == [SECTIONS[0]]
     assert "## Simulator capacity\n\nkept" in text and "\nold\n" not in text
     assert "llmd-default" in text and "### Targets" in text
+    [llmd] = [s for s in saved["stages"] if s["system"] == "llmd-default"]
+    ratio = llmd["cache_hit_share"] / saved["meta"]["oracle"]["rate=20"]["share"]
+    assert "Hit share as a share of the oracle's" in text and f"{ratio:.1%}" in text
 
 
 def test_oracle_reaches_the_infinite_cache_bound_when_prefixes_fit() -> None:

@@ -41,12 +41,28 @@ partitions the groups can keep them all), far too little for every simulator to 
 kv-cache-utilization x2, prefix-cache x3, max-score picker), `autotune` (the same weights, with
 the `approx-prefix-cache-producer`'s `autoTune: true`: llm-d's own parameter that sizes each
 endpoint's prefix index from the block size and block count the endpoint reports, instead of
-31,250 blocks), `prefix-only` (prefix-cache scorer), `load-only` (queue + kv-cache-utilization)
-and `random` (random picker). `envoy-rr` is the same
+31,250 blocks), `precise` (the same weights with `precise-prefix-cache-producer` feeding the
+prefix scorer instead of the approximate producer: an index of the blocks each simulator reports
+in its KV events, the prompt tokenized in the EPP with the simulators' tokenizer;
+`precise-speculative` adds `speculativeIndexing: true` with `speculativeTTL: 10s`),
+`prefix-only` (prefix-cache scorer),
+`load-only` (queue + kv-cache-utilization) and `random` (random picker). `envoy-rr` is the same
 Envoy with round robin over the fleet and no EPP (a Kubernetes Service). `sglang-router` 0.3.2
-(`cache_aware`, `round_robin`) and `vllm-router` 0.1.17 (`cache_aware`, its prefix-aware policy)
-are installed by the command into `.venv-peers/<name>` and started on 127.0.0.1 (`--host` and
-`--prometheus-host`), with `--log-level warn`.
+(`cache_aware`, `round_robin`) and `vllm-router` 0.1.17 (`cache_aware`, its prefix-aware policy,
+and `kv_aware`, its KV-event policy) are installed by the command into `.venv-peers/<name>` and
+started on 127.0.0.1 (`--host` and `--prometheus-host`), with `--log-level warn`.
+
+**KV events.** For `llmd-precise*` every simulator publishes its engine's KV events on an
+`ipc://` socket of its own (`llmd.gateway.LocalStack` turns them on when the EPP config has a
+precise plugin). For `vllm-router-kv_aware` the two vLLM-dialect simulators publish vLLM's
+events with topic `""` on `tcp://[::ffff:127.0.0.1]:<port>` and the router gets
+`--kv-event-source <worker url>=tcp://127.0.0.1:<port>` for each, `--kv-event-block-size
+{block_size}` and `--kv-event-model {model}`: its SUB sockets connect (so the publisher must
+bind: vLLM binds an endpoint containing `::`, and the IPv4-mapped loopback address listens on
+loopback only), it reaches neither `tcp://[::1]` nor a topic other than `""`, and it cannot
+decode SGLang's events (a batch is rejected: `missing KV event field: lora_name`), so the
+SGLang-dialect simulators publish nothing and it routes to them on load alone (see "Precise
+prefix-cache routing" below).
 
 **Peer tuning** (what a competent operator sets for four workers; defaults from `peers.md`):
 - `--balance-abs-threshold 8` (default 64) with `--balance-rel-threshold 1.5` (default) for both

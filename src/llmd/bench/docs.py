@@ -174,6 +174,29 @@ def _precise_rows(name: str, by_sys: dict[str, list[StageSummary]], oracle: dict
     return rows
 
 
+RATIO_SYSTEMS = ("llmd-precise", "llmd-precise-speculative", "llmd-autotune", "llmd-default",
+                 "sglang-cache_aware", "vllm-router-kv_aware")
+
+
+def oracle_ratio_table(data: dict[str, Any]) -> str:
+    """Each cache-aware system's hit share as a share of the oracle's, per stage."""
+    oracle = data["meta"]["oracle"]
+    stages = [StageSummary(**s) for s in data["stages"]]
+    names = [n for n in RATIO_SYSTEMS if any(s.system == n for s in stages)]
+    if not names or not oracle:
+        return ""
+    lines = ["Hit share as a share of the oracle's, per stage:\n",
+             "| stage | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for stage, o in oracle.items():
+        cells = []
+        for name in names:
+            s = next((x for x in stages if x.system == name and x.stage == stage), None)
+            cells.append("–" if s is None or not o["share"]
+                         else f"{s.cache_hit_share / o['share']:.1%}")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
 def _at_rate(by_sys: dict[str, list[StageSummary]], rate: float, oracle: float | None,
              fraction: float) -> str:
     """Every system at llmd's sustained rate, and the highest rate each one sustains."""
@@ -210,6 +233,7 @@ def write_report(results: Path, docs: Path, img_dir: Path, commands: dict[str, s
             rel = os.path.relpath(img_dir / "router-comparison.png", docs.parent)
             img = f"![TTFT p90 and output tokens/s against offered rate]({rel})\n\n"
         targets, facts = compare_targets(cmp, ovh, cfg["sustain_fraction"])
+        ratios = oracle_ratio_table(cmp)
         oracle = "\n".join(f"| {k} | {v['share']:.1%} | {v['first_seen_share']:.1%} |"
                            for k, v in cmp["meta"]["oracle"].items())
         body = (f"Machine: {machine()}.\n\nCommand (part of `make bench`):\n\n```sh\n"
@@ -217,7 +241,7 @@ def write_report(results: Path, docs: Path, img_dir: Path, commands: dict[str, s
                 f"{readings['compare_setup'].format(**cfg)}\n\n"
                 f"### Results\n\n{img}{markdown_table([StageSummary(**s) for s in cmp['stages']])}"
                 f"\nOracle hit share per stage (definition above):\n\n| stage | oracle | "
-                f"infinite cache |\n|---|---:|---:|\n{oracle}\n\n"
+                f"infinite cache |\n|---|---:|---:|\n{oracle}\n\n{ratios}"
                 + (f"Skipped: {cmp['meta']['skipped']}\n\n" if cmp["meta"]["skipped"] else "")
                 + f"### Targets\n\nllmd-default sustains up to **{_rate(facts['rate'])}** on this "
                 f"ladder (zero errors, and completions keep up with arrivals: req/s at least "
