@@ -4,22 +4,20 @@ hash chain (`hash_page`, `hash_str_to_int64`) and the events its radix cache rec
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from llmd.config import config_error
 from llmd.engines.kv_events import (
     HashForm,
     KvEventsSettings,
     SubscribeSpec,
+    load_kv_events_config,
     offset_endpoint_port,
     subscribe_spec,
 )
-from llmd.errors import ConfigError
 
 __all__ = ["SGLangBlockHasher", "SGLangKvEvents", "SGLangKvEventsConfig"]
 
@@ -127,16 +125,7 @@ class SGLangKvEvents:
     removed_per_block: ClassVar[bool] = False  # one BlockRemoved per evicted radix node
 
     def parse_config(self, raw: str | Mapping[str, Any]) -> KvEventsSettings:
-        try:
-            data = json.loads(raw) if isinstance(raw, str) else dict(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--kv-events-config: not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("--kv-events-config: expected a JSON object")
-        try:
-            cfg = SGLangKvEventsConfig.model_validate(data)
-        except ValidationError as exc:
-            raise config_error(exc, "--kv-events-config") from None
+        cfg = load_kv_events_config(raw, SGLangKvEventsConfig)
         return KvEventsSettings(
             enabled=cfg.publisher == "zmq", endpoint=cfg.endpoint,
             replay_endpoint=cfg.replay_endpoint, buffer_steps=cfg.buffer_steps, hwm=cfg.hwm,

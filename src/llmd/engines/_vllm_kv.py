@@ -4,22 +4,20 @@ block hash (`prefix_caching_hash_algo`'s default) and the events `BlockPool` pub
 from __future__ import annotations
 
 import hashlib
-import json
 import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from llmd.config import config_error
 from llmd.engines.kv_events import (
     HashForm,
     KvEventsSettings,
     SubscribeSpec,
+    load_kv_events_config,
     offset_endpoint_port,
     subscribe_spec,
 )
-from llmd.errors import ConfigError
 
 __all__ = ["VllmKvEvents", "VllmKvEventsConfig", "vllm_none_hash"]
 
@@ -105,16 +103,7 @@ class VllmKvEvents:
     removed_per_block: ClassVar[bool] = True  # BlockPool emits one BlockRemoved per hash
 
     def parse_config(self, raw: str | Mapping[str, Any]) -> KvEventsSettings:
-        try:
-            data = json.loads(raw) if isinstance(raw, str) else dict(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--kv-events-config: not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("--kv-events-config: expected a JSON object")
-        try:
-            cfg = VllmKvEventsConfig.model_validate(data)
-        except ValidationError as exc:
-            raise config_error(exc, "--kv-events-config") from None
+        cfg = load_kv_events_config(raw, VllmKvEventsConfig)
         publisher = cfg.publisher or ("zmq" if cfg.enable_kv_cache_events else "null")
         return KvEventsSettings(
             enabled=cfg.enable_kv_cache_events and publisher == "zmq", endpoint=cfg.endpoint,

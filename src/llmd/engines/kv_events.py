@@ -15,11 +15,15 @@ so bind) and hands it to `llmd.kvcache.decode_message`, which needs only `hash_f
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from llmd.config import config_error
+from llmd.errors import ConfigError
 
 __all__ = [
     "DEFAULT_KV_EVENTS_PORT",
@@ -29,6 +33,7 @@ __all__ = [
     "KvEventsSettings",
     "SubscribeSpec",
     "kv_topic",
+    "load_kv_events_config",
     "offset_endpoint_port",
     "parse_kv_topic",
 ]
@@ -42,6 +47,23 @@ the last 8 bytes as an unsigned integer, `high64-signed` (SGLang) the first 8 by
 signed int64."""
 
 _TOPIC_PREFIX = "kv@"
+
+_Config = TypeVar("_Config", bound=BaseModel)
+
+
+def load_kv_events_config(raw: str | Mapping[str, Any], model: type[_Config]) -> _Config:
+    """`--kv-events-config` JSON (or an already parsed object) validated by an engine's own
+    config model; every problem a `ConfigError` naming the flag."""
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--kv-events-config: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("--kv-events-config: expected a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise config_error(exc, "--kv-events-config") from None
 
 
 class KvEventsSettings(BaseModel):
