@@ -18,29 +18,17 @@ import aiohttp
 import openai
 import pytest
 from _pdtools import MODEL, pd_counters, pd_pair, post
+from _sidecar_tools import running_sidecar
 from _simtools import prompt_of, scrape, wait_until
-from aiohttp import web
 from openai.types import CompletionUsage
 
 from llmd._http import listen_socket
 from llmd._proc import stop_process
 from llmd.engines import get_adapter
-from llmd.sidecar import PREFILLER_HEADER, SidecarConfig, build_app
+from llmd.sidecar import PREFILLER_HEADER, SidecarConfig
 from llmd.sim import RunningSim, SimConfig, running_sim
 
 LLMD = [sys.executable, "-c", "from llmd.cli import main; main()"]
-
-
-@asynccontextmanager
-async def running_sidecar(cfg: SidecarConfig) -> AsyncIterator[str]:
-    runner = web.AppRunner(build_app(cfg), access_log=None, handle_signals=False)
-    await runner.setup()
-    sock = listen_socket("127.0.0.1", 0)
-    await web.SockSite(runner, sock).start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager
