@@ -5,14 +5,15 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from llmd.errors import ConfigError
 
-__all__ = ["LlmdModel", "config_error", "did_you_mean", "format_loc", "parse_duration_s"]
+__all__ = ["LlmdModel", "PositiveDuration", "config_error", "did_you_mean", "format_loc",
+           "parse_duration_s"]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
@@ -38,6 +39,16 @@ def parse_duration_s(value: str | float) -> float:
     if not m:
         raise ValueError(f"{value!r} is not a duration like 200ms, 2s or 1m")
     return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be > 0")
+    return seconds
+
+
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration_s), AfterValidator(_positive)]
+"""Seconds > 0, written as a number of seconds or a Go-style duration (`200ms`, `2s`, `1m`)."""
 
 
 def format_loc(loc: Sequence[int | str]) -> str:

@@ -10,6 +10,7 @@ from _pool import ep, pool, req
 
 from llmd.config import parse_duration_s
 from llmd.engines import ROLE_LABEL
+from llmd.epp import load_config
 from llmd.epp.plugins import (
     PLUGINS,
     DecodeFilter,
@@ -22,6 +23,7 @@ from llmd.epp.plugins import (
     UtilizationDetector,
     WeightedRandomPicker,
 )
+from llmd.errors import ConfigError
 
 ROLES = {8001: "decode", 8002: "prefill", 8003: "both", 8004: None, 8005: "prefill-decode"}
 
@@ -140,3 +142,18 @@ def test_utilization_detector_as_filter_fails_open() -> None:
 ])
 def test_parse_duration(text: str | float, seconds: float) -> None:
     assert parse_duration_s(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(("plugin", "param"), [
+    pytest.param("utilization-detector", "metricsStalenessThreshold", id="staleness"),
+    pytest.param("precise-prefix-cache-producer", "speculativeTTL", id="speculative-ttl"),
+])
+@pytest.mark.parametrize(("value", "problem"), [
+    pytest.param("0s", "must be > 0", id="zero"), pytest.param(-1, "must be > 0", id="negative"),
+    pytest.param("2h", "not a duration like 200ms, 2s or 1m", id="unit"),
+])
+def test_durations_are_positive_and_name_the_forms(plugin: str, param: str, value: object,
+                                                   problem: str) -> None:
+    with pytest.raises(ConfigError, match=rf"(?s){param}.*{problem}"):
+        load_config(text=f"apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+                    f"plugins:\n- type: {plugin}\n  parameters: {{{param}: {value}}}\n")

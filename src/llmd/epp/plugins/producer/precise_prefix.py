@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from prometheus_client import Counter
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field
 
-from llmd.config import LlmdModel, parse_duration_s
+from llmd.config import LlmdModel, PositiveDuration
 from llmd.epp.cycle import DataKey, DataKeys
 from llmd.epp.datastore import EndpointId, PoolSnapshot
 from llmd.epp.kv_events import KvEventsFollower, SubscribeSettings
@@ -108,7 +108,7 @@ class PreciseParams(LlmdModel):
     indexer_config: _Indexer = Field(default_factory=_Indexer)
     kv_events_config: _KvEvents = Field(default_factory=_KvEvents)
     speculative_indexing: bool = False
-    speculative_ttl: float = Field(2.0, alias="speculativeTTL",
+    speculative_ttl: PositiveDuration = Field(2.0, alias="speculativeTTL",
                                    description="seconds, or a duration like `2s`")
     tokenizer: str | None = Field(
         None, description="llmd: model directory (tokenizer.json and its chat template) the "
@@ -117,13 +117,6 @@ class PreciseParams(LlmdModel):
         4096, gt=0, description="llmd: blocks of a prompt matched at most (and tokenized: "
         "a longer prompt's tail is not read)")
 
-    @field_validator("speculative_ttl", mode="before")
-    @classmethod
-    def _duration(cls, value: str | float) -> float:
-        seconds = parse_duration_s(value)
-        if seconds <= 0:
-            raise ValueError("must be > 0")
-        return seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from llmd.config import LlmdModel, parse_duration_s
+from llmd.config import LlmdModel, PositiveDuration
 from llmd.epp.cycle import DataKeys
 from llmd.epp.datastore import Endpoint, PoolSnapshot
 from llmd.epp.request import InferenceRequest
@@ -31,18 +31,11 @@ class UtilizationDetector:
         kv_cache_util_threshold: float = Field(default=0.8, gt=0, le=1)
         # llm-d's default is 200ms; llmd uses the 2 s so a busy 2-core host does not
         # mark a healthy pool saturated between two 50 ms scrapes.
-        metrics_staleness_threshold: float = Field(
+        metrics_staleness_threshold: PositiveDuration = Field(
             default=2.0, description="seconds, or a duration string like llm-d's `200ms`"
         )
         headroom: float = Field(default=0.0, ge=0)
 
-        @field_validator("metrics_staleness_threshold", mode="before")
-        @classmethod
-        def _duration(cls, value: str | float) -> float:
-            seconds = parse_duration_s(value)
-            if seconds <= 0:
-                raise ValueError("must be > 0")
-            return seconds
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params
