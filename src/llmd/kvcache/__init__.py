@@ -4,6 +4,7 @@ and the EPP."""
 from __future__ import annotations
 
 from llmd.kvcache.chat import message_text, render_chat
+from llmd.kvcache.chunked import ChunkedTokenizer
 from llmd.kvcache.events import (
     END_SEQ,
     AllBlocksCleared,
@@ -32,6 +33,7 @@ __all__ = [
     "BlockStored",
     "BuiltinTokenizer",
     "ChatTemplate",
+    "ChunkedTokenizer",
     "END_SEQ",
     "EventBatch",
     "EventDecodeError",

@@ -37,6 +37,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llmd.errors import ConfigError
 from llmd.kvcache.chat import render_chat
+from llmd.kvcache.chunked import ChunkedTokenizer
 from llmd.kvcache.tokenizer import BuiltinTokenizer, HFTokenizer, Tokenizer
 
 __all__ = ["ChatTemplate", "PromptTokenizer", "load_prompt_tokenizer"]
@@ -123,9 +124,12 @@ class PromptTokenizer:
         return ids[:min(max_tokens, max(len(ids) - CUT_MARGIN, 0))]
 
 
-def load_prompt_tokenizer(model_dir: str | Path | None) -> PromptTokenizer:
+def load_prompt_tokenizer(model_dir: str | Path | None, *, chunked: bool = False
+                          ) -> PromptTokenizer:
     """For a model directory (`tokenizer.json` + its chat template), or the built-in tokenizer
-    with llmd's built-in chat format when `model_dir` is None (what `llmd sim` uses)."""
+    with llmd's built-in chat format when `model_dir` is None (what `llmd sim` uses).
+    `chunked`: encode through a `ChunkedTokenizer` where the tokenizer allows it (the same ids,
+    faster for prompts that share a prefix)."""
     if model_dir is None or str(model_dir) == "":
         tok: Tokenizer = BuiltinTokenizer()
         builtin = tok
@@ -140,7 +144,10 @@ def load_prompt_tokenizer(model_dir: str | Path | None) -> PromptTokenizer:
     if not (path / "tokenizer.json").is_file():
         raise ConfigError(f"{model_dir}: no tokenizer.json there")
     template = ChatTemplate.from_dir(path)
-    return PromptTokenizer(HFTokenizer(path / "tokenizer.json"), template.render)
+    hf = HFTokenizer(path / "tokenizer.json")
+    if chunked and ChunkedTokenizer.applies(hf):
+        return PromptTokenizer(ChunkedTokenizer(hf), template.render)
+    return PromptTokenizer(hf, template.render)
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
