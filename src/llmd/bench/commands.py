@@ -26,7 +26,10 @@ async def compare_main(cfg: CompareConfig) -> None:
         console.print(f"oracle {stage}: {o.share:.1%} (infinite cache {o.first_seen_share:.1%})")
     if result.skipped:
         console.print(f"skipped: {result.skipped}")
-    console.print(f"wrote {cfg.output_dir}/results.json, results.md, ttft_throughput.png")
+    plot = cfg.output_dir / "ttft_throughput.png"
+    console.print(f"wrote {cfg.output_dir}/results.json, results.md"
+                  + (", ttft_throughput.png" if plot.exists() else
+                     " (no plot: pip install -e '.[bench]' for matplotlib)"))
 
 
 async def overhead_main(cfg: OverheadConfig) -> None:

@@ -65,6 +65,7 @@ def write_outputs(outcome: StageOutcome, out: Path, title: str, meta: dict[str, 
         for stage, results in outcome.results.items():
             for r in results:
                 f.write(json.dumps({"stage": stage, **asdict(r)}) + "\n")
+    (out / "ttft_throughput.png").unlink(missing_ok=True)  # never leave an older run's plot
     if any(s.offered is not None for s in outcome.summaries):
         try:
             plot(outcome.summaries, out / "ttft_throughput.png", title)

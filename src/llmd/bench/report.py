@@ -58,12 +58,14 @@ def plot(rows: Sequence[StageSummary], path: Path, title: str) -> None:
         if r.offered is not None:
             systems.setdefault(r.system, []).append(r)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, stages in systems.items():
+    colors = plt.get_cmap("tab20")  # 20 distinct colors: no two systems share one
+    for i, (name, stages) in enumerate(systems.items()):
         stages = sorted(stages, key=lambda s: s.offered or 0)
         rates = [s.offered for s in stages]
-        ax1.plot(rates, [(s.ttft_p90_s or float("nan")) * 1000 for s in stages], marker="o",
-                 label=name)
-        ax2.plot(rates, [s.output_tokens_per_s for s in stages], marker="o", label=name)
+        style = {"marker": "os^D"[i // 10 % 4], "color": colors(i * 2 % 20 + i // 10 % 2),
+                 "label": name}
+        ax1.plot(rates, [(s.ttft_p90_s or float("nan")) * 1000 for s in stages], **style)
+        ax2.plot(rates, [s.output_tokens_per_s for s in stages], **style)
     ax1.set(xlabel="offered rate (req/s)", ylabel="TTFT p90 (ms)", title="TTFT p90")
     ax1.set_yscale("log")
     ax2.set(xlabel="offered rate (req/s)", ylabel="output tokens/s", title="Throughput")
