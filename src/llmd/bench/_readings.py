@@ -90,18 +90,29 @@ Hit share is Σ `usage.prompt_tokens_details.cached_tokens` / Σ `usage.prompt_t
 stage's successful requests, as the simulators report them."""
 
 COMPARE_READING = """\
-- **Where llmd wins: cache hits, hence TTFT and capacity.** On this fleet what decides TTFT is
-  whether a request's 1,024-token prefix is already on the simulator it lands on (a miss costs
-  ~50 ms of prefill and 64 more KV blocks). llmd-default's prefix scorer sends a group back to the
-  endpoint that served it while the queue and KV-utilization scorers place new groups, so from
-  the second stage on it keeps close to the oracle's hit share up to the middle of the ladder, with
-  a lower TTFT p90 than every peer there. The cache-blind systems (`envoy-rr`,
-  `sglang-round_robin`, `llmd-random`, `llmd-load-only`) spread every group over all four
-  simulators, whose LRU caches then thrash (about a third of the oracle's hits), so their TTFT p90
-  is the miss cost at low rates; because every miss also holds a full prompt's KV blocks, their
-  simulators run out of KV room and queue first, and they stop keeping up at a lower rate than
-  llmd-default (the "sustains up to" column). Cache-aware routing is what lets the same fleet
-  carry the higher rates.
+- **What decides TTFT here: cache hits.** On this fleet what decides TTFT is whether a
+  request's 1,024-token prefix is already on the simulator it lands on (a miss costs ~50 ms of
+  prefill and 64 more KV blocks). Cache-aware routing (the llmd configs with a prefix scorer,
+  sglang-router `cache_aware`) sends a group back to the endpoint that served it while load
+  scorers place new groups. The cache-blind systems (`envoy-rr`, `sglang-round_robin`,
+  `llmd-random`, `llmd-load-only`) spread every group over all four simulators, whose LRU caches
+  then thrash (about a third of the oracle's hits), so their TTFT p90 is the miss cost at low
+  rates; because every miss also holds a full prompt's KV blocks, their simulators run out of KV
+  room and queue first, and they stop keeping up at a lower rate (the "sustains up to" column).
+  Cache-aware routing is what lets the same fleet carry the higher rates.
+- **Precise prefix-cache routing (issue 13).** `llmd-precise` matches what each simulator's KV
+  events say it holds, evictions included: up to the middle of the ladder it is at 98-100 % of
+  the oracle's hit share (the per-stage ratio table), where llmd-default's guess is at 85-95 %.
+  Without speculation it falls back at the top of the ladder: a group's next requests arrive
+  before the prefill that stores its blocks has run (the engines queue), so the index does not
+  yet show the prefix anywhere and the load scorers spread the group. `llmd-precise-speculative`
+  (llm-d's `speculativeIndexing`) counts the blocks of a request as held by the endpoint it was
+  sent to until its events confirm them (`speculativeTTL` 10 s: longer than a request's wait in
+  the engine's queue at the top of the ladder, where llm-d's 2 s default expires first), and
+  keeps 97-102 % of the oracle's share at every rate, with the lowest TTFT p90 and the highest
+  output tokens/s at llmd-default's top sustained rate. vllm-router `kv_aware` reads vLLM's
+  events only (the SGLang-dialect simulators publish nothing it can decode, so half the fleet is
+  routed on load alone), and stays at about half the oracle's share.
 - **`autoTune` is the setting that matters under eviction.** With the default 31,250-block index
   per endpoint the EPP keeps believing a group's prefix is on an endpoint long after that
   simulator (512 blocks) evicted it, so once caches churn at high rates its prefix scores point
@@ -110,14 +121,14 @@ COMPARE_READING = """\
   places it afresh); compare its rows with llmd-default's at the top of the ladder. A competent
   operator sets it whenever the engines report `cache_config_info` (both dialects do).
 - **sglang-router `cache_aware` is the strong peer.** Its text radix tree is sticky by group too,
-  and its p50 TTFT is 1-3 ms lower than llmd's (no ext_proc hop, Rust). Its p90 is higher through
-  the ladder: with the balance threshold tuned to 8, bursts trip its load check, which sends the
-  request to the least-loaded worker and records the prefix there, so groups drift across workers
-  and its hit share falls as the rate rises; its TTFT p90 and the rate it keeps up with follow
-  that hit share (the tables above).
+  and its p50 TTFT is a few ms lower than llmd's (no ext_proc hop, Rust). Its p90 is higher than
+  llmd-autotune's and the precise configs' through the ladder: with the balance threshold tuned
+  to 8, bursts trip its load check, which sends the request to the least-loaded worker and
+  records the prefix there, so groups drift across workers and its hit share falls as the rate
+  rises; its TTFT p90 and the rate it keeps up with follow that hit share (the tables above).
 - **Where llmd-default loses hit share: the top of the ladder.** At the highest rates
   llmd-default's hit share falls below the oracle's (the Targets table gives this run's ratio;
-  it is close to the 90% line and varies run to run). Three causes: the prefix index believes in
+  it has ranged over 79-89 % from run to run). Three causes: the prefix index believes in
   blocks the simulators have evicted (the `autoTune` bullet); llm-d's default weights give the
   load scorers (queue x2 + KV utilization x2) more say than the prefix scorer (x3), so when queues
   form a request goes to a less-loaded endpoint without its prefix, which then evicts other
