@@ -65,6 +65,11 @@ __all__ = ["DEFAULT_MAX_PENDING_STREAMS", "DEFAULT_MAX_WAIT_S", "DESTINATION_HEA
 log = logging.getLogger(__name__)
 
 _DUPLEX = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
+# Answers without content, built once (never modified; grpc serializes them per write).
+_HEADERS_NEXT = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+_REQUEST_TRAILERS_NEXT = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+_RESPONSE_BODY_NEXT = pb.ProcessingResponse(response_body=pb.BodyResponse())
+_RESPONSE_TRAILERS_NEXT = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
 
 DEFAULT_MAX_PENDING_STREAMS = 4096
 """Undecided ext_proc streams the EPP holds before shedding (see `EppSettings`)."""
@@ -188,13 +193,13 @@ class _Stream:
             if msg.request_headers.end_of_stream:
                 yield self._decide("request_headers", None)
             elif not self.duplex_request:
-                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+                yield _HEADERS_NEXT
         elif kind == "request_body":
             yield from self._request_body(msg.request_body)
         elif kind == "request_trailers":
             if self.duplex_request and not self.decided:  # the body ended without end_of_stream
                 yield from self._decide_duplex(end_of_stream=False)
-            yield pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+            yield _REQUEST_TRAILERS_NEXT
         elif kind == "response_headers":
             yield response_headers_answer(self._response_headers)
         elif kind == "response_body":
@@ -202,9 +207,9 @@ class _Stream:
                 yield from streamed_body("response", msg.response_body.body,
                                          msg.response_body.end_of_stream)
             else:
-                yield pb.ProcessingResponse(response_body=pb.BodyResponse())
+                yield _RESPONSE_BODY_NEXT
         elif kind == "response_trailers":
-            yield pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+            yield _RESPONSE_TRAILERS_NEXT
 
     def after(self) -> None:
         """PreRequest hooks, once the decision has been handed to gRPC."""
