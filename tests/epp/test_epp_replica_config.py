@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from llmd.epp import load_config
+from llmd.epp import EppSettings, load_config, server
 from llmd.epp.discovery_k8s import KubeApi
 from llmd.epp.plugins.replica.peers import K8sPeerDiscovery, StaticPeerDiscovery
 from llmd.epp.plugins.replica.syncer import LocalSyncer, ZmqMeshSyncer
@@ -146,3 +147,18 @@ async def test_k8s_peer_discovery_reports_ready_peers_but_not_itself(
     finally:
         stop.set()
         await updates.aclose()  # type: ignore[attr-defined]
+
+
+def test_peer_flags_need_a_syncer_that_shares() -> None:
+    config = load_config(text=V1ALPHA1)  # local-syncer
+    with pytest.raises(ConfigError, match=r"--peer/--sync-port: the config's syncer "
+                       r"'local-syncer' \(local-syncer\) shares nothing; use a zmq-mesh-syncer"):
+        server._sync_config(config, EppSettings(peers=("10.0.0.2:9005",)))
+    alone = server._sync_config(load_config(text=None), EppSettings(peers=("10.0.0.2:9005",)))
+    assert alone is not None and isinstance(alone.syncer, ZmqMeshSyncer)  # --peer alone
+    assert server._sync_config(load_config(text=None), EppSettings()) is None
+
+
+def test_a_bad_peer_flag_names_the_setting() -> None:
+    with pytest.raises(ValidationError, match=r"peers\n.*'10\.0\.0\.2' is not host:port"):
+        EppSettings(peers=("10.0.0.2",))
