@@ -107,6 +107,12 @@ async def _metric(port: int, name: str) -> float:
     return float(m.group(1))
 
 
+async def _until_metric(port: int, name: str, value: float) -> None:
+    async with asyncio.timeout(5):
+        while await _metric(port, name) != value:  # noqa: ASYNC110 (polling another process)
+            await asyncio.sleep(0.02)
+
+
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])
 async def test_a_late_replica_serves_only_with_its_peers_index(engine: str) -> None:
     sync_a, sync_b = _free_port(), _free_port()
@@ -146,3 +152,27 @@ async def test_with_its_peers_down_a_replica_waits_catch_up_timeout_then_serves(
         assert statuses[0] == health_pb2.HealthCheckResponse.NOT_SERVING
         assert loop.time() - started > 0.5
         await read_until(proc, r"catchUpTimeout 1\.0s .*serving anyway")
+
+
+async def test_a_killed_replicas_in_flight_load_expires_and_the_survivor_routes() -> None:
+    sync_a, sync_b = _free_port(), _free_port()
+    # Picks stay in flight (no scraping here): only A's death can take them out of B's view.
+    extra = ["--stale-after-s", "60"]
+    async with llmd_process(*_args("sglang", sync_b, sync_a), *extra) as b:
+        ports_b = await _ports(b)
+        async with llmd_process(*_args("sglang", sync_a, sync_b), *extra) as a:
+            ports_a = await _ports(a)
+            await _until_serving(ports_a["grpc health"])
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{ports_a['ext_proc']}") as ch:
+                for i in range(3):
+                    await _route(pb_grpc.ExternalProcessorStub(ch), f"p{i}")
+            await _until_metric(ports_b["metrics"], "llmd_epp_sync_peer_inflight_requests", 3)
+            a.kill()  # SIGKILL: no goodbye frame
+            await a.wait()
+        loop = asyncio.get_running_loop()
+        killed = loop.time()
+        await _until_metric(ports_b["metrics"], "llmd_epp_sync_peer_inflight_requests", 0)
+        assert loop.time() - killed > 0.5  # peerExpiry (1 s) after A's last frame
+        assert await _metric(ports_b["metrics"], "llmd_epp_sync_peers") == 0
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports_b['ext_proc']}") as ch:
+            assert (await _route(pb_grpc.ExternalProcessorStub(ch), "after")).startswith("10.9.")
