@@ -2,9 +2,9 @@
 
 - `dataLayer.sources[].pluginRef` names a data source (`metrics-data-source`) and each
   `extractors[].pluginRef` an extractor (`core-metrics-extractor`). llmd scrapes one metrics
-  source per endpoint, read by one extractor. Without `dataLayer`, as llm-d does, the declared
-  source and extractor are used, or default ones are created; `dataLayer: {sources: []}` turns
-  scraping off (endpoints then have no metrics and count as saturated).
+  source per endpoint, read by one extractor. Without `dataLayer.sources`, as llm-d does, the
+  declared source and extractor are used, or default ones are created; `dataLayer: {sources:
+  []}` turns scraping off (endpoints then have no metrics and count as saturated).
 - `dataLayer.crossReplica` and peer discovery: `_config_replica`.
 - `parser.pluginRef` names a parser; without it `openai-parser` (llm-d's fallback).
 - `flowControl` (queueing) is not implemented: a non-empty section or the `flowControl` feature
