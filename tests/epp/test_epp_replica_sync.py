@@ -37,7 +37,7 @@ from llmd.epp import _sync_wire as wire
 from llmd.epp._config_replica import ReplicaSyncConfig
 from llmd.epp.inflight import InflightLedger
 from llmd.epp.metrics import SyncMetrics
-from llmd.epp.plugins import ApproxPrefixCacheProducer
+from llmd.epp.plugins import ApproxPrefixCacheProducer, UtilizationDetector
 from llmd.epp.plugins.replica.syncer import LocalSyncer, ZmqMeshSyncer
 from llmd.epp.replica_sync import ReplicaSync
 
@@ -306,3 +306,19 @@ def test_frames_round_trip(frame: wire.Frame) -> None:
     assert back == wire.Frame(frame.origin, frame.seq, frame.sent_at, frame.kind,
                               frame.inflight, {k: list(v) for k, v in frame.prefix.items()},
                               frame.ready, frame.wants_snapshot, frame.to, frame.last)
+
+
+def test_the_saturation_detector_counts_in_flight_as_waiting() -> None:
+    store = Datastore()
+    store.set_endpoints([parse_endpoint_flag(e) for e in ENDPOINTS[:2]])
+    for ep in ENDPOINTS[:2]:
+        store.update_metrics(ep, EndpointMetrics(waiting=1))
+    ledger = InflightLedger()
+    store.attach_inflight(ledger.totals, ledger.scraped)
+    detector = UtilizationDetector("d", UtilizationDetector.Params())  # queueDepthThreshold 5
+    assert detector.saturation(store.snapshot()) == pytest.approx(0.2)
+    for _ in range(4):
+        ledger.picked(ENDPOINTS[0])
+    pool = store.snapshot()
+    assert detector.saturation(pool) == pytest.approx((1.0 + 0.2) / 2)
+    assert [ep.id for ep in detector.filter(None, pool)] == [ENDPOINTS[1]]  # type: ignore[arg-type]
