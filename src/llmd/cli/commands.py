@@ -112,6 +112,13 @@ def epp(
     kubernetes: Annotated[bool, typer.Option(
         help="watch the InferencePool --pool-name's ready pods through the Kubernetes API "
              "(in a pod, with its service account)")] = False,
+    peer: Annotated[list[str] | None, typer.Option(
+        help="host:port of another EPP replica's sync socket (repeatable): replicas share "
+             "their approximate prefix index and in-flight load (the config's "
+             "dataLayer.crossReplica syncer, else a zmq-mesh-syncer)")] = None,
+    sync_port: Annotated[int | None, typer.Option(
+        help="port of this replica's sync socket (default: the syncer's `port`, 9005; 0 "
+             "picks a free one)")] = None,
 ) -> None:
     """Run the endpoint picker (Envoy ext_proc) over a static pool of endpoints."""
     from pathlib import Path
@@ -138,7 +145,7 @@ def epp(
             refresh_metrics_interval_s=refresh_metrics_interval_s,
             scrape_timeout_s=scrape_timeout_s, stale_after_s=stale_after_s,
             fallback_endpoints=fallback_endpoints, max_pending_streams=max_pending_streams,
-            max_wait_s=max_wait_s,
+            max_wait_s=max_wait_s, peers=tuple(peer or ()), sync_port=sync_port,
         )
     except ValidationError as exc:
         typer.echo(str(config_error(exc, "llmd epp")), err=True)
@@ -147,13 +154,13 @@ def epp(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
-    discovery = None
+    discovery, kube = None, None
     if kubernetes:
         from llmd.epp.discovery_k8s import KubeApi, KubernetesDiscovery
 
         try:
-            discovery = KubernetesDiscovery(KubeApi.in_cluster(), pool_namespace,
-                                            pool_name=pool_name)
+            kube = KubeApi.in_cluster()
+            discovery = KubernetesDiscovery(kube, pool_namespace, pool_name=pool_name)
         except LlmdError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -162,8 +169,8 @@ def epp(
         for line in ports.lines():
             print(line, flush=True)
 
-    run_service(lambda stop: serve(settings, stop, discovery=discovery, on_listening=announce),
-                log_level=log_level)
+    run_service(lambda stop: serve(settings, stop, discovery=discovery, on_listening=announce,
+                                   kube=kube), log_level=log_level)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from llmd.epp._config_data import wire_data
 from llmd.epp._config_datalayer import MetricsBinding
 from llmd.epp._config_models import EndpointPickerConfigFile, ProfilePluginRef, ProfileSpec
 from llmd.epp._config_plugins import ConfigPlugins, Configured
+from llmd.epp._config_replica import ReplicaSyncConfig, cross_replica
 from llmd.epp.plugins import (
     Background,
     Decider,
@@ -62,6 +63,8 @@ class EndpointPickerConfig:
     metrics: MetricsBinding | None
     background: tuple[Background, ...] = ()
     """Plugins the EPP runs beside scheduling (`Background.run`)."""
+    replica_sync: ReplicaSyncConfig | None = None
+    """`dataLayer.crossReplica` and peer discovery (None: one replica, nothing shared)."""
 
     def describe(self) -> str:
         """One line per profile, for the startup log."""
@@ -101,6 +104,7 @@ class _Builder:
         datalayer.check_flow_control(self.spec, self.fail)
         parser = datalayer.parser(self.spec, self.plugins)
         metrics = datalayer.data_layer(self.spec, self.plugins)
+        replica_sync = cross_replica(self.spec, self.plugins)
         objectives = {}
         for i, o in enumerate(self.spec.objectives):
             if o.name in objectives:
@@ -117,7 +121,7 @@ class _Builder:
         scheduler = Scheduler(main, profiles, producers, hooks, response_hooks)
         background = tuple(p for _, p in self.plugins.of_kind(BACKGROUND))
         return EndpointPickerConfig(self.source, self.plugins.instances(), scheduler, detector,
-                                    objectives, parser, metrics, background)
+                                    objectives, parser, metrics, background, replica_sync)
 
     def _profile_handler(self) -> Configured | None:
         handlers = [c for c, _ in self.plugins.of_kind(PROFILE_HANDLER)]

@@ -2,9 +2,10 @@
 
 - `dataLayer.sources[].pluginRef` names a data source (`metrics-data-source`) and each
   `extractors[].pluginRef` an extractor (`core-metrics-extractor`). llmd scrapes one metrics
-  source per endpoint, read by one extractor. Without `dataLayer`, as llm-d does, the declared
-  source and extractor are used, or default ones are created; `dataLayer: {sources: []}` turns
-  scraping off (endpoints then have no metrics and count as saturated).
+  source per endpoint, read by one extractor. Without `dataLayer.sources`, as llm-d does, the
+  declared source and extractor are used, or default ones are created; `dataLayer: {sources:
+  []}` turns scraping off (endpoints then have no metrics and count as saturated).
+- `dataLayer.crossReplica` and peer discovery: `_config_replica`.
 - `parser.pluginRef` names a parser; without it `openai-parser` (llm-d's fallback).
 - `flowControl` (queueing) is not implemented: a non-empty section or the `flowControl` feature
   gate is an error rather than a silently unqueued EPP; an empty section without the gate
@@ -65,7 +66,7 @@ def parser(spec: EndpointPickerConfigFile, plugins: ConfigPlugins) -> Parser | N
 
 def data_layer(spec: EndpointPickerConfigFile, plugins: ConfigPlugins) -> MetricsBinding | None:
     """What the scraper polls; None when nothing is (or a problem was reported)."""
-    if spec.data_layer is None:
+    if spec.data_layer is None or spec.data_layer.sources is None:
         return _implicit(plugins)
     binding: MetricsBinding | None = None
     fail = plugins.fail

@@ -45,8 +45,35 @@ class DataSourceSpec(LlmdModel):
     extractors: list[PluginRefSpec] = Field(default_factory=list)
 
 
+class CrossReplicaSpec(LlmdModel):
+    """`dataLayer.crossReplica` (llm-d v1): the syncer and its cadence (durations like `100ms`
+    or seconds)."""
+
+    syncer_plugin_ref: str
+    sync_interval: str | float | None = None
+    publish_timeout: str | float | None = None
+
+
+class DiscoverySpec(LlmdModel):
+    """`dataLayer.discovery` (llm-d v1): llmd reads only `peers`; endpoints come from
+    `llmd epp --endpoint`, `--endpoints-file` or `--kubernetes`."""
+
+    peers: PluginRefSpec | None = None
+
+
 class DataLayerSpec(LlmdModel):
-    sources: list[DataSourceSpec] = Field(default_factory=list)
+    """`sources` None: the declared or default metrics source (`[]`: no scraping). The
+    cross-replica fields come in llm-d v1's shape (`crossReplica`, `discovery.peers`) or
+    v1alpha1's (`crossReplicaSyncerPluginRef`, `crossReplicaSyncInterval`,
+    `crossReplicaPublishTimeout`, `peerDiscovery`)."""
+
+    sources: list[DataSourceSpec] | None = None
+    cross_replica: CrossReplicaSpec | None = None
+    cross_replica_syncer_plugin_ref: str | None = None
+    cross_replica_sync_interval: str | float | None = None
+    cross_replica_publish_timeout: str | float | None = None
+    peer_discovery: PluginRefSpec | None = None
+    discovery: DiscoverySpec | None = None
 
 
 class ObjectiveSpec(LlmdModel):
@@ -62,7 +89,8 @@ class ObjectivesFile(LlmdModel):
 
 
 class EndpointPickerConfigFile(LlmdModel):
-    api_version: Literal["llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1"]
+    api_version: Literal["llm-d.ai/v1alpha1", "llm-d.ai/v1",
+                         "inference.networking.x-k8s.io/v1alpha1"]
     kind: Literal["EndpointPickerConfig"]
     feature_gates: list[str] = Field(default_factory=list)
     plugins: list[PluginSpec] = Field(default_factory=list)

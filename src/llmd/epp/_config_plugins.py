@@ -33,6 +33,8 @@ Fail = Callable[[str, str], None]
 UNIMPLEMENTED = {
     "vllmgrpc-parser": "parser (vLLM's gRPC API)",
     "vertexai-parser": "parser (Vertex AI's gRPC API)",
+    "redis-state-store": "cross-replica syncer (through a Redis server; llmd's replicas talk "
+                         "to each other with zmq-mesh-syncer)",
 }
 """llm-d plugin types llmd knows of but does not implement: named in the error, not 'unknown'."""
 

@@ -29,6 +29,7 @@ EndpointId = str
 """`ip:port` (`[v6]:port` for IPv6): the value Envoy's ORIGINAL_DST cluster connects to."""
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_NO_COUNTS: Mapping[str, int] = MappingProxyType({})
 
 
 def endpoint_id(address: str, port: int) -> EndpointId:
@@ -94,6 +95,10 @@ class PoolSnapshot:
     now: float
     generation: int = 0
     members: tuple[Endpoint, ...] | None = None
+    inflight: Mapping[EndpointId, int] = field(default_factory=lambda: _NO_COUNTS)
+    """Requests sent to each endpoint that its last scrape does not reflect yet, by this
+    replica and its peers (`llmd.epp.inflight`; empty without `dataLayer.crossReplica`).
+    Load scorers add it to the scraped counts."""
 
     def with_candidates(self, candidates: Iterable[Endpoint]) -> PoolSnapshot:
         return replace(self, candidates=tuple(candidates),
@@ -118,6 +123,14 @@ class Datastore:
         self._tuple: tuple[Endpoint, ...] | None = ()
         self._healthy: tuple[Endpoint, ...] | None = ()
         self.generation = 0
+        self.inflight: Mapping[EndpointId, int] = _NO_COUNTS
+        self._on_scraped: Callable[[EndpointId, float], None] | None = None
+
+    def attach_inflight(self, totals: Mapping[EndpointId, int],
+                        on_scraped: Callable[[EndpointId, float], None]) -> None:
+        """Hand snapshots the in-flight `totals`; `on_scraped(ep_id, started)` after each good
+        scrape (an `InflightLedger`'s `totals` and `scraped`)."""
+        self.inflight, self._on_scraped = totals, on_scraped
 
     def set_endpoints(self, specs: Iterable[EndpointSpec]) -> None:
         """Replace the endpoint set; metrics of endpoints that stay are kept."""
@@ -134,12 +147,16 @@ class Datastore:
         self._by_id = new
         self._tuple = self._healthy = None
 
-    def update_metrics(self, ep_id: EndpointId, metrics: EndpointMetrics) -> None:
+    def update_metrics(self, ep_id: EndpointId, metrics: EndpointMetrics,
+                       started: float | None = None) -> None:
         """Record a successful scrape (which also makes the endpoint healthy); ignored if the
-        endpoint left meanwhile."""
+        endpoint left meanwhile. `started`: when the scrape began (monotonic), for in-flight
+        accounting."""
         old = self._by_id.get(ep_id)
         if old is None:
             return
+        if self._on_scraped is not None:
+            self._on_scraped(ep_id, self._clock() if started is None else started)
         self._by_id[ep_id] = replace(old, metrics=metrics, metrics_at=self._clock(),
                                      healthy=True)
         self._tuple = self._healthy = None
@@ -168,4 +185,5 @@ class Datastore:
 
     def snapshot(self) -> PoolSnapshot:
         """The healthy endpoints as candidates, every endpoint as members."""
-        return PoolSnapshot(self.healthy(), self._clock(), self.generation, self.endpoints())
+        return PoolSnapshot(self.healthy(), self._clock(), self.generation, self.endpoints(),
+                            self.inflight)

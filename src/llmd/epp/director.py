@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from llmd.epp._openai import headers_only_request
 from llmd.epp.config import EndpointPickerConfig
 from llmd.epp.datastore import Datastore, PoolSnapshot
+from llmd.epp.inflight import InflightLedger
 from llmd.epp.metrics import EppMetrics
 from llmd.epp.plugins.base import ProfileResult, SchedulingResult
 from llmd.epp.request import InferenceRequest
@@ -55,8 +56,10 @@ class Director:
         objectives: Mapping[str, int] | None = None,
         rng: random.Random | None = None,
         fallback_endpoints: int = 0,
+        inflight: InflightLedger | None = None,
     ) -> None:
         self.store, self.config, self.metrics = store, config, metrics
+        self.inflight = inflight
         self.objectives = dict(config.objectives) | dict(objectives or {})
         self.rng = rng or random.Random()
         self.fallback_endpoints = fallback_endpoints
@@ -120,7 +123,13 @@ class Director:
         return Decision(request, result, pool, scheduler.response_headers(request, result))
 
     def after_decision(self, decision: Decision) -> None:
-        """PreRequest hooks, once the answer is on its way to Envoy."""
+        """PreRequest hooks and in-flight accounting, once the answer is on its way to Envoy."""
+        if self.inflight is not None:
+            result = decision.result
+            self.inflight.picked(result.destination.id)
+            for name, r in result.results.items():  # P/D: the prefill endpoint works too
+                if name != result.primary and r.targets:
+                    self.inflight.picked(r.targets[0].id)
         if len(decision.request.state):  # a scheduled request (body-less ones are not)
             self.config.scheduler.after_decision(decision.request, decision.result, decision.pool)
 

@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from llmd.epp.datastore import Datastore
 
-__all__ = ["OUTCOMES", "EppMetrics", "PoolCollector"]
+__all__ = ["OUTCOMES", "SYNC_DROP_REASONS", "EppMetrics", "PoolCollector", "SyncMetrics"]
 
 OUTCOMES = ("routed", "shed", "overloaded", "no_endpoint", "bad_request", "error")
 
@@ -78,6 +78,41 @@ class EppMetrics:
         for state in ("healthy", "unhealthy"):
             with contextlib.suppress(KeyError):
                 self.health_transitions.remove(endpoint, state)
+
+
+SYNC_DROP_REASONS = ("garbage", "version", "malformed", "too_large", "overflow",
+                     "unknown_producer")
+"""Why a replica-sync frame (or, for `overflow`, an outgoing record) was dropped."""
+
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class SyncMetrics:
+    """The replica sync (`dataLayer.crossReplica`): `direction` is sent or received."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter("llmd_epp_sync_messages_total", "Replica-sync frames",
+                                ["direction"], registry=registry)
+        self.bytes = Counter("llmd_epp_sync_bytes_total", "Replica-sync frame bytes",
+                             ["direction"], registry=registry)
+        self.dropped = Counter("llmd_epp_sync_dropped_total", "Replica-sync frames dropped "
+                               "(garbage, version, malformed, too_large, unknown_producer) "
+                               "and outgoing records dropped (overflow)", ["reason"],
+                               registry=registry)
+        for reason in SYNC_DROP_REASONS:
+            self.dropped.labels(reason)
+        self.peers = Gauge("llmd_epp_sync_peers", "Peer replicas heard from within the "
+                           "expiry", registry=registry)
+        self.addresses = Gauge("llmd_epp_sync_peer_addresses", "Peer sync sockets this "
+                               "replica subscribes to", registry=registry)
+        self.peer_inflight = Gauge("llmd_epp_sync_peer_inflight_requests", "Requests the "
+                                   "peers report in flight (summed over endpoints)",
+                                   registry=registry)
+        self.apply_lag = Histogram("llmd_epp_sync_apply_lag_seconds", "From a peer's send "
+                                   "(its wall clock) to applying the frame here",
+                                   buckets=_LAG_BUCKETS, registry=registry)
+        self.caught_up = Gauge("llmd_epp_sync_caught_up", "1 once the start-up catch-up "
+                               "(peers' snapshots) ended", registry=registry)
 
 
 class PoolCollector(Collector):

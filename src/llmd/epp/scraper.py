@@ -123,7 +123,7 @@ class Scraper:
                 failing = False
                 if not ep.healthy:
                     self._transition(ep_id, True, "its metrics answer again")
-                self.store.update_metrics(ep_id, metrics)
+                self.store.update_metrics(ep_id, metrics, started)
             delay = self.settings.interval_s - (time.monotonic() - started)
             await _wait(stop, max(delay, 0.0))
 

@@ -18,9 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from llmd.config import LlmdModel
+from llmd.epp._config_replica import ReplicaSyncConfig
 from llmd.epp.config import EndpointPickerConfig, load_config, load_objectives
 from llmd.epp.datastore import Datastore, EndpointSpec
 from llmd.epp.director import Director
@@ -31,8 +32,12 @@ from llmd.epp.extproc import (
     ExtProcServicer,
     grpc_options,
 )
-from llmd.epp.metrics import EppMetrics, PoolCollector
-from llmd.epp.plugins import PLUGINS, PluginContext, PluginRegistry
+from llmd.epp.inflight import InflightLedger
+from llmd.epp.metrics import EppMetrics, PoolCollector, SyncMetrics
+from llmd.epp.plugins import PLUGINS, ApproxPrefixCacheProducer, PluginContext, PluginRegistry
+from llmd.epp.plugins.replica.peers import parse_peer
+from llmd.epp.plugins.replica.syncer import ZmqMeshSyncer
+from llmd.epp.replica_sync import ReplicaSync
 from llmd.epp.scraper import Scraper, ScrapeSettings
 from llmd.errors import ConfigError
 
@@ -77,6 +82,17 @@ class EppSettings(LlmdModel):
         "Keep it well below the gateway's ext_proc message timeout (15 s in llmd's)")
     max_endpoints: int = Field(default=4096, gt=0)
     drain_timeout_s: float = Field(default=5.0, ge=0)
+    peers: tuple[str, ...] = Field(default=(), description="host:port of peer replicas' sync "
+                                   "sockets (with the config's peer discovery, if any); "
+                                   "without dataLayer.crossReplica a zmq-mesh-syncer with its "
+                                   "defaults is used")
+    sync_port: int | None = Field(default=None, ge=0, lt=65536, description="the replica "
+                                  "sync socket's port (default: the syncer's `port`)")
+
+    @field_validator("peers")
+    @classmethod
+    def _peers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(parse_peer(p) for p in value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +101,15 @@ class Listening:
     grpc_port: int
     health_port: int
     metrics_port: int
+    sync_port: int | None = None
 
     def lines(self) -> list[str]:
         """`listening on HOST:PORT (what)` for each port, as fixtures and `llmd up` read them."""
+        sync = ([f"listening on {self.host}:{self.sync_port} (replica sync)"]
+                if self.sync_port is not None else [])
         return [f"listening on {self.host}:{self.grpc_port} (ext_proc)",
                 f"listening on {self.host}:{self.health_port} (grpc health)",
-                f"listening on {self.host}:{self.metrics_port} (metrics)"]
+                f"listening on {self.host}:{self.metrics_port} (metrics)", *sync]
 
 
 def build_config(settings: EppSettings, registry: PluginRegistry = PLUGINS
@@ -108,8 +127,10 @@ async def serve(
     discovery: Discovery | None = None,
     registry: PluginRegistry = PLUGINS,
     on_listening: Callable[[Listening], None] | None = None,
+    kube: object = None,
 ) -> None:
-    """Run the EPP until `stop` is set; if any root task fails, all of them stop."""
+    """Run the EPP until `stop` is set; if any root task fails, all of them stop. `kube`: a
+    `KubeApi` for `k8s-peer-discovery` (default: the pod's own)."""
     config = build_config(settings, registry)
     objectives = load_objectives(settings.objectives_file) if settings.objectives_file else {}
     if discovery is None:
@@ -124,8 +145,13 @@ async def serve(
     metrics = EppMetrics(registry_)
     store = Datastore(max_endpoints=settings.max_endpoints)
     registry_.register(PoolCollector(store))
+    sync_config = _sync_config(config, settings)
+    ledger = None
+    if sync_config is not None:
+        ledger = InflightLedger(max_age_s=settings.stale_after_s)
+        store.attach_inflight(ledger.totals, ledger.scraped)
     director = Director(store, config, metrics, objectives,
-                        fallback_endpoints=settings.fallback_endpoints)
+                        fallback_endpoints=settings.fallback_endpoints, inflight=ledger)
     scrape = _scrape_settings(config, settings)
 
     async with AsyncExitStack() as stack:
@@ -145,6 +171,12 @@ async def serve(
 
         metrics_runner, metrics_port = await _metrics_app(registry_, settings)
         stack.push_async_callback(metrics_runner.cleanup)
+        sync, sync_port = None, None
+        if sync_config is not None and ledger is not None and sync_config.syncer.shares:
+            sync = _replica_sync(sync_config, config, settings, store, ledger, registry_, kube)
+            stack.callback(sync.close)
+            sync_port = sync.bind(settings.sync_port if settings.sync_port is not None
+                                  else _syncer_params(sync_config).port)
         await grpc_server.start()
         stack.push_async_callback(_stop_grpc, grpc_server, settings.drain_timeout_s)
         await health_server.start()
@@ -156,16 +188,23 @@ async def serve(
         ))
         scraper = Scraper(store, session, scrape, metrics)
 
+        # With peers, only liveness is SERVING until the replica caught up (see replica_sync).
+        serving = HEALTH_SERVICES if sync is None else ("liveness",)
         for service in HEALTH_SERVICES:
-            await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        listening = Listening(settings.host, grpc_port, health_port, metrics_port)
+            await health.set(service, health_pb2.HealthCheckResponse.SERVING if service in serving
+                             else health_pb2.HealthCheckResponse.NOT_SERVING)
+        listening = Listening(settings.host, grpc_port, health_port, metrics_port, sync_port)
         for line in listening.lines():
             log.info("%s", line)
         if on_listening is not None:
             on_listening(listening)
         try:
+            discovered = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_follow(discovery, store, stop), name="discovery")
+                tg.create_task(_follow(discovery, store, stop, discovered), name="discovery")
+                if sync is not None:
+                    tg.create_task(sync.run(stop, discovered), name="replica sync")
+                    tg.create_task(_serve_when_ready(sync, health, stop), name="catch-up")
                 if config.metrics is not None:
                     tg.create_task(scraper.run(stop), name="scraper")
                 context = PluginContext(store, registry_)
@@ -192,9 +231,53 @@ def _scrape_settings(config: EndpointPickerConfig, settings: EppSettings) -> Scr
                           engine_of=extractor.engine_of)
 
 
-async def _follow(discovery: Discovery, store: Datastore, stop: asyncio.Event) -> None:
+def _sync_config(config: EndpointPickerConfig, settings: EppSettings
+                 ) -> ReplicaSyncConfig | None:
+    sync = config.replica_sync
+    if sync is None and settings.peers:
+        log.info("--peer without dataLayer.crossReplica: a zmq-mesh-syncer with its defaults")
+        return ReplicaSyncConfig(ZmqMeshSyncer(ZmqMeshSyncer.type, ZmqMeshSyncer.Params()))
+    if sync is not None and not sync.syncer.shares and (settings.peers or
+                                                        settings.sync_port is not None):
+        raise ConfigError(f"--peer/--sync-port: the config's syncer {sync.syncer.name!r} "
+                          f"({sync.syncer.type}) shares nothing; use a {ZmqMeshSyncer.type}")
+    return sync
+
+
+def _syncer_params(sync: ReplicaSyncConfig) -> ZmqMeshSyncer.Params:
+    params = getattr(sync.syncer, "params", None)
+    return params if isinstance(params, ZmqMeshSyncer.Params) else ZmqMeshSyncer.Params()
+
+
+def _replica_sync(sync: ReplicaSyncConfig, config: EndpointPickerConfig, settings: EppSettings,
+                  store: Datastore, ledger: InflightLedger, registry: CollectorRegistry,
+                  kube: object) -> ReplicaSync:
+    producers = {name: p for name, p in config.plugins.items()
+                 if isinstance(p, ApproxPrefixCacheProducer)
+                 and p.params.sync_cross_replica_state}
+    return ReplicaSync(sync, _syncer_params(sync), store=store, ledger=ledger,
+                       producers=producers, metrics=SyncMetrics(registry), host=settings.host,
+                       static_peers=settings.peers, kube=kube)
+
+
+async def _serve_when_ready(sync: ReplicaSync, health: health_aio.HealthServicer,
+                           stop: asyncio.Event) -> None:
+    ready = asyncio.ensure_future(sync.ready.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((ready, stopped), return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    stopped.cancel()
+    if stop.is_set():
+        return
+    for service in HEALTH_SERVICES:
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def _follow(discovery: Discovery, store: Datastore, stop: asyncio.Event,
+                  discovered: asyncio.Event) -> None:
     async for specs in discovery.updates(stop):
         store.set_endpoints(specs)
+        discovered.set()
     if not stop.is_set():
         raise RuntimeError("endpoint discovery ended while the EPP was serving")
 

@@ -54,12 +54,14 @@ from llmd.epp.plugins.profile.pd import PdProfileHandler
 from llmd.epp.plugins.profile.single import SingleProfileHandler
 from llmd.epp.plugins.registry import (
     BACKGROUND,
+    CROSS_REPLICA_SYNCER,
     DATA_PRODUCER,
     DATA_SOURCE,
     DECIDER,
     FILTER,
     METRICS_EXTRACTOR,
     PARSER,
+    PEER_DISCOVERY,
     PICKER,
     PRE_REQUEST,
     PRODUCER_REFS,
@@ -72,6 +74,8 @@ from llmd.epp.plugins.registry import (
     PluginClass,
     PluginRegistry,
 )
+from llmd.epp.plugins.replica.peers import K8sPeerDiscovery, StaticPeerDiscovery
+from llmd.epp.plugins.replica.syncer import LocalSyncer, ZmqMeshSyncer
 from llmd.epp.plugins.saturation.utilization import UtilizationDetector
 from llmd.epp.plugins.scorer.kv_cache_utilization import KvCacheUtilizationScorer
 from llmd.epp.plugins.scorer.load_aware import LoadAwareScorer
@@ -102,6 +106,8 @@ PLUGINS = PluginRegistry(
     DATA_SOURCE.table(MetricsDataSource),
     METRICS_EXTRACTOR.table(CoreMetricsExtractor),
     PARSER.table(OpenAIParser, PassthroughParser),
+    CROSS_REPLICA_SYNCER.table(ZmqMeshSyncer, LocalSyncer),
+    PEER_DISCOVERY.table(K8sPeerDiscovery, StaticPeerDiscovery),
     PRODUCER_REFS.table(NoHitLruScorer, PrefixCacheScorer, PrefixBasedPdDecider,
                         PdProfileHandler),
     defaults={PREFIX_MATCH: ApproxPrefixCacheProducer.type},

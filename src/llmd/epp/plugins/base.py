@@ -20,7 +20,7 @@ Background plugins run beside all of this from start to stop (`run`: a KV-event 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -311,4 +311,24 @@ class MetricsExtractor(Plugin, Protocol):
 
     def engine_of(self, spec: EndpointSpec) -> str:
         """The endpoint's engine name (the adapter's key), from its labels."""
+        ...
+
+
+@runtime_checkable
+class CrossReplicaSyncer(Plugin, Protocol):
+    """`dataLayer.crossReplica.syncerPluginRef`: how replicas share state. The EPP runs the
+    sync (`llmd.epp.replica_sync`) with the plugin's parameters."""
+
+    shares: ClassVar[bool]
+    """False for llm-d's single-replica `local-syncer`: in-flight accounting, no peers."""
+
+
+@runtime_checkable
+class PeerDiscovery(Plugin, Protocol):
+    """`dataLayer.peerDiscovery.pluginRef`: the other EPP replicas (`host:port` of their sync
+    sockets, never this replica's own)."""
+
+    def peers(self, stop: asyncio.Event, kube: Any) -> AsyncIterator[tuple[str, ...]]:
+        """The peer set whenever it changes, until `stop`. `kube`: the EPP's Kubernetes API
+        access (a `llmd._kube.KubeApi`) or None."""
         ...

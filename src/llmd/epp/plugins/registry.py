@@ -24,12 +24,14 @@ from llmd.config import LlmdModel
 from llmd.epp.cycle import DataKey, DataKeys
 from llmd.epp.plugins.base import (
     Background,
+    CrossReplicaSyncer,
     DataProducer,
     DataSource,
     Decider,
     Filter,
     MetricsExtractor,
     Parser,
+    PeerDiscovery,
     Picker,
     Plugin,
     PreRequest,
@@ -42,8 +44,9 @@ from llmd.epp.plugins.base import (
 )
 
 __all__ = [
-    "BACKGROUND", "DATA_PRODUCER", "DATA_SOURCE", "DECIDER", "FILTER", "KINDS",
-    "METRICS_EXTRACTOR", "PARSER", "PICKER", "PRE_REQUEST", "PRODUCER_REFS", "PROFILE_HANDLER",
+    "BACKGROUND", "CROSS_REPLICA_SYNCER", "DATA_PRODUCER", "DATA_SOURCE", "DECIDER", "FILTER",
+    "KINDS", "METRICS_EXTRACTOR", "PARSER", "PEER_DISCOVERY", "PICKER", "PRE_REQUEST",
+    "PRODUCER_REFS", "PROFILE_HANDLER",
     "PROFILE_REFS", "RESPONSE_HEADERS", "SATURATION_DETECTOR", "SCORER", "Kind", "KindTable",
     "PluginClass", "PluginRegistry",
 ]
@@ -89,6 +92,9 @@ DATA_PRODUCER: Kind[DataProducer] = Kind("data producer", DataProducer)
 PARSER: Kind[Parser] = Kind("parser", Parser)
 DATA_SOURCE: Kind[DataSource] = Kind("data source", DataSource)
 METRICS_EXTRACTOR: Kind[MetricsExtractor] = Kind("extractor", MetricsExtractor)
+CROSS_REPLICA_SYNCER: Kind[CrossReplicaSyncer] = Kind("cross-replica syncer",
+                                                      CrossReplicaSyncer)
+PEER_DISCOVERY: Kind[PeerDiscovery] = Kind("peer-discovery plugin", PeerDiscovery)
 # Roles a plugin plays besides its main one.
 PRE_REQUEST: Kind[PreRequest] = Kind("pre-request hook", PreRequest)
 RESPONSE_HEADERS: Kind[ResponseHeaderHook] = Kind("response header hook", ResponseHeaderHook)
@@ -98,8 +104,8 @@ BACKGROUND: Kind[Background] = Kind("background task", Background)
 
 KINDS: tuple[Kind[Any], ...] = (
     PROFILE_HANDLER, DECIDER, SCORER, PICKER, SATURATION_DETECTOR, FILTER, DATA_PRODUCER, PARSER,
-    DATA_SOURCE, METRICS_EXTRACTOR, PRE_REQUEST, RESPONSE_HEADERS, PROFILE_REFS, PRODUCER_REFS,
-    BACKGROUND,
+    DATA_SOURCE, METRICS_EXTRACTOR, CROSS_REPLICA_SYNCER, PEER_DISCOVERY, PRE_REQUEST,
+    RESPONSE_HEADERS, PROFILE_REFS, PRODUCER_REFS, BACKGROUND,
 )
 """Every kind, main ones first in naming order."""
 

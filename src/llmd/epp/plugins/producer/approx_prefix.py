@@ -11,6 +11,10 @@ llm-d indexes the profile named `prefill`; llmd indexes every non-primary profil
 which is the same thing for the profiles llmd's handlers run, and still right when the prefill
 profile is renamed), never while scoring.
 
+With `dataLayer.crossReplica`, the blocks recorded after each decision are also handed to the
+replica sync (`publish`), which sends them to the peer replicas; theirs arrive through
+`learn()` (`syncCrossReplicaState: false` keeps this producer's index local).
+
 With `autoTune`, an endpoint that reports its KV block size (vLLM `block_size`, SGLang
 `page_size`) and block count is matched with blocks of that many tokens × 4 characters and an
 LRU of that many blocks, as llm-d does; others keep the configured values.
@@ -19,7 +23,7 @@ LRU of that many blocks, as llm-d does; others keep the configured values.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -79,12 +83,17 @@ class ApproxPrefixCacheProducer:
         lru_capacity_per_server: int = Field(default=31250, gt=0, description="blocks per endpoint")
         auto_tune: bool = Field(default=False, description="use each endpoint's reported "
                                 "KV block size and block count")
+        sync_cross_replica_state: bool = Field(
+            default=True, description="with dataLayer.crossReplica: share this index's "
+            "picks with the peer replicas (llm-d's per-plugin opt-out)")
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params
         self._block_chars = params.block_size_tokens * 4
         self._index: dict[EndpointId, OrderedDict[int, None]] = {}
         self._generation = -1
+        self.publish: Callable[[EndpointId, tuple[int, ...]], None] | None = None
+        """Set by the replica sync: called with each (endpoint, blocks) this replica records."""
 
     def produce(self, request: InferenceRequest, pool: PoolSnapshot) -> None:
         by_size: dict[int, tuple[int, ...]] = {}
@@ -137,7 +146,20 @@ class ApproxPrefixCacheProducer:
         chosen += [r.targets[0] for name, r in result.results.items()
                    if name != result.primary and r.targets]
         for ep in chosen:
-            self.record(ep.id, chains.of(ep.id), self._capacity_of(ep))
+            hashes = chains.of(ep.id)
+            self.record(ep.id, hashes, self._capacity_of(ep))
+            if self.publish is not None:
+                self.publish(ep.id, hashes)
+
+    def learn(self, ep: Endpoint, hashes: tuple[int, ...]) -> None:
+        """A peer replica recorded `hashes` on `ep` (never published again)."""
+        self.record(ep.id, hashes, self._capacity_of(ep))
+
+    def export(self) -> Iterator[tuple[EndpointId, tuple[int, ...]]]:
+        """Every endpoint's blocks, least recent first (a snapshot for a late peer)."""
+        for ep_id, lru in list(self._index.items()):
+            yield ep_id, tuple(lru)
+
     def record(self, ep_id: EndpointId, hashes: tuple[int, ...], capacity: int | None = None
                ) -> None:
         """Mark `hashes` as cached on `ep_id` (most recent last), evicting the oldest blocks."""

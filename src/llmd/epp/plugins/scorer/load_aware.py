@@ -1,4 +1,5 @@
-"""`load-aware-scorer`: 0.5 with an empty queue, falling linearly to 0 at `threshold` waiting."""
+"""`load-aware-scorer`: 0.5 with an empty queue, falling linearly to 0 at `threshold` waiting
+(scraped, plus the requests sent since that scrape: `PoolSnapshot.inflight`)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class LoadAwareScorer:
         self.name, self.params = name, params
 
     def score(self, request: InferenceRequest, pool: PoolSnapshot) -> Mapping[EndpointId, float]:
-        cap = self.params.threshold
+        cap, inflight = self.params.threshold, pool.inflight
         return {
-            ep.id: 0.5 * (1.0 - min(ep.metrics.waiting, cap) / cap) for ep in pool.candidates
+            ep.id: 0.5 * (1.0 - min(ep.metrics.waiting + inflight.get(ep.id, 0), cap) / cap)
+            for ep in pool.candidates
         }

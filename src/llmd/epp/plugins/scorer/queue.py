@@ -1,4 +1,5 @@
-"""`queue-scorer`: prefer endpoints with short waiting queues (min-max normalised)."""
+"""`queue-scorer`: prefer endpoints with short waiting queues (min-max normalised). The queue is
+the scraped one plus the requests sent since that scrape (`PoolSnapshot.inflight`)."""
 
 from __future__ import annotations
 
@@ -24,4 +25,5 @@ class QueueScorer:
         self.name, self.params = name, params
 
     def score(self, request: InferenceRequest, pool: PoolSnapshot) -> Mapping[EndpointId, float]:
-        return inverse_minmax(pool, lambda ep: ep.metrics.waiting)
+        inflight = pool.inflight
+        return inverse_minmax(pool, lambda ep: ep.metrics.waiting + inflight.get(ep.id, 0))

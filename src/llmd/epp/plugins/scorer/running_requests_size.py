@@ -1,4 +1,5 @@
-"""`running-requests-size-scorer`: prefer endpoints running fewer requests (min-max normalised)."""
+"""`running-requests-size-scorer`: prefer endpoints running fewer requests (min-max normalised),
+counting the requests sent since the last scrape (`PoolSnapshot.inflight`) as running."""
 
 from __future__ import annotations
 
@@ -24,4 +25,5 @@ class RunningRequestsSizeScorer:
         self.name, self.params = name, params
 
     def score(self, request: InferenceRequest, pool: PoolSnapshot) -> Mapping[EndpointId, float]:
-        return inverse_minmax(pool, lambda ep: ep.metrics.running)
+        inflight = pool.inflight
+        return inverse_minmax(pool, lambda ep: ep.metrics.running + inflight.get(ep.id, 0))

@@ -1,0 +1,1 @@
+"""Plugins of `dataLayer.crossReplica` and `dataLayer.peerDiscovery` (EPP replicas)."""
