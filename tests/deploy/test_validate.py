@@ -28,7 +28,7 @@ CRDS = {
         "leaderworkerset.x-k8s.io_leaderworkersets.yaml",
 }
 CORE = {"ServiceAccount", "Deployment", "Service", "ConfigMap", "Role", "RoleBinding",
-        "ResourceClaimTemplate"}
+        "ResourceClaimTemplate", "PodDisruptionBudget"}
 
 
 @functools.cache
@@ -76,6 +76,11 @@ def _renders() -> list[Any]:
                               ("accelerator.dra=true", "prefill.accelerator.type=amd"), id="dra"))
     cases.append(pytest.param([COMPAT / "values.default.yaml"], ("tracing.enabled=true",),
                               id="chart-defaults"))
+    cases += [pytest.param([EXAMPLES / f"values-{name}.yaml"], (f"routing.epp.replicas={n}",),
+                           id=f"{name}-epp-replicas-{n}")
+              for name in ("vllm", "sglang", "vllm-pd", "sglang-pd", "vllm-precise",
+                           "sglang-precise")
+              for n in (2, 3)]
     return cases
 
 
@@ -93,7 +98,7 @@ def test_every_object_validates(files: list[Path], sets: tuple[str, ...],
 
 
 def test_validators_catch_mistakes(shared_dir: Path) -> None:
-    """The validators are not vacuous: a broken pool and a broken Deployment fail."""
+    """The validators are not vacuous: a broken pool, Deployment and budget fail."""
     pool = {"apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
             "metadata": {"name": "p"}, "spec": {"selector": {}, "targetPorts": []}}
     with pytest.raises(jsonschema.ValidationError):
@@ -104,3 +109,7 @@ def test_validators_catch_mistakes(shared_dir: Path) -> None:
                       "spec": {"containers": [{"name": "c", "image": "i", "argz": []}]}}}}
     with pytest.raises(kubernetes_validate.ValidationError):
         _validate(deployment, shared_dir)
+    budget = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "b"},
+              "spec": {"maxUnavailabel": 1, "selector": {"matchLabels": {"a": "b"}}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate(budget, shared_dir)

@@ -3,7 +3,8 @@
 The EPP runs `llmd epp --kubernetes` on the pool named by `--pool-name`/`--pool-namespace`: its
 pods come from watching the InferencePool (`llmd.epp.discovery_k8s`). The other flags are
 `llmd epp`'s, named as llm-d's EPP names them (`--config-file`, `--grpc-port`,
-`--grpc-health-port`, `--metrics-port`).
+`--grpc-health-port`, `--metrics-port`). With `routing.epp.replicas` > 1 the replicas are spread,
+kept available and wired to each other (`_epp_replicas`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ from typing import Any
 
 import yaml
 
+from llmd.deploy._epp_replicas import (
+    SYNC_PORT,
+    SYNC_PORT_NAME,
+    replica_objects,
+    replicated_config,
+    spread,
+)
 from llmd.deploy._kv_events import PORT_NAME, KvEvents
 from llmd.deploy._workloads import Names
 from llmd.deploy.values import Values
@@ -119,9 +127,14 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool,
                               f"({', '.join(f'{n} {p}' for n, p in EPP_PORTS.items())}): "
                               "choose another")
         ports[PORT_NAME] = kv.port
+    replicated = epp.replicas > 1
+    if replicated:  # (centralized KV events, `kv`, take one EPP: refused in _kv_events)
+        ports[SYNC_PORT_NAME] = SYNC_PORT
     namespace = names.namespace or "default"
     labels = {"app.kubernetes.io/component": "epp", "llm-d.ai/epp": name}
     config = epp.config if epp.config is not None else default_epp_config(pd)
+    if replicated:
+        config = replicated_config(config, labels)
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": names.meta(name)}
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": names.meta(name), "rules": [
@@ -145,21 +158,25 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool,
         "command": ["llmd", "epp"], "args": args,
         "env": [{"name": "NAMESPACE",
                  "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                *([{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+                  if replicated else [])],
         "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports.items()],
         "readinessProbe": {**probe, "initialDelaySeconds": 5},
         "livenessProbe": {**probe, "initialDelaySeconds": 5, "failureThreshold": 3},
         "resources": epp.resources,
         "volumeMounts": [{"name": "config", "mountPath": "/config", "readOnly": True}],
     }
+    strategy = ({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+                if replicated else {"type": "Recreate"})
+    pod_spec = {"serviceAccountName": name, "terminationGracePeriodSeconds": 130,
+                **(spread(labels) if replicated else {}), "containers": [container],
+                "volumes": [{"name": "config", "configMap": {"name": name}}]}
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": names.meta(name),
-        "spec": {"replicas": epp.replicas, "strategy": {"type": "Recreate"},
+        "spec": {"replicas": epp.replicas, "strategy": strategy,
                  "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels}, "spec": {
-                     "serviceAccountName": name, "terminationGracePeriodSeconds": 130,
-                     "containers": [container],
-                     "volumes": [{"name": "config", "configMap": {"name": name}}]}}}}
+                 "template": {"metadata": {"labels": labels}, "spec": pod_spec}}}
     service_ports: list[dict[str, Any]] = [
         {"name": "grpc-ext-proc", "port": EPP_PORTS["grpc"], "targetPort": "grpc",
          "protocol": "TCP", "appProtocol": "http2"},
@@ -172,7 +189,8 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool,
                               "protocol": "TCP"})
     service = {"apiVersion": "v1", "kind": "Service", "metadata": names.meta(name),
                "spec": {"type": "ClusterIP", "selector": labels, "ports": service_ports}}
-    return [account, role, binding, config_map, deployment, service]
+    objects: list[dict[str, Any]] = [account, role, binding, config_map, deployment, service]
+    return objects + replica_objects(names, name, labels) if replicated else objects
 
 
 def _route(values: Values, names: Names, pool: str) -> dict[str, Any]:

@@ -299,6 +299,8 @@ class Epp(_Values):
     image: str = DEFAULT_LLMD_IMAGE
     image_pull_policy: str = "IfNotPresent"
     replicas: Annotated[Int, Field(ge=1)] = 1
+    """More than one: replicas spread over nodes, under a PodDisruptionBudget, finding each other
+    through a headless Service and syncing (`llmd.deploy._epp_replicas`)."""
     config: Json | None = None
     """An EndpointPickerConfig; default: llm-d's default plugins (P/D-aware when P/D is on)."""
     extra_args: list[str] = []
