@@ -14,7 +14,12 @@ import pytest
 import yaml
 
 from llmd.deploy import default_epp_config, dump_yaml, render_files
-from llmd.deploy._epp_replicas import PEER_DISCOVERY_TYPE, SYNC_PORT, SYNCER_TYPE
+from llmd.deploy._epp_replicas import (
+    PEER_DISCOVERY_TYPE,
+    SYNC_PORT,
+    SYNCER_TYPE,
+    label_selector,
+)
 from llmd.errors import ConfigError
 
 from ._cases import EXAMPLES, GOLDEN, NAMESPACE
@@ -86,8 +91,9 @@ def test_replicas_are_spread_budgeted_and_wired_to_each_other(engine: str, shape
     layer = config["dataLayer"]
     discovery = _plugin(config, layer["peerDiscovery"]["pluginRef"])
     assert discovery["type"] == PEER_DISCOVERY_TYPE
-    assert discovery["parameters"] == {"selector": labels, "port": port["port"]}
-    assert _plugin(config, layer["crossReplica"]["syncerPluginRef"])["type"] == SYNCER_TYPE
+    assert discovery["parameters"] == {"selector": label_selector(labels), "port": port["port"]}
+    syncer = _plugin(config, layer["crossReplica"]["syncerPluginRef"])
+    assert syncer["type"] == SYNCER_TYPE and syncer["parameters"] == {"port": port["port"]}
     assert layer["crossReplica"]["syncInterval"] == "100ms"
     # The metrics an EPP scrapes without `dataLayer`, now said explicitly.
     (source,) = layer["sources"]
@@ -136,14 +142,16 @@ def test_a_users_peer_discovery_and_sync_are_kept(tmp_path: Path) -> None:
     assert out["dataLayer"] == {"sources": [], "peerDiscovery": {"pluginRef": "peers"},
                                 "crossReplica": {"syncerPluginRef": "sync",
                                                  "syncInterval": "50ms"}}
-    assert _plugin(out, "peers")["parameters"] == {"selector": EPP_LABELS, "port": SYNC_PORT}
+    assert _plugin(out, "peers")["parameters"] == {"selector": label_selector(EPP_LABELS),
+                                                   "port": SYNC_PORT}
+    assert _plugin(out, "sync")["parameters"] == {"port": SYNC_PORT}
     assert [p["type"] for p in out["plugins"]].count(SYNCER_TYPE) == 1
 
 
 @pytest.mark.parametrize(("parameters", "message"), [
     ({"port": 9100}, "parameters.port: 9100, but the rendered EPP replicas have port 9005"),
-    ({"selector": {"app": "epp"}}, "parameters.selector: {'app': 'epp'}, but the rendered EPP "
-                                   "replicas have selector"),
+    ({"selector": "app=epp"}, "parameters.selector: 'app=epp', but the rendered EPP "
+                              "replicas have selector"),
     ("port=9100", "parameters: a mapping, got 'port=9100'"),
 ])
 def test_a_users_peer_discovery_that_misses_the_replicas_is_an_error(
@@ -174,11 +182,13 @@ def test_the_peer_service_name_is_a_dns_label() -> None:
 
 def test_the_replicated_config_loads_in_llmd_epp(engine: str) -> None:
     from llmd.epp.config import load_config
-    from llmd.epp.plugins import PLUGINS
 
-    missing = sorted({PEER_DISCOVERY_TYPE, SYNCER_TYPE} - set(PLUGINS))
-    if missing:
-        pytest.skip(f"llmd epp has no {missing} plugin yet (issue 14's cross-replica sync)")
     objects = _render(f"values-{engine}-pd.yaml", "routing.epp.replicas=2")
     (text,) = _one(objects, "ConfigMap")["data"].values()
-    assert load_config(text=text).scheduler.handler.type == "disagg-profile-handler"
+    loaded = load_config(text=text)
+    assert loaded.scheduler.handler.type == "disagg-profile-handler"
+    sync = loaded.replica_sync
+    assert sync is not None and sync.syncer.type == SYNCER_TYPE
+    assert sync.interval_s == pytest.approx(0.1) and sync.peer_discovery is not None
+    assert sync.peer_discovery.type == PEER_DISCOVERY_TYPE
+    assert sync.syncer.params.port == sync.peer_discovery.params.port == SYNC_PORT

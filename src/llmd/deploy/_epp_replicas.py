@@ -17,9 +17,11 @@ With N > 1 the render gives the EPP:
   their sync port, container port `peer-sync`, and `POD_IP` from the downward API, by which a
   replica leaves itself out of its peers;
 - in the EndpointPickerConfig, llm-d v1's peer discovery and cross-replica sync: a
-  `k8s-peer-discovery` plugin (`selector`: the EPP pods' labels, `port`: the sync port) under
-  `dataLayer.peerDiscovery.pluginRef`, and `dataLayer.crossReplica: {syncerPluginRef,
-  syncInterval: 100ms}` naming the syncer. The Role already lets the EPP list and watch pods.
+  `k8s-peer-discovery` plugin (`selector`: the EPP pods' labels as a label selector string,
+  `port`: the sync port) under `dataLayer.peerDiscovery.pluginRef`, and
+  `dataLayer.crossReplica: {syncerPluginRef, syncInterval: 100ms}` naming a `zmq-mesh-syncer`
+  on the same port (`POD_NAMESPACE` from the downward API tells the discovery where to look).
+  The Role already lets the EPP list and watch pods.
 
 N == 1 renders exactly what one EPP always had.
 """
@@ -33,9 +35,9 @@ from llmd.deploy._workloads import Names
 from llmd.errors import ConfigError
 
 __all__ = ["PEER_DISCOVERY_TYPE", "SYNCER_TYPE", "SYNC_PORT", "SYNC_PORT_NAME",
-           "peer_service_name", "replica_objects", "replicated_config", "spread"]
+           "label_selector", "peer_service_name", "replica_objects", "replicated_config", "spread"]
 
-SYNCER_TYPE = "cross-replica-syncer"
+SYNCER_TYPE = "zmq-mesh-syncer"
 """The plugin type of llmd's cross-replica syncer: `dataLayer.crossReplica.syncerPluginRef`."""
 SYNC_PORT = 9005
 """The port a replica's syncer listens on and its peers dial (9004 is llm-d's State API)."""
@@ -53,6 +55,11 @@ def peer_service_name(epp: str) -> str:
     return f"{epp[:_DNS_LABEL - len(suffix)].rstrip('-')}{suffix}"
 
 
+def label_selector(labels: dict[str, str]) -> str:
+    """Labels as the selector string llm-d's plugin takes: `app=epp,tier=x`."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
 def _ref(plugin: dict[str, Any]) -> str:
     return str(plugin.get("name") or plugin.get("type"))
 
@@ -65,17 +72,19 @@ def replicated_config(config: dict[str, Any], labels: dict[str, str]) -> dict[st
     plugins = out.setdefault("plugins", [])
     if not isinstance(plugins, list):
         raise ConfigError(f"{_CONFIG}.plugins: a list, got {plugins!r}")
-    params = {"selector": dict(labels), "port": SYNC_PORT}
+    wanted: dict[str, dict[str, Any]] = {
+        PEER_DISCOVERY_TYPE: {"selector": label_selector(labels), "port": SYNC_PORT},
+        SYNCER_TYPE: {"port": SYNC_PORT}}
     errors = []
     for i, plugin in enumerate(plugins):
-        if not isinstance(plugin, dict) or plugin.get("type") != PEER_DISCOVERY_TYPE:
+        if not isinstance(plugin, dict) or plugin.get("type") not in wanted:
             continue
         where = f"{_CONFIG}.plugins[{i}].parameters"
         given = plugin.setdefault("parameters", {})
         if not isinstance(given, dict):
             errors.append(f"{where}: a mapping, got {given!r}")
             continue
-        for key, want in params.items():
+        for key, want in wanted[plugin["type"]].items():
             have = given.setdefault(key, want)
             if have != want:
                 errors.append(
@@ -95,9 +104,11 @@ def replicated_config(config: dict[str, Any], labels: dict[str, str]) -> dict[st
         raise ConfigError(f"{_CONFIG}.dataLayer: a mapping, got {layer!r}")
     if "peerDiscovery" not in layer:
         layer["peerDiscovery"] = {
-            "pluginRef": _declared(plugins, PEER_DISCOVERY_TYPE, {"parameters": params})}
+            "pluginRef": _declared(plugins, PEER_DISCOVERY_TYPE,
+                                   {"parameters": wanted[PEER_DISCOVERY_TYPE]})}
     if "crossReplica" not in layer:
-        layer["crossReplica"] = {"syncerPluginRef": _declared(plugins, SYNCER_TYPE, {}),
+        layer["crossReplica"] = {"syncerPluginRef": _declared(plugins, SYNCER_TYPE,
+                                                              {"parameters": wanted[SYNCER_TYPE]}),
                                  "syncInterval": SYNC_INTERVAL}
     return out
 

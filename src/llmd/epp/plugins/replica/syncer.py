@@ -10,20 +10,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from llmd.config import LlmdModel, parse_duration_s
+from llmd.config import LlmdModel, PositiveDuration
 from llmd.epp.cycle import DataKeys
 from llmd.epp.plugins.base import NoParams
 
 __all__ = ["LocalSyncer", "ZmqMeshSyncer"]
-
-
-def _positive_duration(value: str | float) -> float:
-    seconds = parse_duration_s(value)
-    if seconds <= 0:
-        raise ValueError("must be > 0")
-    return seconds
 
 
 class ZmqMeshSyncer:
@@ -35,19 +28,14 @@ class ZmqMeshSyncer:
     class Params(LlmdModel):
         port: int = Field(default=9005, ge=0, lt=65536, description="the PUB socket peers "
                           "subscribe to (`llmd epp --sync-port` overrides; 0: a free one)")
-        peer_expiry: float = Field(default=1.0, description="a peer silent this long (seconds "
-                                   "or a duration like `1s`) is gone: its in-flight gauges "
-                                   "stop counting")
-        catch_up_timeout: float = Field(default=5.0, description="how long a starting replica "
-                                        "waits for its peers' snapshots before it reports "
-                                        "SERVING anyway")
+        peer_expiry: PositiveDuration = Field(
+            default=1.0, description="a peer silent this long (seconds or a duration like `1s`) "
+            "is gone: its in-flight gauges stop counting")
+        catch_up_timeout: PositiveDuration = Field(
+            default=5.0, description="how long a starting replica waits for its peers' "
+            "snapshots before it reports SERVING anyway")
         max_frame_bytes: int = Field(default=16 << 20, ge=1024, description="a larger frame "
                                      "from a peer is dropped (and counted)")
-
-        @field_validator("peer_expiry", "catch_up_timeout", mode="before")
-        @classmethod
-        def _durations(cls, value: str | float) -> float:
-            return _positive_duration(value)
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params
