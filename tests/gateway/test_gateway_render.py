@@ -112,3 +112,67 @@ async def test_llmd_gateway_command_prints_listening_and_stops_envoy() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+TWO_REPLICAS = "127.0.0.1:9002,health=9003,127.0.0.1:9012,health=9013"
+
+
+def test_one_epp_replica_is_rendered_as_before() -> None:
+    """One replica: no health checks, no failover pass (a broken stream has nowhere else to
+    go), the failure mode right after the EPP route."""
+    boot = render_bootstrap(GatewaySpec(epp="127.0.0.1:9002,health=9003"))
+    assert [x["name"] for x in boot["static_resources"]["listeners"]] == ["gateway"]
+    (epp,) = [c for c in boot["static_resources"]["clusters"] if c["name"] == "epp"]
+    assert "health_checks" not in epp and "outlier_detection" not in epp
+    assert "bootstrap_extensions" not in boot
+
+
+def test_epp_replicas_are_health_checked_and_failed_over() -> None:
+    spec = GatewaySpec(epp=TWO_REPLICAS, failure_mode="FailClose")
+    boot = render_bootstrap(spec)
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    epp = clusters["epp"]
+    hosts = [(e["endpoint"]["address"]["socket_address"]["port_value"],
+              e["endpoint"]["health_check_config"]["port_value"])
+             for e in epp["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert hosts == [(9002, 9003), (9012, 9013)]
+    assert epp["lb_policy"] == "ROUND_ROBIN"
+    (check,) = epp["health_checks"]
+    assert "grpc_health_check" in check and check["unhealthy_threshold"] == 1
+    assert check["interval"] == check["no_traffic_interval"] == "1.000s"
+    assert epp["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}}
+    assert epp["outlier_detection"]["consecutive_local_origin_failure"] == 1
+    # Outer listener: a request without the EPP's header re-enters once, through the
+    # internal listener, whose last route is the failure mode.
+    outer, inner = boot["static_resources"]["listeners"]
+    assert inner["internal_listener"] == {} and "address" not in inner
+    outer_hcm = outer["filter_chains"][0]["filters"][0]["typed_config"]
+    inner_hcm = inner["filter_chains"][0]["filters"][0]["typed_config"]
+    assert outer_hcm["route_config"]["virtual_hosts"][0]["routes"][-1]["route"] == {
+        "cluster": "epp_failover", "timeout": "0s"}
+    assert inner_hcm["route_config"]["virtual_hosts"][0]["routes"][-1]["direct_response"][
+        "status"] == 503
+    assert clusters["epp_failover"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0][
+        "endpoint"]["address"] == {"envoy_internal_address": {"server_listener_name":
+                                                              inner["name"]}}
+    assert [e["name"] for e in boot["bootstrap_extensions"]] == [
+        "envoy.bootstrap.internal_listener"]
+    for hcm in (outer_hcm, inner_hcm):
+        (ext_proc,) = [f for f in hcm["http_filters"] if f["name"].endswith("ext_proc")]
+        retry = ext_proc["typed_config"]["grpc_service"]["retry_policy"]
+        assert "connect-failure" in retry["retry_on"] and retry["retry_host_predicate"]
+
+
+@pytest.mark.parametrize(("epp", "message"), [
+    pytest.param("127.0.0.1:9002,weight=2", "'weight=2' is not host:port or health=PORT",
+                 id="unknown-option"),
+    pytest.param("health=9003", "'health=9003' is not host:port or health=PORT after one",
+                 id="option-first"),
+    pytest.param(["127.0.0.1:9002,health=9003", "127.0.0.1:9012"],
+                 "every EPP replica a health port", id="some-health-ports"),
+    pytest.param("127.0.0.1:9002,health=0", "epp.0.health_port", id="bad-health-port"),
+    pytest.param("nohost", "epp.0.address", id="bad-address"),
+])
+def test_bad_epp_replicas_are_rejected(epp: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        GatewaySpec(epp=epp)
