@@ -203,3 +203,13 @@ async def test_llmd_up_fronts_existing_servers(engine: str) -> None:
             proc.send_signal(signal.SIGINT)
             async with asyncio.timeout(20):
                 assert await proc.wait() == 0
+
+
+def test_epp_replicas_take_three_ports_each_after_the_fleet() -> None:
+    spec = StackSpec(engines=("vllm", "sglang"), base_port=8100, gateway_port=8080,
+                     epp_replicas=2)
+    assert spec.fixed_ports()[3:] == [
+        ("epp-0 ext_proc", 8102), ("epp-0 grpc health", 8103), ("epp-0 metrics", 8104),
+        ("epp-1 ext_proc", 8105), ("epp-1 grpc health", 8106), ("epp-1 metrics", 8107)]
+    with pytest.raises(ValueError, match="the EPP replicas' 12 ports"):
+        StackSpec(engines=("vllm",), base_port=65530, epp_replicas=4)

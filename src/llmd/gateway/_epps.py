@@ -18,9 +18,9 @@ from llmd.gateway.envoy import EppReplica
 from llmd.sim.fleet import Progress
 
 if TYPE_CHECKING:
-    from llmd.gateway.stack import LocalStack
+    from llmd.gateway.stack import LocalStack, StackSpec
 
-__all__ = ["EPP_PORTS", "EppProcess", "epp_argv", "replica_name", "start_epps"]
+__all__ = ["EPP_PORTS", "EppProcess", "epp_argv", "epp_ports", "replica_name", "start_epps"]
 
 EPP_PORTS = ("ext_proc", "grpc health", "metrics")
 
@@ -56,10 +56,9 @@ def replica_name(index: int, replicas: int) -> str:
     return "epp" if replicas == 1 else f"epp-{index}"
 
 
-def epp_ports(stack: LocalStack, index: int) -> list[int]:
+def epp_ports(spec: StackSpec, index: int) -> list[int]:
     """Replica `index`'s ext_proc, health and metrics ports: after the fleet's with a fixed
     `base_port`, 3 per replica; all 0 (ephemeral) otherwise."""
-    spec = stack.spec
     if not spec.base_port:
         return [0] * len(EPP_PORTS)
     first = spec.base_port + spec.fleet_size() + index * len(EPP_PORTS)
@@ -70,11 +69,13 @@ def epp_argv(stack: LocalStack, index: int, ports: list[int] | None = None) -> l
     """Replica `index`'s `llmd epp` command line for the stack's fleet (static discovery,
     engine labels); `ports` (ext_proc, health, metrics) pins them, as a restart does.
 
-    Every replica gets the same pool, config and flags today; a replica's view of the others
-    (peer addresses for cross-replica state) belongs here, where `index` and `stack.epps`
-    (the replicas started so far) are known."""
+    Every replica gets the same pool, config and flags today. Flags naming the other replicas
+    (peer addresses for cross-replica state) belong here: with a fixed `base_port` every
+    replica's ports are known before any starts (`epp_ports(spec, j)`); with ephemeral ports
+    the others' are known once they run (`stack.epps`, set when all have started, so a
+    restart's argv sees them)."""
     spec = stack.spec
-    ports = ports or epp_ports(stack, index)
+    ports = ports or epp_ports(spec, index)
     argv = [sys.executable, "-c", "from llmd.cli import main; main()", "epp",
             "--host", spec.host, "--grpc-port", str(ports[0]),
             "--grpc-health-port", str(ports[1]), "--metrics-port", str(ports[2]),

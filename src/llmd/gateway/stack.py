@@ -60,7 +60,7 @@ from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
 from llmd.epp import load_config, parse_endpoint_flag
 from llmd.errors import ConfigError
-from llmd.gateway._epps import EPP_PORTS, EppProcess, replica_name, start_epps
+from llmd.gateway._epps import EPP_PORTS, EppProcess, epp_ports, replica_name, start_epps
 from llmd.gateway._kv_events import SimChild, SimKvEvents, plan_kv_events
 from llmd.gateway._pd import PD_EPP_CONFIG, PdArgs, PdLayout, needs_side_port, start_pd_fleet
 from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec
@@ -209,9 +209,8 @@ class StackSpec(LlmdModel):
                 ports += [(f"sim-{e}-{i}", self.base_port + i)
                           for i, e in enumerate(self.engines)]
             for r in range(self.epp_replicas if self.epp else 0):
-                first = self.base_port + self.fleet_size() + r * len(EPP_PORTS)
-                ports += [(f"{replica_name(r, self.epp_replicas)} {what}", first + i)
-                          for i, what in enumerate(EPP_PORTS)]
+                ports += [(f"{replica_name(r, self.epp_replicas)} {what}", port)
+                          for what, port in zip(EPP_PORTS, epp_ports(self, r), strict=True)]
         return ports
 
 
