@@ -140,6 +140,7 @@ async def run_variant(stack: LocalStack, variant: str, args: argparse.Namespace
         survivors = stack.epps[1:]
         before = sum([await decisions(http, e) for e in survivors])
         outcomes: Counter[str] = Counter()
+        samples: dict[str, str] = {}
         victim = stack.child(stack.epps[0].name)
         restarts = victim.restarts
         killed_at = 0.0
@@ -156,8 +157,10 @@ async def run_variant(stack: LocalStack, variant: str, args: argparse.Namespace
                             "failclose" if "endpoint picker is unavailable" in text
                             else f"http {resp.status}")
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    kind = type(exc).__name__
+                    kind, text = type(exc).__name__, str(exc)
                 outcomes[kind] += 1
+                if kind != "ok":
+                    samples.setdefault(kind, text[:200])
                 if not killed_at and outcomes.total() >= args.kill_at:
                     killed_at = time.monotonic()
                     os.kill(victim.proc.pid, signal.SIGKILL)
@@ -172,6 +175,8 @@ async def run_variant(stack: LocalStack, variant: str, args: argparse.Namespace
         while victim.restarts == restarts:  # noqa: ASYNC110 (polling under a deadline)
             await asyncio.sleep(0.1)
     failed = {k: v for k, v in outcomes.items() if k != "ok"}
+    for kind, text in samples.items():
+        print(f"{variant}: first {kind}: {text}", file=sys.stderr)
     return {
         "variant": variant,
         "requests": f"{outcomes.total():,} in {elapsed:.1f} s",
