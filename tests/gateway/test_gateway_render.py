@@ -9,6 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from pydantic import ValidationError
 
@@ -176,3 +177,40 @@ def test_epp_replicas_are_health_checked_and_failed_over() -> None:
 def test_bad_epp_replicas_are_rejected(epp: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         GatewaySpec(epp=epp)
+
+
+async def test_llmd_gateway_takes_several_epp_replicas() -> None:
+    """`--epp` repeated (and comma-separated): Envoy's `epp` cluster holds every replica; none
+    answers here, so the health checks find them all down. A bad value is exit 2 naming it."""
+    llmd = str(Path(sys.executable).parent / "llmd")
+    proc = await asyncio.create_subprocess_exec(
+        llmd, "gateway", "--port", "0", "--admin-port", "0", "--log-level", "info",
+        "--epp", "127.0.0.1:1,health=2", "--epp", "127.0.0.1:3,health=4,127.0.0.1:5,health=6",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        async with asyncio.timeout(20):
+            assert (await proc.stdout.readline()).startswith(b"listening on 127.0.0.1:")
+            while b"(admin " not in (line := await proc.stderr.readline()):
+                assert line, "llmd gateway ended before logging its admin address"
+        text = line.decode()
+        assert "ext_proc 127.0.0.1:1,health=2 127.0.0.1:3,health=4 127.0.0.1:5,health=6" in text
+        admin = text.split("(admin ")[1].split(")")[0]
+        async with aiohttp.ClientSession() as http, http.get(
+                admin + "/clusters?format=json") as resp:
+            clusters = (await resp.json())["cluster_statuses"]
+        (epp,) = [c for c in clusters if c["name"] == "epp"]
+        hosts = sorted(h["address"]["socket_address"]["port_value"] for h in epp["host_statuses"])
+        assert hosts == [1, 3, 5]
+        assert all(h["health_status"].get("failed_active_health_check")
+                   for h in epp["host_statuses"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await proc.wait()
+    bad = await asyncio.create_subprocess_exec(
+        llmd, "gateway", "--port", "0", "--epp", "127.0.0.1:1,weight=2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    async with asyncio.timeout(20):
+        out = (await bad.communicate())[0].decode()
+    assert bad.returncode == 2 and "llmd gateway: epp: " in out and "weight=2" in out, out
