@@ -20,7 +20,9 @@ that Envoy; when `--kill-at` of them have completed, replica 0 is SIGKILLed (the
 supervisor restarts it; the next variant starts once Envoy sees both healthy). Counted: errors
 (any non-200 or failed connection), FailClose answers (JSON 503 "the endpoint picker is
 unavailable"), and Envoy's own counters (ext_proc streams failed and let through to the failure
-route, gRPC retries, failover passes, health-check failures, outlier ejections).
+route, gRPC retries, failover passes, health-check failures, outlier ejections), how long after
+the kill Envoy counted the replica unhealthy (`membership_healthy`, polled every 20 ms), and how
+long after its restarted process was ready it was healthy again.
 
     .venv/bin/python bench/epp_failover.py
 """
@@ -118,6 +120,12 @@ async def stats(http: aiohttp.ClientSession, admin: str) -> dict[str, int]:
     return {s["name"]: int(s["value"]) for s in data["stats"] if "value" in s}
 
 
+async def stat(http: aiohttp.ClientSession, admin: str, name: str) -> int:
+    async with http.get(f"{admin}/stats?filter=^{name}$&format=json") as resp:
+        found = (await resp.json())["stats"]
+    return int(found[0]["value"]) if found else 0
+
+
 async def decisions(http: aiohttp.ClientSession, epp: EppProcess) -> float:
     async with http.get(epp.metrics_url) as resp:
         text = await resp.text()
@@ -134,8 +142,8 @@ async def run_variant(stack: LocalStack, variant: str, args: argparse.Namespace
     async with envoy(variant_bootstrap(spec, variant)) as (url, admin), aiohttp.ClientSession(
             timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as http:
         async with asyncio.timeout(30):  # every replica healthy in this Envoy's eyes
-            while (await stats(http, admin)).get(  # noqa: ASYNC110
-                    "cluster.epp.membership_healthy") != len(stack.epps):
+            while await stat(http, admin, "cluster.epp.membership_healthy") != len(  # noqa: ASYNC110
+                    stack.epps):
                 await asyncio.sleep(0.1)
         survivors = stack.epps[1:]
         before = sum([await decisions(http, e) for e in survivors])
@@ -165,15 +173,28 @@ async def run_variant(stack: LocalStack, variant: str, args: argparse.Namespace
                     killed_at = time.monotonic()
                     os.kill(victim.proc.pid, signal.SIGKILL)
 
+        timeline: dict[str, float] = {}
+
+        async def monitor() -> None:
+            """Until the restarted replica is healthy again in Envoy's eyes."""
+            while "back" not in timeline:
+                healthy = await stat(http, admin, "cluster.epp.membership_healthy")
+                now = time.monotonic()
+                if killed_at and healthy < len(stack.epps):
+                    timeline.setdefault("out", now)
+                if victim.restarts > restarts:
+                    timeline.setdefault("restarted", now)
+                    if healthy == len(stack.epps):
+                        timeline["back"] = now
+                await asyncio.sleep(0.02)
+
+        watching = asyncio.create_task(monitor())
         began = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
         elapsed = time.monotonic() - began
         after = sum([await decisions(http, e) for e in survivors])
         s = await stats(http, admin)
-    # The next variant starts with both replicas back.
-    async with asyncio.timeout(30):
-        while victim.restarts == restarts:  # noqa: ASYNC110 (polling under a deadline)
-            await asyncio.sleep(0.1)
+        await asyncio.wait_for(watching, 30)  # the next variant starts with both back
     failed = {k: v for k, v in outcomes.items() if k != "ok"}
     for kind, text in samples.items():
         print(f"{variant}: first {kind}: {text}", file=sys.stderr)
@@ -189,15 +210,18 @@ async def run_variant(stack: LocalStack, variant: str, args: argparse.Namespace
         "hc_failures": str(s.get("cluster.epp.health_check.failure", 0)),
         "ejections": str(s.get("cluster.epp.outlier_detection.ejections_enforced_total", 0)),
         "decisions": f"{after - before:,.0f}",
+        "out": f"{(timeline['out'] - killed_at) * 1000:,.0f} ms",
+        "back": f"{(timeline['back'] - timeline['restarted']) * 1000:,.0f} ms",
     }
 
 
 def table(rows: list[dict[str, str]]) -> str:
     head = ["variant", "requests", "errors", "failure mode taken", "ext_proc streams failed",
             "gRPC retries", "failover passes", "health-check failures", "outlier ejections",
-            "decided by the others"]
+            "decided by the others", "unhealthy after the kill",
+            "healthy after its restart"]
     keys = ["variant", "requests", "errors", "failure_mode", "streams_failed", "grpc_retries",
-            "failover", "hc_failures", "ejections", "decisions"]
+            "failover", "hc_failures", "ejections", "decisions", "out", "back"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
     return "\n".join(lines)
