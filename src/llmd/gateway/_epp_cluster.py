@@ -27,9 +27,9 @@ BUFFERED): the cluster alone 8-34 FailClose 503s (the streams the dead replica h
 opened on it in the 12-108 ms before Envoy counted it unhealthy); with the gRPC retry 0-11
 (a stream the replica had answered cannot be replayed); with the failover pass alone 0-6 (a
 second pass opened in the same instant can land on the dead replica); both, what is rendered
-here: 0 in every run, and no failure-mode route. In FULL_DUPLEX_STREAMED mode a broken stream is Envoy's own 500 (the
-body was in the EPP's hands; `failure_mode_allow` does not apply), 6-43 per kill with any of
-these. See docs/architecture.md, "Faults".
+here: 0 in every run, and no failure-mode route. In FULL_DUPLEX_STREAMED mode a broken stream
+is Envoy's own 500 (the body was in the EPP's hands; `failure_mode_allow` does not apply),
+6-43 per kill with any of these. See docs/architecture.md, "Faults".
 """
 
 from __future__ import annotations
