@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmd.epp import EppSettings, Listening, parse_endpoint_flag, serve
-from llmd.gateway import EnvoyGateway, GatewaySpec
+from llmd.gateway import EnvoyGateway, GatewaySpec, LocalStack
 from llmd.sim import SERVED_BY_HEADER, RunningSim, SimConfig
 
 MODEL = "tiny"
@@ -92,3 +92,17 @@ async def assert_completion_and_chat_answered(client: Any, fleet: set[str]) -> N
     chat = await client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
     assert chat.headers[SERVED_BY] in fleet and chat.parse().choices[0].message.content
+
+
+@contextlib.asynccontextmanager
+async def supervised(stack: LocalStack) -> AsyncIterator[None]:
+    """`stack.wait` (restarting children that die) in a task for the block, stopped and
+    awaited on the way out."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(stack.wait(stop), name="supervise")
+    try:
+        yield
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task

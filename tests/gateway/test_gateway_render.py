@@ -9,6 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from pydantic import ValidationError
 
@@ -112,3 +113,104 @@ async def test_llmd_gateway_command_prints_listening_and_stops_envoy() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+TWO_REPLICAS = "127.0.0.1:9002,health=9003,127.0.0.1:9012,health=9013"
+
+
+def test_one_epp_replica_is_rendered_as_before() -> None:
+    """One replica: no health checks, no failover pass (a broken stream has nowhere else to
+    go), the failure mode right after the EPP route."""
+    boot = render_bootstrap(GatewaySpec(epp="127.0.0.1:9002,health=9003"))
+    assert [x["name"] for x in boot["static_resources"]["listeners"]] == ["gateway"]
+    (epp,) = [c for c in boot["static_resources"]["clusters"] if c["name"] == "epp"]
+    assert "health_checks" not in epp and "outlier_detection" not in epp
+    assert "bootstrap_extensions" not in boot
+
+
+def test_epp_replicas_are_health_checked_and_failed_over() -> None:
+    spec = GatewaySpec(epp=TWO_REPLICAS, failure_mode="FailClose")
+    boot = render_bootstrap(spec)
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    epp = clusters["epp"]
+    hosts = [(e["endpoint"]["address"]["socket_address"]["port_value"],
+              e["endpoint"]["health_check_config"]["port_value"])
+             for e in epp["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert hosts == [(9002, 9003), (9012, 9013)]
+    assert epp["lb_policy"] == "ROUND_ROBIN"
+    (check,) = epp["health_checks"]
+    assert "grpc_health_check" in check and check["unhealthy_threshold"] == 1
+    assert check["interval"] == check["no_traffic_interval"] == "1.000s"
+    assert epp["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}}
+    assert epp["outlier_detection"]["consecutive_local_origin_failure"] == 1
+    # Outer listener: a request without the EPP's header re-enters once, through the
+    # internal listener, whose last route is the failure mode.
+    outer, inner = boot["static_resources"]["listeners"]
+    assert inner["internal_listener"] == {} and "address" not in inner
+    outer_hcm = outer["filter_chains"][0]["filters"][0]["typed_config"]
+    inner_hcm = inner["filter_chains"][0]["filters"][0]["typed_config"]
+    assert outer_hcm["route_config"]["virtual_hosts"][0]["routes"][-1]["route"] == {
+        "cluster": "epp_failover", "timeout": "0s"}
+    assert inner_hcm["route_config"]["virtual_hosts"][0]["routes"][-1]["direct_response"][
+        "status"] == 503
+    assert clusters["epp_failover"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0][
+        "endpoint"]["address"] == {"envoy_internal_address": {"server_listener_name":
+                                                              inner["name"]}}
+    assert [e["name"] for e in boot["bootstrap_extensions"]] == [
+        "envoy.bootstrap.internal_listener"]
+    for hcm in (outer_hcm, inner_hcm):
+        (ext_proc,) = [f for f in hcm["http_filters"] if f["name"].endswith("ext_proc")]
+        retry = ext_proc["typed_config"]["grpc_service"]["retry_policy"]
+        assert "connect-failure" in retry["retry_on"] and retry["retry_host_predicate"]
+
+
+@pytest.mark.parametrize(("epp", "message"), [
+    pytest.param("127.0.0.1:9002,weight=2", "'weight=2' is not host:port or health=PORT",
+                 id="unknown-option"),
+    pytest.param("health=9003", "'health=9003' is not host:port or health=PORT after one",
+                 id="option-first"),
+    pytest.param(["127.0.0.1:9002,health=9003", "127.0.0.1:9012"],
+                 "every EPP replica a health port", id="some-health-ports"),
+    pytest.param("127.0.0.1:9002,health=0", "epp.0.health_port", id="bad-health-port"),
+    pytest.param("nohost", "epp.0.address", id="bad-address"),
+])
+def test_bad_epp_replicas_are_rejected(epp: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        GatewaySpec(epp=epp)
+
+
+async def test_llmd_gateway_takes_several_epp_replicas() -> None:
+    """`--epp` repeated (and comma-separated): Envoy's `epp` cluster holds every replica; none
+    answers here, so the health checks find them all down. A bad value is exit 2 naming it."""
+    llmd = str(Path(sys.executable).parent / "llmd")
+    proc = await asyncio.create_subprocess_exec(
+        llmd, "gateway", "--port", "0", "--admin-port", "0", "--log-level", "info",
+        "--epp", "127.0.0.1:1,health=2", "--epp", "127.0.0.1:3,health=4,127.0.0.1:5,health=6",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        async with asyncio.timeout(20):
+            assert (await proc.stdout.readline()).startswith(b"listening on 127.0.0.1:")
+            while b"(admin " not in (line := await proc.stderr.readline()):
+                assert line, "llmd gateway ended before logging its admin address"
+        text = line.decode()
+        assert "ext_proc 127.0.0.1:1,health=2 127.0.0.1:3,health=4 127.0.0.1:5,health=6" in text
+        admin = text.split("(admin ")[1].split(")")[0]
+        async with aiohttp.ClientSession() as http, http.get(
+                admin + "/clusters?format=json") as resp:
+            clusters = (await resp.json())["cluster_statuses"]
+        (epp,) = [c for c in clusters if c["name"] == "epp"]
+        hosts = sorted(h["address"]["socket_address"]["port_value"] for h in epp["host_statuses"])
+        assert hosts == [1, 3, 5]
+        assert all(h["health_status"].get("failed_active_health_check")
+                   for h in epp["host_statuses"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await proc.wait()
+    bad = await asyncio.create_subprocess_exec(
+        llmd, "gateway", "--port", "0", "--epp", "127.0.0.1:1,weight=2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    async with asyncio.timeout(20):
+        out = (await bad.communicate())[0].decode()
+    assert bad.returncode == 2 and "llmd gateway: epp: " in out and "weight=2" in out, out

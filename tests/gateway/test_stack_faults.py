@@ -10,14 +10,13 @@ Envoy killed: restarted on the same port. Both engines; real processes on loopba
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import aiohttp
+from _gateway_stack import supervised
 from _load import Load, streaming_load
 
 from llmd.gateway import LocalStack, StackSpec
@@ -56,24 +55,11 @@ async def _diagnosis(http: aiohttp.ClientSession, stack: LocalStack, load: Load,
     return f"not served again; after the restart: {dict(after)}; EPP: {epp}"
 
 
-@contextlib.asynccontextmanager
-async def _supervised(stack: LocalStack) -> AsyncIterator[None]:
-    """`stack.wait` in a task for the block (stopped and awaited on the way out)."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(stack.wait(stop), name="supervise")
-    try:
-        yield
-    finally:
-        stop.set()
-        async with asyncio.timeout(10):
-            await task
-
-
 async def test_killed_simulator_and_epp_lose_nothing_and_come_back(engine: str) -> None:
     """FailOpen: neither a dead endpoint nor a dead picker costs a request that had not
     started streaming; both are restarted and used again."""
     async with LocalStack(_spec(engine, "FailOpen")) as stack, \
-            aiohttp.ClientSession() as http, _supervised(stack):
+            aiohttp.ClientSession() as http, supervised(stack):
         victim = stack.endpoints[0]
         async with streaming_load(stack.url, MODEL) as load:
             await _until(lambda: victim.address in load.served_after(0.0))
@@ -100,7 +86,7 @@ async def test_killed_simulator_and_epp_lose_nothing_and_come_back(engine: str) 
 
 async def test_fail_close_answers_json_503_while_the_epp_restarts(engine: str) -> None:
     async with LocalStack(_spec(engine, "FailClose")) as stack, \
-            aiohttp.ClientSession() as http, _supervised(stack):
+            aiohttp.ClientSession() as http, supervised(stack):
         async with streaming_load(stack.url, MODEL, workers=8) as load:
             await _until(lambda: len(load.outcomes) >= 10)
             epp = stack.child("epp")
@@ -130,7 +116,7 @@ async def test_pd_kills_lose_nothing_before_the_first_byte(engine: str) -> None:
     spec = StackSpec(engines=(engine,) * 2, model=MODEL, time_scale=1.0, pd=True,
                      prefill_per_engine=2, max_restarts=10,
                      sim_args=("--prefill-overhead-ms", "1"))
-    async with LocalStack(spec) as stack, _supervised(stack):
+    async with LocalStack(spec) as stack, supervised(stack):
         async with streaming_load(stack.url, MODEL, workers=12, long_prompts=True) as load:
             await _until(lambda: len(load.outcomes) >= 20)
             for victim in (stack.decode[0], stack.prefill[0]):

@@ -29,23 +29,41 @@ def _gone(pid: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("mode", ["buffered", "full-duplex"])
-async def test_llmd_up_serves_openai_through_the_gateway_and_ctrl_c_stops_all(mode: str) -> None:
+async def _decisions(http: aiohttp.ClientSession, metrics_url: str) -> float:
+    async with http.get(metrics_url) as resp:
+        text = await resp.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("llmd_epp_decisions_total{"))
+
+
+@pytest.mark.parametrize(("mode", "replicas"), [("buffered", 1), ("full-duplex", 2)])
+async def test_llmd_up_serves_openai_through_the_gateway_and_ctrl_c_stops_all(
+        mode: str, replicas: int) -> None:
+    """Also `--epp-replicas 2`: both replicas listed, and both decide (round robin)."""
     async with llmd_process("up", "--gateway-port", "0", "--base-port", "0",
-                            "--time-scale", "0", "--ext-proc-mode", mode) as proc:
+                            "--time-scale", "0", "--ext-proc-mode", mode,
+                            "--epp-replicas", str(replicas)) as proc:
         out = (await read_until(proc, r"Ctrl-C stops every process", 60))[1]
         rows = re.findall(r"│ (\S+)\s*│ (\w+)\s*│ (\S+)\s*│\s*(\d+) │ (\w+)", out)
-        assert [r[1] for r in rows] == ["gateway", "picker", "vllm", "vllm", "sglang", "sglang"]
+        assert [r[1] for r in rows] == ["gateway", *["picker"] * replicas,
+                                        "vllm", "vllm", "sglang", "sglang"]
+        assert [r[0] for r in rows[1:1 + replicas]] == (
+            ["epp"] if replicas == 1 else ["epp-0", "epp-1"])
         gateway = rows[0][2]
         assert f'OpenAI(base_url="{gateway}/v1"' in out and f"curl -N {gateway}/v1/" in out
-        sims = {r[2].removeprefix("http://") for r in rows[2:]}
+        sims = {r[2].removeprefix("http://") for r in rows[1 + replicas:]}
         async with openai.AsyncOpenAI(base_url=gateway + "/v1", api_key="none",
                                       max_retries=0) as client:
-            raw = await client.chat.completions.with_raw_response.create(
-                model="llmd-sim", messages=[{"role": "user", "content": "Hello"}],
-                max_tokens=4)
-            assert raw.headers[SERVED_BY_HEADER] in sims
-            assert raw.parse().choices[0].message.content
+            for _ in range(2 * replicas):
+                raw = await client.chat.completions.with_raw_response.create(
+                    model="llmd-sim", messages=[{"role": "user", "content": "Hello"}],
+                    max_tokens=4)
+                assert raw.headers[SERVED_BY_HEADER] in sims
+                assert raw.parse().choices[0].message.content
+        metrics = re.findall(r"epp\S* metrics: (\S+)", out)
+        assert len(metrics) == replicas, out
+        async with aiohttp.ClientSession() as http:
+            assert all([await _decisions(http, url) > 0 for url in metrics])
         admin = re.search(r"Envoy admin: (\S+)", out)
         assert admin, out
         async with aiohttp.ClientSession() as http, http.get(
@@ -78,6 +96,7 @@ async def test_llmd_up_port_taken_is_a_clear_error() -> None:
     pytest.param(["--engines", "tgi"], "'tgi' is not an engine", id="unknown-engine"),
     pytest.param(["--failure-mode", "Maybe"], "failure_mode", id="bad-failure-mode"),
     pytest.param(["--ext-proc-mode", "streamed"], "ext_proc_mode", id="bad-ext-proc-mode"),
+    pytest.param(["--epp-replicas", "0"], "epp_replicas", id="no-epp-replicas"),
     pytest.param(["--endpoint", "nohost"], "--endpoint 'nohost': expected ip:port",
                  id="bad-endpoint"),
     pytest.param(["--endpoint", "127.0.0.1:1,engine=tgi"], "engine 'tgi' is not one of",
@@ -184,3 +203,13 @@ async def test_llmd_up_fronts_existing_servers(engine: str) -> None:
             proc.send_signal(signal.SIGINT)
             async with asyncio.timeout(20):
                 assert await proc.wait() == 0
+
+
+def test_epp_replicas_take_three_ports_each_after_the_fleet() -> None:
+    spec = StackSpec(engines=("vllm", "sglang"), base_port=8100, gateway_port=8080,
+                     epp_replicas=2)
+    assert spec.fixed_ports()[3:] == [
+        ("epp-0 ext_proc", 8102), ("epp-0 grpc health", 8103), ("epp-0 metrics", 8104),
+        ("epp-1 ext_proc", 8105), ("epp-1 grpc health", 8106), ("epp-1 metrics", 8107)]
+    with pytest.raises(ValueError, match="the EPP replicas' 12 ports"):
+        StackSpec(engines=("vllm",), base_port=65530, epp_replicas=4)

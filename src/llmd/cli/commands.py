@@ -303,6 +303,10 @@ def up(
              "a precise-prefix-cache plugin the simulators publish KV events to it")] = None,
     epp: Annotated[bool, typer.Option(
         help="--no-epp: Envoy round-robin, no endpoint picker")] = True,
+    epp_replicas: Annotated[int, typer.Option(
+        help="llmd epp processes (each on its own ports, after the simulators' with "
+             "--base-port); Envoy spreads ext_proc streams over them, health-checks them and "
+             "fails over when one dies")] = 1,
     failure_mode: Annotated[str, typer.Option(
         help="FailOpen or FailClose (EPP down)")] = "FailClose",
     ext_proc_mode: Annotated[str, typer.Option(
@@ -347,7 +351,7 @@ def up(
     try:
         spec = StackSpec(
             engines=engines_from_flag(engines, per_engine), model=model,
-            gateway_port=gateway_port, base_port=base_port, epp=epp,
+            gateway_port=gateway_port, base_port=base_port, epp=epp, epp_replicas=epp_replicas,
             epp_config_file=Path(epp_config_file) if epp_config_file else None,
             failure_mode=failure_mode, ext_proc_mode=ext_proc_mode, time_scale=time_scale,
             pd=pd, prefill_per_engine=prefill_per_engine, bootstrap_port=bootstrap_port,
@@ -366,8 +370,11 @@ def up(
 
 @app.command()
 def gateway(
-    epp: Annotated[str | None, typer.Option(
-        help="EPP ext_proc host:port (omit for plain round robin over --fallback)")] = None,
+    epp: Annotated[list[str] | None, typer.Option(
+        help="an EPP replica's ext_proc host:port[,health=PORT] (its --grpc-health-port); "
+             "repeatable or comma-separated: Envoy spreads ext_proc streams over the "
+             "replicas, health-checks them and decides a request whose stream broke again on "
+             "another; omit for plain round robin over --fallback")] = None,
     endpoint: Annotated[list[str] | None, typer.Option(
         help="the pool's ip:port endpoints (repeatable): Envoy connects only to these and, "
              "when one refuses, retries the next the EPP named (llmd epp "
@@ -392,7 +399,7 @@ def gateway(
 
     try:
         spec = GatewaySpec(
-            host=host, port=port, admin_port=admin_port, epp=epp,
+            host=host, port=port, admin_port=admin_port, epp=tuple(epp or ()),
             endpoints=tuple(endpoint or ()), fallback_endpoints=tuple(fallback or ()),
             failure_mode=failure_mode,
             ext_proc_mode=ext_proc_mode,

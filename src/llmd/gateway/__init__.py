@@ -4,7 +4,13 @@ local stack (`LocalStack`: simulators + EPP + Envoy) behind `llmd up` and the be
 from __future__ import annotations
 
 from llmd.gateway._pd import PD_EPP_CONFIG
-from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec, render_bootstrap
+from llmd.gateway.envoy import (
+    EppReplica,
+    ExtProcMode,
+    FailureMode,
+    GatewaySpec,
+    render_bootstrap,
+)
 from llmd.gateway.runner import EnvoyGateway, GatewayError, find_envoy, serve_gateway
 from llmd.gateway.stack import EppProcess, LocalStack, StackSpec
 from llmd.gateway.up import run_up
@@ -12,6 +18,7 @@ from llmd.gateway.up import run_up
 __all__ = [
     "EnvoyGateway",
     "EppProcess",
+    "EppReplica",
     "ExtProcMode",
     "FailureMode",
     "GatewayError",

@@ -185,7 +185,8 @@ async def serve_gateway(
         spec, supervisor=supervisor, concurrency=concurrency, log_level=log_level
     ) as gateway:
         log.info("gateway %s (admin %s), ext_proc %s, %s", gateway.url, gateway.admin_url,
-                 spec.epp or "none (round robin)", spec.failure_mode)
+                 " ".join(r.flag() for r in spec.epp) or "none (round robin)",
+                 spec.failure_mode)
         if on_listening is not None:
             on_listening(spec.host, gateway.port)
         try:

@@ -6,7 +6,9 @@
 
 Start order: the simulators (in parallel, each until its engine's health probe answers), then
 `llmd epp` with static discovery of exactly that fleet (each endpoint labelled with its engine
-type), then Envoy with ext_proc to the EPP. With `epp=False` Envoy is plain round-robin over the
+type; `epp_replicas` of them in parallel, see `llmd.gateway._epps`), then Envoy with ext_proc to
+the EPP (several replicas: round robin per stream, health-checked, with a failover pass; see
+`llmd.gateway._epp_cluster`). With `epp=False` Envoy is plain round-robin over the
 fleet (the baseline of `bench/epp_overhead.py`). Every child runs under one `llmd._proc`
 `Supervisor`: leaving the block, an error, a child dying at start or Ctrl-C stops all of them
 (SIGTERM, bounded wait, SIGKILL; children also die with this process). While `wait` runs, a
@@ -17,8 +19,9 @@ endpoint, and while the EPP itself is down Envoy applies the failure mode (FailO
 robin; FailClose: JSON 503). `wait` raises `ChildError` only when a child crash-loops (more
 than `max_restarts` exits within `restart_window_s`).
 
-Ports: `base_port + i` for the i-th simulator, then the EPP's ext_proc, gRPC health and metrics
-ports; `base_port=0` makes every one of them ephemeral. `gateway_port=0` likewise.
+Ports: `base_port + i` for the i-th simulator, then each EPP replica's ext_proc, gRPC health and
+metrics ports (3 per replica); `base_port=0` makes every one of them ephemeral.
+`gateway_port=0` likewise.
 
 KV events: when the EPP config routes by the engines' KV events (a precise prefix-cache
 plugin), every simulator publishes them in its dialect and the EPP's endpoint flags say where
@@ -46,19 +49,18 @@ import dataclasses
 import errno
 import shutil
 import socket
-import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from pydantic import Field, field_validator, model_validator
 
-from llmd._proc import Child, ChildSpec, RestartPolicy, Supervisor, SupervisorEvent
+from llmd._proc import Child, RestartPolicy, Supervisor, SupervisorEvent
 from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
 from llmd.epp import load_config, parse_endpoint_flag
 from llmd.errors import ConfigError
+from llmd.gateway._epps import EPP_PORTS, EppProcess, epp_ports, replica_name, start_epps
 from llmd.gateway._kv_events import SimChild, SimKvEvents, plan_kv_events
 from llmd.gateway._pd import PD_EPP_CONFIG, PdArgs, PdLayout, needs_side_port, start_pd_fleet
 from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec
@@ -66,8 +68,6 @@ from llmd.gateway.runner import EnvoyGateway
 from llmd.sim.fleet import FleetEndpoint, FleetSpec, Progress, start_fleet
 
 __all__ = ["EppProcess", "LocalStack", "StackSpec"]
-
-EPP_PORTS = ("ext_proc", "grpc health", "metrics")
 
 
 class StackSpec(LlmdModel):
@@ -87,6 +87,9 @@ class StackSpec(LlmdModel):
     epp_config_file: Path | None = None
     epp_config_text: str | None = None
     epp_args: tuple[str, ...] = Field((), description="extra `llmd epp` flags")
+    epp_replicas: int = Field(1, ge=1, le=8, description="`llmd epp` processes, each on its "
+                              "own ports; Envoy spreads ext_proc streams over them and fails "
+                              "over when one dies")
     failure_mode: FailureMode = "FailClose"
     ext_proc_mode: ExtProcMode = Field("buffered", description="how Envoy talks to the EPP "
                                        "(see GatewaySpec.ext_proc_mode)")
@@ -130,9 +133,10 @@ class StackSpec(LlmdModel):
             raise ValueError("external endpoints and pd: P/D in front of existing servers "
                              "needs their sidecars; label them role=decode/prefill instead")
         n = self.fleet_size()
-        if self.base_port and self.base_port + n + len(EPP_PORTS) > 65536:
-            raise ValueError(f"base_port {self.base_port} leaves no room for "
-                             f"{n} simulators/sidecars and the EPP's 3 ports")
+        epp_ports = len(EPP_PORTS) * self.epp_replicas
+        if self.base_port and self.base_port + n + epp_ports > 65536:
+            raise ValueError(f"base_port {self.base_port} leaves no room for {n} "
+                             f"simulators/sidecars and the EPP replicas' {epp_ports} ports")
         if self.pd and self.host != "127.0.0.1" and any(
                 needs_side_port(e, self.model) and self.prefill_per_engine > 1
                 for e in self.engines):
@@ -204,38 +208,20 @@ class StackSpec(LlmdModel):
             else:
                 ports += [(f"sim-{e}-{i}", self.base_port + i)
                           for i, e in enumerate(self.engines)]
-            if self.epp:
-                first = self.base_port + self.fleet_size()
-                ports += [(f"epp {what}", first + i) for i, what in enumerate(EPP_PORTS)]
+            for r in range(self.epp_replicas if self.epp else 0):
+                ports += [(f"{replica_name(r, self.epp_replicas)} {what}", port)
+                          for what, port in zip(EPP_PORTS, epp_ports(self, r), strict=True)]
         return ports
-
-
-@dataclass(frozen=True, slots=True)
-class EppProcess:
-    """The running `llmd epp`: its pid (for /proc/<pid>/stat) and the ports it bound."""
-
-    pid: int
-    host: str
-    grpc_port: int
-    health_port: int
-    metrics_port: int
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.metrics_port}/metrics"
 
 
 class LocalStack:
     """Fleet + EPP + Envoy, started on enter, stopped on exit (also when starting fails).
 
     After entering: `url` (the gateway), `endpoints` (the fleet, in `spec.engines` order),
-    `epp` (None with `spec.epp=False`), `gateway` (the `EnvoyGateway`, its `admin_url` and
-    `child.proc.pid`). `on_progress(name, state)` is told "starting" and "ready" per child
-    (names: `sim-<engine>-<i>`, `epp`, `envoy`).
+    `epps` (the EPP replicas; `epp` is the first, None with `spec.epp=False`), `gateway` (the
+    `EnvoyGateway`, its `admin_url` and `child.proc.pid`). `on_progress(name, state)` is told
+    "starting" and "ready" per child (names: `sim-<engine>-<i>`, `epp` or with several
+    replicas `epp-<i>`, `envoy`).
     """
 
     def __init__(self, spec: StackSpec, *, on_progress: Progress | None = None,
@@ -248,7 +234,8 @@ class LocalStack:
         self.endpoints: list[FleetEndpoint] = []
         self.prefill: list[FleetEndpoint] = []
         self.decode: list[FleetEndpoint] = []
-        self.epp: EppProcess | None = None
+        self.epps: list[EppProcess] = []
+        """The EPP replicas, `spec.epp_replicas` of them (none with `spec.epp=False`)."""
         self.gateway: EnvoyGateway | None = None
         self.kv_events: SimKvEvents | None = None
         """The simulators' KV-event flags, when the EPP config routes by KV events."""
@@ -257,6 +244,11 @@ class LocalStack:
     def url(self) -> str:
         assert self.gateway is not None, "the stack is not running"
         return self.gateway.url
+
+    @property
+    def epp(self) -> EppProcess | None:
+        """The first EPP replica (the only one by default); None without an EPP."""
+        return self.epps[0] if self.epps else None
 
     @property
     def children(self) -> list[Child]:
@@ -283,11 +275,11 @@ class LocalStack:
                     self._sup, dataclasses.replace(self.spec.fleet(), per_sim_args=per_sim),
                     self._progress)
             if self.spec.epp:
-                self.epp = await self._start_epp()
+                self.epps = await start_epps(self._sup, self, self._progress)
             self._progress("envoy", "starting")
             self.gateway = await self._stack.enter_async_context(EnvoyGateway(
                 GatewaySpec(host=self.spec.host, port=self.spec.gateway_port,
-                            epp=self.epp.address if self.epp else None,
+                            epp=tuple(e.replica for e in self.epps),
                             failure_mode=self.spec.failure_mode,
                             ext_proc_mode=self.spec.ext_proc_mode,
                             endpoints=tuple(e.address for e in self.endpoints)),
@@ -312,36 +304,6 @@ class LocalStack:
         """The live child called `name` (its pid changes when it is restarted)."""
         return next(c for c in self._sup.children if c.spec.name == name)
 
-    def epp_argv(self, ports: list[int] | None = None) -> list[str]:
-        """The `llmd epp` command line for this fleet (static discovery, engine labels);
-        `ports` (ext_proc, health, metrics) pins them, as a restart does."""
-        spec = self.spec
-        if ports is None:
-            first = spec.base_port + spec.fleet_size() if spec.base_port else 0
-            ports = [first + i if first else 0 for i in range(len(EPP_PORTS))]
-        argv = [sys.executable, "-c", "from llmd.cli import main; main()", "epp",
-                "--host", spec.host, "--grpc-port", str(ports[0]),
-                "--grpc-health-port", str(ports[1]), "--metrics-port", str(ports[2]),
-                "--fallback-endpoints", str(spec.fallback_endpoints),
-                "--log-level", self.log_level]
-        role = ",role=decode" if spec.pd else ""
-        kv = self.kv_events or SimKvEvents({}, {})
-        for flag in spec.external:
-            argv += ["--endpoint", flag]
-        # A sidecar's endpoint carries the labels of the decode sim behind it.
-        sims = [] if spec.external else self.decode if spec.pd else self.endpoints
-        for ep, sim in zip(self.endpoints if sims else (), sims, strict=True):
-            argv += ["--endpoint", f"{ep.address},engine={ep.engine}{role}{kv.labels(sim.name)}"]
-        for ep in self.prefill:
-            argv += ["--endpoint",
-                     f"{ep.address},engine={ep.engine},role=prefill{kv.labels(ep.name)}"]
-        config_file, text = spec.epp_config()
-        if config_file is not None:
-            argv += ["--config-file", str(config_file)]
-        if text is not None:
-            argv += ["--config-text", text]
-        return argv + list(spec.epp_args)
-
     def _plan_kv_events(self) -> SimKvEvents | None:
         """Load the EPP config (its errors surface before anything starts) and, when it routes
         by KV events, plan the simulators' (see `llmd.gateway._kv_events`)."""
@@ -354,17 +316,6 @@ class LocalStack:
         return plan_kv_events(config, self.spec.sim_children(), model=self.spec.model,
                               host=self.spec.host, run_dir=run_dir,
                               sim_flags=self.spec.sim_args)
-
-    async def _start_epp(self) -> EppProcess:
-        self._progress("epp", "starting")
-        # `llmd epp` prints its three listening lines once gRPC health reports SERVING.
-        child = await self._sup.start(ChildSpec(
-            "epp", self.epp_argv(), start_timeout_s=self.spec.start_timeout_s,
-            listening_lines=len(EPP_PORTS),
-            restart_argv=lambda c: self.epp_argv([port for _, port in c.first_addresses])))
-        (host, grpc_port), (_, health_port), (_, metrics_port) = child.addresses[:3]
-        self._progress("epp", "ready")
-        return EppProcess(child.proc.pid, host, grpc_port, health_port, metrics_port)
 
 
 def _external(i: int, flag: str) -> FleetEndpoint:

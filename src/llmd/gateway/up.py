@@ -15,6 +15,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from llmd._proc import Child
+from llmd.gateway._epps import replica_name
 from llmd.gateway.stack import LocalStack, StackSpec
 
 __all__ = ["print_stack", "run_up"]
@@ -29,7 +30,9 @@ async def run_up(spec: StackSpec, stop: asyncio.Event, *, log_level: str = "warn
     names = ([] if spec.external else
              [name for name, _ in spec.pd_layout().names()] if spec.pd
              else [f"sim-{e}-{i}" for i, e in enumerate(spec.engines)])
-    names += ["epp", "envoy"] if spec.epp else ["envoy"]
+    if spec.epp:
+        names += [replica_name(i, spec.epp_replicas) for i in range(spec.epp_replicas)]
+    names.append("envoy")
     async with contextlib.AsyncExitStack() as exits:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
@@ -56,7 +59,7 @@ async def run_up(spec: StackSpec, stop: asyncio.Event, *, log_level: str = "warn
 
 def status_table(stack: LocalStack) -> Table:
     """Every child with its current pid and, once any was restarted, how often each was."""
-    spec, gw, epp = stack.spec, stack.gateway, stack.epp
+    spec, gw = stack.spec, stack.gateway
     assert gw is not None
     restarted = any(c.restarts for c in stack.children)
     servers = "your servers" if spec.external else "simulators (loopback)"
@@ -73,8 +76,8 @@ def status_table(stack: LocalStack) -> Table:
         table.add_row(*cells, *([str(child.restarts)] if restarted else []))
 
     row("envoy", "gateway", gw.url, "ready")
-    if epp is not None:
-        row("epp", "picker", epp.address, "serving")
+    for epp in stack.epps:
+        row(epp.name, "picker", epp.address, "serving")
     if spec.external:
         for ep in stack.endpoints:  # not our processes: no pid, no restarts
             table.add_row(ep.name, ep.engine, ep.url, "-", "external",
@@ -92,14 +95,17 @@ def status_table(stack: LocalStack) -> Table:
 
 def print_stack(stack: LocalStack, console: Console) -> None:
     """The gateway URL, a table of every child, and a ready-to-paste curl and openai example."""
-    spec, gw, epp = stack.spec, stack.gateway, stack.epp
+    spec, gw = stack.spec, stack.gateway
     assert gw is not None
     console.print(status_table(stack))
-    if epp is not None:
-        console.print(f"EPP metrics: {epp.metrics_url}   gRPC health: "
-                      f"{epp.host}:{epp.health_port}   Envoy admin: {gw.admin_url}",
-                      soft_wrap=True, highlight=False)
-    routing = "the EPP picks the endpoint" if epp is not None else "round robin, no EPP"
+    for epp in stack.epps:
+        console.print(f"{epp.name} metrics: {epp.metrics_url}   gRPC health: "
+                      f"{epp.host}:{epp.health_port}", soft_wrap=True, highlight=False)
+    console.print(f"Envoy admin: {gw.admin_url}", soft_wrap=True, highlight=False)
+    routing = "the EPP picks the endpoint" if stack.epps else "round robin, no EPP"
+    if len(stack.epps) > 1:
+        routing = (f"{len(stack.epps)} EPP replicas take turns picking; Envoy fails over "
+                   "when one dies")
     if spec.pd:
         routing = ("P/D: the EPP picks a decode sidecar and, for long uncached prompts, a "
                    "prefill sim; x-llmd-kv-source says local or transfer")

@@ -1,0 +1,126 @@
+"""The local stack's EPP replicas (`StackSpec.epp_replicas`, `llmd up --epp-replicas N`): each an
+`llmd epp` child of the stack's supervisor on ports of its own, restarted on them when it dies.
+
+`epp_argv` is the one place a replica's command line is built (first start and restarts alike):
+flags that differ per replica, or name the other replicas, go there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from llmd._proc import ChildSpec, Supervisor
+from llmd.gateway._kv_events import SimKvEvents
+from llmd.gateway.envoy import EppReplica
+from llmd.sim.fleet import Progress
+
+if TYPE_CHECKING:
+    from llmd.gateway.stack import LocalStack, StackSpec
+
+__all__ = ["EPP_PORTS", "EppProcess", "epp_argv", "epp_ports", "replica_name", "start_epps"]
+
+EPP_PORTS = ("ext_proc", "grpc health", "metrics")
+
+
+@dataclass(frozen=True, slots=True)
+class EppProcess:
+    """A running `llmd epp` replica: its child name, first pid (for /proc/<pid>/stat) and the
+    ports it bound (a restart binds them again)."""
+
+    name: str
+    pid: int
+    host: str
+    grpc_port: int
+    health_port: int
+    metrics_port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def replica(self) -> EppReplica:
+        """As Envoy's `epp` cluster lists it (health-checked on its gRPC health port)."""
+        return EppReplica(address=self.address, health_port=self.health_port)
+
+
+def replica_name(index: int, replicas: int) -> str:
+    """`epp` when there is one replica (as before replicas existed), else `epp-<index>`."""
+    return "epp" if replicas == 1 else f"epp-{index}"
+
+
+def epp_ports(spec: StackSpec, index: int) -> list[int]:
+    """Replica `index`'s ext_proc, health and metrics ports: after the fleet's with a fixed
+    `base_port`, 3 per replica; all 0 (ephemeral) otherwise."""
+    if not spec.base_port:
+        return [0] * len(EPP_PORTS)
+    first = spec.base_port + spec.fleet_size() + index * len(EPP_PORTS)
+    return [first + i for i in range(len(EPP_PORTS))]
+
+
+def epp_argv(stack: LocalStack, index: int, ports: list[int] | None = None) -> list[str]:
+    """Replica `index`'s `llmd epp` command line for the stack's fleet (static discovery,
+    engine labels); `ports` (ext_proc, health, metrics) pins them, as a restart does.
+
+    Every replica gets the same pool, config and flags today. Flags naming the other replicas
+    (peer addresses for cross-replica state) belong here: with a fixed `base_port` every
+    replica's ports are known before any starts (`epp_ports(spec, j)`); with ephemeral ports
+    the others' are known once they run (`stack.epps`, set when all have started, so a
+    restart's argv sees them)."""
+    spec = stack.spec
+    ports = ports or epp_ports(spec, index)
+    argv = [sys.executable, "-c", "from llmd.cli import main; main()", "epp",
+            "--host", spec.host, "--grpc-port", str(ports[0]),
+            "--grpc-health-port", str(ports[1]), "--metrics-port", str(ports[2]),
+            "--fallback-endpoints", str(spec.fallback_endpoints),
+            "--log-level", stack.log_level]
+    role = ",role=decode" if spec.pd else ""
+    kv = stack.kv_events or SimKvEvents({}, {})
+    for flag in spec.external:
+        argv += ["--endpoint", flag]
+    # A sidecar's endpoint carries the labels of the decode sim behind it.
+    sims = [] if spec.external else stack.decode if spec.pd else stack.endpoints
+    for ep, sim in zip(stack.endpoints if sims else (), sims, strict=True):
+        argv += ["--endpoint", f"{ep.address},engine={ep.engine}{role}{kv.labels(sim.name)}"]
+    for ep in stack.prefill:
+        argv += ["--endpoint", f"{ep.address},engine={ep.engine},role=prefill{kv.labels(ep.name)}"]
+    config_file, text = spec.epp_config()
+    if config_file is not None:
+        argv += ["--config-file", str(config_file)]
+    if text is not None:
+        argv += ["--config-text", text]
+    return argv + list(spec.epp_args)
+
+
+async def start_epps(sup: Supervisor, stack: LocalStack, progress: Progress) -> list[EppProcess]:
+    """Start `spec.epp_replicas` replicas under `sup`, in parallel; each is ready once `llmd
+    epp` prints its three listening lines (after its gRPC health says SERVING)."""
+    count = stack.spec.epp_replicas
+
+    async def one(index: int) -> EppProcess:
+        name = replica_name(index, count)
+        progress(name, "starting")
+        child = await sup.start(ChildSpec(
+            name, epp_argv(stack, index), start_timeout_s=stack.spec.start_timeout_s,
+            listening_lines=len(EPP_PORTS),
+            restart_argv=lambda c: epp_argv(stack, index,
+                                            [port for _, port in c.first_addresses])))
+        (host, grpc_port), (_, health_port), (_, metrics_port) = child.addresses[:3]
+        progress(name, "ready")
+        return EppProcess(name, child.proc.pid, host, grpc_port, health_port, metrics_port)
+
+    tasks = [asyncio.create_task(one(i), name=replica_name(i, count)) for i in range(count)]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
