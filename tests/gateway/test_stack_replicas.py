@@ -1,7 +1,9 @@
 """Several EPP replicas behind one Envoy (`LocalStack(epp_replicas=2)`, what `llmd up
 --epp-replicas 2` runs): both replicas decide, and one SIGKILLed under load costs no request
 and no FailOpen/FailClose event (FailClose here, so one would be a 503); the supervisor restarts
-it and Envoy sends it streams again once its health check passes. Both engines; real
+it and Envoy sends it streams again once its health check passes. The replicas share their
+picks (`--peer`), so a shared-prefix group keeps its endpoint while they take turns deciding,
+and the restarted one catches up from its peer before it serves. Both engines; real
 simulators, real `llmd epp` processes, the real Envoy.
 """
 
@@ -23,11 +25,15 @@ from llmd.sim import SERVED_BY_HEADER
 MODEL = "llmd-sim"
 
 
-async def _decisions(http: aiohttp.ClientSession, epp: EppProcess) -> float:
+async def _metric(http: aiohttp.ClientSession, epp: EppProcess, prefix: str) -> float:
     async with http.get(epp.metrics_url) as resp:
         text = await resp.text()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("llmd_epp_decisions_total{"))
+               if line.startswith(prefix))
+
+
+async def _decisions(http: aiohttp.ClientSession, epp: EppProcess) -> float:
+    return await _metric(http, epp, "llmd_epp_decisions_total{")
 
 
 async def _stats(http: aiohttp.ClientSession, stack: LocalStack) -> dict[str, int]:
@@ -58,6 +64,11 @@ async def test_two_replicas_decide_and_a_killed_one_costs_nothing(engine: str) -
                     model=MODEL, prompt=f"hello {i}", max_tokens=2)
                 assert raw.headers[SERVED_BY_HEADER] in fleet and raw.parse().choices[0].text
         assert all([await _decisions(http, e) > 0 for e in stack.epps])  # round robin
+        # The replicas found each other (`llmd up` gives each the others' sync ports)...
+        assert [await _metric(http, e, "llmd_epp_sync_peers") for e in stack.epps] == [1, 1]
+        # ...so a shared-prefix group stays on one endpoint although the replicas take turns
+        # deciding: each learns the other's picks within the sync interval (50 ms).
+        await _groups_keep_their_endpoint(stack.url)
 
         victim = stack.child("epp-0")
         async with streaming_load(stack.url, MODEL, workers=32) as load:
@@ -67,6 +78,8 @@ async def test_two_replicas_decide_and_a_killed_one_costs_nothing(engine: str) -
             # The restarted process counts from 0: it decides again once Envoy's health
             # check (every second) finds it serving.
             await _until(lambda: _positive(_decisions(http, stack.epps[0])))
+            # It caught up from its peer's snapshot before it reported SERVING.
+            assert await _metric(http, stack.epps[0], "llmd_epp_sync_caught_up") == 1
             seen = len(load.outcomes)
             await _until(lambda: _true(len(load.outcomes) >= seen + 50))
         stats = await _stats(http, stack)
@@ -76,6 +89,19 @@ async def test_two_replicas_decide_and_a_killed_one_costs_nothing(engine: str) -
     # A stream that broke was decided again on the other replica, never by the failure mode.
     assert stats.get("http.failover.ext_proc.failure_mode_allowed", 0) == 0, stats
     assert stats["cluster.epp.health_check.failure"] >= 1  # Envoy saw it dead
+
+
+async def _groups_keep_their_endpoint(url: str) -> None:
+    served: dict[int, list[str]] = {}
+    async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0) as client:
+        for group in range(4):
+            prefix = " ".join(f"group{group} shared context word{w}" for w in range(60))
+            for question in range(5):
+                raw = await client.completions.with_raw_response.create(
+                    model=MODEL, prompt=f"{prefix} question {question}?", max_tokens=2)
+                served.setdefault(group, []).append(raw.headers[SERVED_BY_HEADER])
+                await asyncio.sleep(0.1)  # two sync intervals: the pick reached the peer
+    assert all(len(set(endpoints)) == 1 for endpoints in served.values()), served
 
 
 async def _true(value: bool) -> bool:

@@ -205,11 +205,16 @@ async def test_llmd_up_fronts_existing_servers(engine: str) -> None:
                 assert await proc.wait() == 0
 
 
-def test_epp_replicas_take_three_ports_each_after_the_fleet() -> None:
+def test_epp_replicas_take_four_ports_each_after_the_fleet() -> None:
     spec = StackSpec(engines=("vllm", "sglang"), base_port=8100, gateway_port=8080,
                      epp_replicas=2)
     assert spec.fixed_ports()[3:] == [
         ("epp-0 ext_proc", 8102), ("epp-0 grpc health", 8103), ("epp-0 metrics", 8104),
-        ("epp-1 ext_proc", 8105), ("epp-1 grpc health", 8106), ("epp-1 metrics", 8107)]
-    with pytest.raises(ValueError, match="the EPP replicas' 12 ports"):
+        ("epp-0 replica sync", 8105),
+        ("epp-1 ext_proc", 8106), ("epp-1 grpc health", 8107), ("epp-1 metrics", 8108),
+        ("epp-1 replica sync", 8109)]
+    one = StackSpec(engines=("vllm",), base_port=8100, epp_replicas=1)
+    assert [name for name, _ in one.fixed_ports()][-3:] == [
+        "epp ext_proc", "epp grpc health", "epp metrics"]  # one EPP: no sync port
+    with pytest.raises(ValueError, match="the EPP replicas' 16 ports"):
         StackSpec(engines=("vllm",), base_port=65530, epp_replicas=4)

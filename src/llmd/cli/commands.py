@@ -304,9 +304,9 @@ def up(
     epp: Annotated[bool, typer.Option(
         help="--no-epp: Envoy round-robin, no endpoint picker")] = True,
     epp_replicas: Annotated[int, typer.Option(
-        help="llmd epp processes (each on its own ports, after the simulators' with "
-             "--base-port); Envoy spreads ext_proc streams over them, health-checks them and "
-             "fails over when one dies")] = 1,
+        help="llmd epp processes that share their picks and in-flight load (--peer), each on "
+             "its own ports (after the simulators' with --base-port); Envoy spreads ext_proc "
+             "streams over them, health-checks them and fails over when one dies")] = 1,
     failure_mode: Annotated[str, typer.Option(
         help="FailOpen or FailClose (EPP down)")] = "FailClose",
     ext_proc_mode: Annotated[str, typer.Option(

@@ -20,7 +20,8 @@ robin; FailClose: JSON 503). `wait` raises `ChildError` only when a child crash-
 than `max_restarts` exits within `restart_window_s`).
 
 Ports: `base_port + i` for the i-th simulator, then each EPP replica's ext_proc, gRPC health and
-metrics ports (3 per replica); `base_port=0` makes every one of them ephemeral.
+metrics ports (3 per replica; with several replicas a 4th, its replica-sync port);
+`base_port=0` makes every one of them ephemeral.
 `gateway_port=0` likewise.
 
 KV events: when the EPP config routes by the engines' KV events (a precise prefix-cache
@@ -60,7 +61,7 @@ from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
 from llmd.epp import load_config, parse_endpoint_flag
 from llmd.errors import ConfigError
-from llmd.gateway._epps import EPP_PORTS, EppProcess, epp_ports, replica_name, start_epps
+from llmd.gateway._epps import EppProcess, epp_port_names, epp_ports, replica_name, start_epps
 from llmd.gateway._kv_events import SimChild, SimKvEvents, plan_kv_events
 from llmd.gateway._pd import PD_EPP_CONFIG, PdArgs, PdLayout, needs_side_port, start_pd_fleet
 from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec
@@ -133,7 +134,7 @@ class StackSpec(LlmdModel):
             raise ValueError("external endpoints and pd: P/D in front of existing servers "
                              "needs their sidecars; label them role=decode/prefill instead")
         n = self.fleet_size()
-        epp_ports = len(EPP_PORTS) * self.epp_replicas
+        epp_ports = len(epp_port_names(self.epp_replicas)) * self.epp_replicas
         if self.base_port and self.base_port + n + epp_ports > 65536:
             raise ValueError(f"base_port {self.base_port} leaves no room for {n} "
                              f"simulators/sidecars and the EPP replicas' {epp_ports} ports")
@@ -210,7 +211,8 @@ class StackSpec(LlmdModel):
                           for i, e in enumerate(self.engines)]
             for r in range(self.epp_replicas if self.epp else 0):
                 ports += [(f"{replica_name(r, self.epp_replicas)} {what}", port)
-                          for what, port in zip(EPP_PORTS, epp_ports(self, r), strict=True)]
+                          for what, port in zip(epp_port_names(self.epp_replicas),
+                                                epp_ports(self, r), strict=True)]
         return ports
 
 
@@ -236,6 +238,8 @@ class LocalStack:
         self.decode: list[FleetEndpoint] = []
         self.epps: list[EppProcess] = []
         """The EPP replicas, `spec.epp_replicas` of them (none with `spec.epp=False`)."""
+        self.epp_sync_ports: list[int] = []
+        """Each replica's replica-sync port (none with one replica)."""
         self.gateway: EnvoyGateway | None = None
         self.kv_events: SimKvEvents | None = None
         """The simulators' KV-event flags, when the EPP config routes by KV events."""
