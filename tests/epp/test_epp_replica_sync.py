@@ -40,6 +40,7 @@ from llmd.epp.metrics import SyncMetrics
 from llmd.epp.plugins import ApproxPrefixCacheProducer, UtilizationDetector
 from llmd.epp.plugins.replica.syncer import LocalSyncer, ZmqMeshSyncer
 from llmd.epp.replica_sync import ReplicaSync
+from llmd.epp.server import attach_inflight
 
 INTERVAL = 0.05
 ENDPOINTS = [f"127.0.0.1:{8000 + i}" for i in range(4)]
@@ -322,3 +323,23 @@ def test_the_saturation_detector_counts_in_flight_as_waiting() -> None:
     pool = store.snapshot()
     assert detector.saturation(pool) == pytest.approx((1.0 + 0.2) / 2)
     assert [ep.id for ep in detector.filter(None, pool)] == [ENDPOINTS[1]]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("syncer", "counted"), [
+    pytest.param(ZmqMeshSyncer("s", ZmqMeshSyncer.Params()), False, id="zmq-mesh-default"),
+    pytest.param(ZmqMeshSyncer("s", ZmqMeshSyncer.Params.model_validate(
+        {"countInflight": True})), True, id="zmq-mesh-countInflight"),
+    pytest.param(LocalSyncer("s", LocalSyncer.Params()), True, id="local-syncer"),
+])
+def test_the_scorers_see_in_flight_only_when_the_syncer_counts_it(
+        syncer: ZmqMeshSyncer | LocalSyncer, counted: bool) -> None:
+    """Off by default for zmq-mesh-syncer: counted as queued load, the few requests sent since
+    a scrape swing the queue scorer's min-max and spread prefix groups (docs/benchmarks.md,
+    "EPP replicas"); the gauges are still kept, reset by scrapes and shared."""
+    store = Datastore()
+    store.set_endpoints([parse_endpoint_flag(e) for e in ENDPOINTS[:2]])
+    ledger = InflightLedger()
+    attach_inflight(store, ledger, syncer)
+    ledger.picked(ENDPOINTS[0])
+    assert ledger.local() == {ENDPOINTS[0]: 1}
+    assert dict(store.snapshot().inflight) == ({ENDPOINTS[0]: 1} if counted else {})

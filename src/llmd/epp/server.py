@@ -35,6 +35,7 @@ from llmd.epp.extproc import (
 from llmd.epp.inflight import InflightLedger
 from llmd.epp.metrics import EppMetrics, PoolCollector, SyncMetrics
 from llmd.epp.plugins import PLUGINS, ApproxPrefixCacheProducer, PluginContext, PluginRegistry
+from llmd.epp.plugins.base import CrossReplicaSyncer
 from llmd.epp.plugins.replica.peers import parse_peer
 from llmd.epp.plugins.replica.syncer import ZmqMeshSyncer
 from llmd.epp.replica_sync import ReplicaSync
@@ -149,7 +150,7 @@ async def serve(
     ledger = None
     if sync_config is not None:
         ledger = InflightLedger(max_age_s=settings.stale_after_s)
-        store.attach_inflight(ledger.totals, ledger.scraped)
+        attach_inflight(store, ledger, sync_config.syncer)
     director = Director(store, config, metrics, objectives,
                         fallback_endpoints=settings.fallback_endpoints, inflight=ledger)
     scrape = _scrape_settings(config, settings)
@@ -214,6 +215,13 @@ async def serve(
         finally:
             for service in HEALTH_SERVICES:
                 await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def attach_inflight(store: Datastore, ledger: InflightLedger, syncer: CrossReplicaSyncer
+                    ) -> None:
+    """Scrapes always reset the ledger's gauges (they are shared and exported); the load
+    scorers see them only when the syncer counts in-flight requests."""
+    store.attach_inflight(ledger.totals if syncer.counts_inflight else {}, ledger.scraped)
 
 
 def _scrape_settings(config: EndpointPickerConfig, settings: EppSettings) -> ScrapeSettings:

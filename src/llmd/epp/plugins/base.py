@@ -322,6 +322,11 @@ class CrossReplicaSyncer(Plugin, Protocol):
     shares: ClassVar[bool]
     """False for llm-d's single-replica `local-syncer`: in-flight accounting, no peers."""
 
+    @property
+    def counts_inflight(self) -> bool:
+        """Whether the load scorers add the replicas' requests sent since the last scrape."""
+        ...
+
 
 @runtime_checkable
 class PeerDiscovery(Plugin, Protocol):

@@ -36,9 +36,18 @@ class ZmqMeshSyncer:
             "snapshots before it reports SERVING anyway")
         max_frame_bytes: int = Field(default=16 << 20, ge=1024, description="a larger frame "
                                      "from a peer is dropped (and counted)")
+        count_inflight: bool = Field(
+            default=False, description="llmd: add every replica's requests sent since an "
+            "endpoint's last scrape to its scraped queue/running counts (the gauges are shared "
+            "and exported either way); off by default: it spreads prefix groups (see "
+            "docs/benchmarks.md, \"EPP replicas\")")
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params
+
+    @property
+    def counts_inflight(self) -> bool:
+        return self.params.count_inflight
 
 
 class LocalSyncer:
@@ -52,3 +61,7 @@ class LocalSyncer:
 
     def __init__(self, name: str, params: NoParams) -> None:
         self.name, self.params = name, params
+
+    @property
+    def counts_inflight(self) -> bool:
+        return True  # llm-d's local-syncer: accounting is all it does
