@@ -137,6 +137,9 @@ class SystemDef:
     kv_events_of: frozenset[str] = frozenset()
     """A peer router fed KV events: the engines whose event dialect it decodes (their
     simulators publish to it, the others publish nothing and it routes to them on load)."""
+    epp_replicas: int = 1
+    """llmd: `llmd epp` replicas sharing one view behind the one Envoy (`llmd up
+    --epp-replicas`)."""
 
     @property
     def venv(self) -> str | None:
@@ -155,6 +158,10 @@ SYSTEMS: dict[str, SystemDef] = {s.name: s for s in (
     SystemDef("envoy-rr", "envoy-rr"),
     SystemDef("sglang-cache_aware", "sglang-router", "cache_aware"),
     SystemDef("sglang-round_robin", "sglang-router", "round_robin"),
+    SystemDef("llmd-default-x2", "llmd", "default", epp_replicas=2),
+    SystemDef("llmd-default-x4", "llmd", "default", epp_replicas=4),
+    SystemDef("llmd-precise-speculative-x2", "llmd", "precise-speculative", epp_replicas=2),
+    SystemDef("llmd-precise-speculative-x4", "llmd", "precise-speculative", epp_replicas=4),
     SystemDef("vllm-router-cache_aware", "vllm-router", "cache_aware"),
     # vllm-router rejects an SGLang batch ("missing KV event field: lora_name").
     SystemDef("vllm-router-kv_aware", "vllm-router", "kv_aware", frozenset({"vllm"})),
@@ -188,7 +195,9 @@ class RunningSystem:
     targets: str | list[str]
     endpoints: list[FleetEndpoint]
     router_pids: list[int] = field(default_factory=list)
-    """The routing layer's processes (Envoy + EPP for llmd); empty for direct."""
+    """The routing layer's processes (Envoy + EPP replicas for llmd); empty for direct."""
+    epp_pids: list[int] = field(default_factory=list)
+    """llmd: the EPP replicas' processes (also in `router_pids`)."""
 
 
 def _free_port() -> int:
@@ -225,12 +234,14 @@ async def running_system(system: SystemDef, fleet: FleetOptions,
     if system.kind in ("llmd", "envoy-rr"):
         spec = StackSpec(engines=fleet.engines, model=fleet.model, time_scale=fleet.time_scale,
                          sim_args=fleet.sim_args, epp=system.kind == "llmd",
+                         epp_replicas=system.epp_replicas,
                          epp_config_text=epp_config(system.policy, fleet) if system.policy
                          else None)
         async with LocalStack(spec) as stack:
             assert stack.gateway is not None and stack.gateway.child is not None
-            pids = [stack.gateway.child.proc.pid] + ([stack.epp.pid] if stack.epp else [])
-            yield RunningSystem(system.name, stack.url, list(stack.endpoints), pids)
+            epps = [e.pid for e in stack.epps]
+            yield RunningSystem(system.name, stack.url, list(stack.endpoints),
+                                [stack.gateway.child.proc.pid, *epps], epps)
         return
     kv_ports = _kv_event_ports(fleet, system.kv_events_of)
     async with Supervisor() as sup:
