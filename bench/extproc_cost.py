@@ -94,10 +94,10 @@ def thread_cpu(pids: list[int]) -> dict[str, float]:
 @contextlib.contextmanager
 def patched_gateway(variant: Variant) -> Iterator[None]:
     """Render Envoy's bootstrap for `variant` (this process renders it, Envoy reads it)."""
-    cluster = envoy_config._epp_cluster
+    cluster = envoy_config.epp_cluster
 
-    def epp_cluster(spec: Any) -> dict[str, Any]:
-        out = cluster(spec)
+    def epp_cluster(*args: Any) -> dict[str, Any]:
+        out = cluster(*args)
         n = variant.streams_per_connection
         if n:
             opts = out["typed_extension_protocol_options"][
@@ -106,11 +106,11 @@ def patched_gateway(variant: Variant) -> Iterator[None]:
                 "max_concurrent_streams": n}
         return out
 
-    envoy_config._epp_cluster = epp_cluster  # type: ignore[assignment]
+    envoy_config.epp_cluster = epp_cluster  # type: ignore[assignment]
     try:
         yield
     finally:
-        envoy_config._epp_cluster = cluster  # type: ignore[assignment]
+        envoy_config.epp_cluster = cluster  # type: ignore[assignment]
 
 
 @contextlib.asynccontextmanager
