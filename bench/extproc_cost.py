@@ -46,9 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import llmd.gateway._epps as epps
 import llmd.gateway.envoy as envoy_config
 from llmd.bench.procstat import cpu_seconds
 from llmd.gateway import LocalStack, StackSpec
+
+_EPP_ARGV = epps.epp_argv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epp_overhead import WRK_SCRIPT, wrk  # noqa: E402
@@ -127,12 +130,12 @@ async def running(variant: Variant, baseline_src: Path, profile: Path | None
         with patched_gateway(variant):
             stack = LocalStack(spec)
             if profile is not None:
-                stack.epp_argv = _profiled(stack.epp_argv, profile)  # type: ignore[method-assign]
+                epps.epp_argv = _profiled(epps.epp_argv, profile)  # type: ignore[assignment]
             async with stack:
                 assert stack.epp is not None
                 pids = [stack.epp.pid]
                 for _ in range(variant.replicas - 1):
-                    argv = stack.epp_argv([stack.epp.grpc_port, 0, 0])
+                    argv = epps.epp_argv(stack, 0, [stack.epp.grpc_port, 0, 0])
                     proc = await asyncio.create_subprocess_exec(
                         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
                     extra.append(proc)
@@ -143,6 +146,7 @@ async def running(variant: Variant, baseline_src: Path, profile: Path | None
                     pids.append(proc.pid)
                 yield stack, pids
     finally:
+        epps.epp_argv = _EPP_ARGV  # type: ignore[assignment]
         for proc in extra:
             proc.terminate()
             await proc.wait()
@@ -154,8 +158,8 @@ async def running(variant: Variant, baseline_src: Path, profile: Path | None
 
 
 def _profiled(epp_argv: Any, out: Path) -> Any:
-    def argv(ports: list[int] | None = None) -> list[str]:
-        args = epp_argv(ports)
+    def argv(stack: LocalStack, index: int, ports: list[int] | None = None) -> list[str]:
+        args = epp_argv(stack, index, ports)
         i = args.index("-c")
         target = out.with_suffix(f".{os.getpid()}.{len(list(out.parent.glob('*.prof')))}.prof")
         args[i + 1] = (f"import cProfile; from llmd.cli import main\n"
