@@ -41,6 +41,10 @@ class Servers:
     """Rooms whose decode leg the sidecar closed before it finished."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     decode_started: asyncio.Event = field(default_factory=asyncio.Event)
+    fail_first_decode: bool = False
+    """The first decode answers a 500 at once, as a decode server whose KV pull from a dying
+    prefill broke does (the simulator's KvTransferError), before the prefill's reset shows."""
+    reset_delay_s: float = 0.0
 
     def room(self, room: int) -> asyncio.Event:
         return self.prefilled.setdefault(room, asyncio.Event())
@@ -49,6 +53,12 @@ class Servers:
         body = await request.json()
         room = body[ROOM_FIELD]
         self.decode_rooms.append(room)
+        if self.fail_first_decode and len(self.decode_rooms) == 1:
+            self.decode_started.set()
+            return web.json_response({"error": {"message": f"KV transfer for bootstrap_room "
+                                                 f"{room}: ServerDisconnectedError",
+                                                 "type": "InternalServerError", "param": None,
+                                                 "code": 500}}, status=500)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)  # as SGLang does, before any token
         if self.first_chunk:
@@ -77,6 +87,7 @@ class Servers:
             await reader.readuntil(b"\r\n\r\n")
             async with asyncio.timeout(10):
                 await self.decode_started.wait()
+            await asyncio.sleep(self.reset_delay_s)
         writer.transport.abort()
 
 
@@ -96,9 +107,10 @@ async def _app(handler: web.Handler) -> AsyncIterator[int]:
 
 
 @asynccontextmanager
-async def _setup(first_chunk: bool) -> AsyncIterator[tuple[Servers, str, str, str]]:
+async def _setup(first_chunk: bool, **servers_fields: object
+                 ) -> AsyncIterator[tuple[Servers, str, str, str]]:
     """(servers, sidecar URL, resetting prefill, good prefill)."""
-    servers = Servers(first_chunk)
+    servers = Servers(first_chunk, **servers_fields)  # type: ignore[arg-type]
     async with AsyncExitStack() as stack:
         decode = await stack.enter_async_context(_app(servers.decode))
         good = await stack.enter_async_context(_app(servers.prefill))
@@ -133,6 +145,18 @@ async def test_headers_but_no_byte_yet_restarts_the_pair(
         assert servers.decode_closed == [first]
         assert f"prefill fallback 1/1: {reset} not reached" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_decode_error_before_the_prefill_reset_shows_still_hands_over() -> None:
+    """The decode server fails first (its KV pull from the dying prefill broke) and the
+    prefill leg's reset arrives 0.2 s later: the sidecar waits for the prefill's verdict
+    instead of passing the decode's 500 on, and the next candidate serves the request."""
+    async with _setup(first_chunk=False, fail_first_decode=True,
+                      reset_delay_s=0.2) as (servers, url, reset, good):
+        status, text = await _stream(url, f"{reset},{good}")
+        assert status == 200 and '"ok"' in text and '"error"' not in text, (status, text)
+        first, second = servers.decode_rooms
+        assert first != second and servers.prefilled[second].is_set()
 
 
 async def test_once_a_byte_is_out_the_prefill_error_ends_the_stream(

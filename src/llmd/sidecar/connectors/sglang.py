@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 
 _ROOM_BITS = 63  # SGLang stores rooms as int64; its own routers draw from [0, 2**63 - 1]
 _CACHED_WAIT_S = 30.0
+_PREFILL_VERDICT_S = 2.0
+"""How long a decode error that reached no client waits for the prefill leg's own outcome."""
+
+
+def _failed_unsent(decode: asyncio.Task[web.StreamResponse]) -> bool:
+    """The decode leg ended with a server error and sent the client nothing."""
+    if decode.cancelled() or decode.exception() is not None:
+        return False
+    response = decode.result()
+    return response.status >= 500 and not response.prepared
 
 
 def bootstrap_room(dp_size: int = 1, rank: int | None = None) -> int:
@@ -117,6 +127,11 @@ class SGLangConnector:
         prefill.add_done_callback(close_decode_on_failure)
         try:
             await asyncio.wait({decode})
+            if not prefill.done() and _failed_unsent(decode):
+                # The decode server failed before answering anything, perhaps because the
+                # prefill it pulls the KV from just died: let the prefill leg tell, so that a
+                # prefill that was never really reached hands the request over to the next.
+                await asyncio.wait({prefill}, timeout=_PREFILL_VERDICT_S)
         finally:
             # The client is gone, or decode is finished and the prefill's answer is no longer
             # needed. `wait` (unlike awaiting the tasks) lets our own cancellation through.
