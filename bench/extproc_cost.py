@@ -46,12 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import llmd.gateway._epps as epps
 import llmd.gateway.envoy as envoy_config
 from llmd.bench.procstat import cpu_seconds
 from llmd.gateway import LocalStack, StackSpec
-
-_EPP_ARGV = epps.epp_argv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epp_overhead import WRK_SCRIPT, wrk  # noqa: E402
@@ -130,12 +127,12 @@ async def running(variant: Variant, baseline_src: Path, profile: Path | None
         with patched_gateway(variant):
             stack = LocalStack(spec)
             if profile is not None:
-                epps.epp_argv = _profiled(epps.epp_argv, profile)  # type: ignore[assignment]
+                stack.epp_argv = _profiled(stack.epp_argv, profile)  # type: ignore[method-assign]
             async with stack:
                 assert stack.epp is not None
                 pids = [stack.epp.pid]
                 for _ in range(variant.replicas - 1):
-                    argv = epps.epp_argv(stack, 0, [stack.epp.grpc_port, 0, 0])
+                    argv = stack.epp_argv(0, [stack.epp.grpc_port, 0, 0])
                     proc = await asyncio.create_subprocess_exec(
                         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
                     extra.append(proc)
@@ -146,7 +143,6 @@ async def running(variant: Variant, baseline_src: Path, profile: Path | None
                     pids.append(proc.pid)
                 yield stack, pids
     finally:
-        epps.epp_argv = _EPP_ARGV  # type: ignore[assignment]
         for proc in extra:
             proc.terminate()
             await proc.wait()
@@ -158,8 +154,8 @@ async def running(variant: Variant, baseline_src: Path, profile: Path | None
 
 
 def _profiled(epp_argv: Any, out: Path) -> Any:
-    def argv(stack: LocalStack, index: int, ports: list[int] | None = None) -> list[str]:
-        args = epp_argv(stack, index, ports)
+    def argv(index: int, ports: list[int] | None = None) -> list[str]:
+        args = epp_argv(index, ports)
         i = args.index("-c")
         target = out.with_suffix(f".{os.getpid()}.{len(list(out.parent.glob('*.prof')))}.prof")
         args[i + 1] = (f"import cProfile; from llmd.cli import main\n"

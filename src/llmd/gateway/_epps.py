@@ -142,10 +142,10 @@ async def start_epps(sup: Supervisor, stack: LocalStack, progress: Progress) -> 
         name = replica_name(index, count)
         progress(name, "starting")
         child = await sup.start(ChildSpec(
-            name, epp_argv(stack, index), start_timeout_s=stack.spec.start_timeout_s,
+            name, stack.epp_argv(index), start_timeout_s=stack.spec.start_timeout_s,
             listening_lines=len(epp_port_names(count)),
-            restart_argv=lambda c: epp_argv(stack, index,
-                                            [port for _, port in c.first_addresses])))
+            restart_argv=lambda c: stack.epp_argv(index,
+                                                  [port for _, port in c.first_addresses])))
         (host, grpc_port), (_, health_port), (_, metrics_port) = child.addresses[:3]
         if count > 1:  # with peers it reports SERVING once caught up with them
             await _until_serving(host, health_port, stack.spec.start_timeout_s)

@@ -61,7 +61,14 @@ from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
 from llmd.epp import load_config, parse_endpoint_flag
 from llmd.errors import ConfigError
-from llmd.gateway._epps import EppProcess, epp_port_names, epp_ports, replica_name, start_epps
+from llmd.gateway._epps import (
+    EppProcess,
+    epp_argv,
+    epp_port_names,
+    epp_ports,
+    replica_name,
+    start_epps,
+)
 from llmd.gateway._kv_events import SimChild, SimKvEvents, plan_kv_events
 from llmd.gateway._pd import PD_EPP_CONFIG, PdArgs, PdLayout, needs_side_port, start_pd_fleet
 from llmd.gateway.envoy import ExtProcMode, FailureMode, GatewaySpec
@@ -243,6 +250,11 @@ class LocalStack:
         self.gateway: EnvoyGateway | None = None
         self.kv_events: SimKvEvents | None = None
         """The simulators' KV-event flags, when the EPP config routes by KV events."""
+
+    def epp_argv(self, index: int, ports: list[int] | None = None) -> list[str]:
+        """Replica `index`'s `llmd epp` command line (first start and restarts alike; a
+        benchmark may wrap it, e.g. to profile the EPP)."""
+        return epp_argv(self, index, ports)
 
     @property
     def url(self) -> str:
