@@ -15,7 +15,7 @@ from llmd.sidecar._sse import cached_tokens_of
 from llmd.sidecar.config import connector_adapter
 from llmd.sidecar.connectors.base import PdRequest, log_fallback
 from llmd.sidecar.hostport import HostPort
-from llmd.sidecar.upstream import LegResult
+from llmd.sidecar.upstream import RETRIABLE_HEADER, LegResult
 
 __all__ = ["SGLangConnector", "bootstrap_room"]
 
@@ -28,11 +28,13 @@ _PREFILL_VERDICT_S = 2.0
 
 
 def _failed_unsent(decode: asyncio.Task[web.StreamResponse]) -> bool:
-    """The decode leg ended with a server error and sent the client nothing."""
+    """The decode server answered a server error and the client got nothing (a decode server
+    that could not be reached is the gateway's to retry at once: `RETRIABLE_HEADER`)."""
     if decode.cancelled() or decode.exception() is not None:
         return False
     response = decode.result()
-    return response.status >= 500 and not response.prepared
+    return (response.status >= 500 and not response.prepared
+            and RETRIABLE_HEADER not in response.headers)
 
 
 def bootstrap_room(dp_size: int = 1, rank: int | None = None) -> int:
