@@ -291,10 +291,7 @@ def check_role(kv: KvEvents, plan: RolePlan, labels: dict[str, str]) -> tuple[li
                 "--kv-events-config to its command, or use "
                 f"{adapter.serve_model_command}")
         return problems, warnings
-    # Both engines' cache_config_info label is the name of their block/page size option:
-    # `block_size` → vLLM's --block-size, `page_size` → SGLang's --page-size.
-    # TODO(#13): an adapter attribute naming the flag.
-    flag = "--" + adapter.metric_names.block_size_label.replace("_", "-")
+    flag = adapter.block_size_flag
     given = _arg(c.args, flag)
     if given is not None and given[1].isdigit() and int(given[1]) != kv.block_size:
         size = int(given[1])

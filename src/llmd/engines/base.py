@@ -153,6 +153,16 @@ class TracingSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LoraSpec:
+    """LoRA adapters the server loads at start: `(name, path or HF repo id)` pairs; `max_rank`
+    and `max_adapters` (adapters in one batch) None leave the engine's defaults."""
+
+    adapters: tuple[tuple[str, str], ...]
+    max_rank: int | None = None
+    max_adapters: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServeSpec:
     """What to serve and how; turned into argv by `EngineAdapter.serve_args`.
 
@@ -173,6 +183,9 @@ class ServeSpec:
     kv_events: KvEventsSpec | None = None
     multinode: MultinodeSpec | None = None
     tracing: TracingSpec | None = None
+    expert_parallel: bool = False
+    """Spread MoE experts over the group's accelerators instead of sharding each expert."""
+    lora: LoraSpec | None = None
     extra_args: tuple[str, ...] = field(default=())
 
 
@@ -206,6 +219,8 @@ class EngineAdapter(Protocol):
     """Engine-specific HTTP routes beyond the OpenAI API (the simulator serves exactly these)."""
     scraped_families: ClassVar[tuple[str, ...]]
     """Metric families `endpoint_metrics` reads (the scraper parses only these)."""
+    block_size_flag: ClassVar[str]
+    """The option that sets the KV-cache block (page) size in tokens."""
 
     def serve_command(self) -> list[str]:
         """The executable part of the serve argv (e.g. `vllm serve`)."""

@@ -10,6 +10,7 @@ from llmd.engines._sglang_kv import SGLangKvEvents
 from llmd.engines.base import (
     EndpointMetrics,
     EngineName,
+    LoraSpec,
     MetricNames,
     PdProtocol,
     Probe,
@@ -76,6 +77,7 @@ class SGLangAdapter:
     )
     scraped_families: ClassVar[tuple[str, ...]] = scraped_families(metric_names)
     kv_events: ClassVar[KvEventsDialect] = SGLangKvEvents()
+    block_size_flag: ClassVar[str] = "--page-size"
 
     def serve_command(self) -> list[str]:
         return ["python3", "-m", "sglang.launch_server"]
@@ -114,6 +116,11 @@ class SGLangAdapter:
         if spec.kv_events is not None and not has_flag(user, "--kv-events-config"):
             events = self.kv_events.serve_config(spec.kv_events.endpoint, spec.kv_events.topic)
             args += ["--kv-events-config", json.dumps(events, separators=(",", ":"))]
+        if spec.expert_parallel and not has_flag(user, "--ep-size"):
+            # SGLang's MoE layers take the expert-parallel size equal to the tensor-parallel one.
+            args += ["--ep-size", str(spec.tensor_parallel)]
+        if spec.lora is not None and not has_flag(user, "--lora-paths"):
+            args += _lora_args(spec.lora, user)
         return args + list(user)
 
     def serve_argv(self, spec: ServeSpec) -> list[str]:
@@ -126,3 +133,13 @@ class SGLangAdapter:
 
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         return metrics_from_page(page, self.metric_names)
+
+
+def _lora_args(lora: LoraSpec, user: tuple[str, ...]) -> list[str]:
+    args = [] if has_flag(user, "--enable-lora") else ["--enable-lora"]
+    args += ["--lora-paths", *(f"{name}={path}" for name, path in lora.adapters)]
+    if lora.max_rank is not None and not has_flag(user, "--max-lora-rank"):
+        args += ["--max-lora-rank", str(lora.max_rank)]
+    if lora.max_adapters is not None and not has_flag(user, "--max-loras-per-batch"):
+        args += ["--max-loras-per-batch", str(lora.max_adapters)]
+    return args

@@ -10,6 +10,7 @@ from llmd.engines._vllm_kv import VllmKvEvents
 from llmd.engines.base import (
     EndpointMetrics,
     EngineName,
+    LoraSpec,
     MetricNames,
     PdProtocol,
     Probe,
@@ -72,6 +73,7 @@ class VllmAdapter:
     )
     scraped_families: ClassVar[tuple[str, ...]] = scraped_families(metric_names)
     kv_events: ClassVar[KvEventsDialect] = VllmKvEvents()
+    block_size_flag: ClassVar[str] = "--block-size"
 
     def serve_command(self) -> list[str]:
         return ["vllm", "serve"]
@@ -105,6 +107,11 @@ class VllmAdapter:
         if spec.kv_events is not None and not has_flag(user, "--kv-events-config"):
             events = self.kv_events.serve_config(spec.kv_events.endpoint, spec.kv_events.topic)
             args += ["--kv-events-config", json.dumps(events, separators=(",", ":"))]
+        if spec.expert_parallel and not has_flag(user, "--enable-expert-parallel"):
+            # vLLM's expert-parallel group is the whole tensor x data-parallel group.
+            args.append("--enable-expert-parallel")
+        if spec.lora is not None and not has_flag(user, "--lora-modules"):
+            args += _lora_args(spec.lora, user)
         return args + list(user)
 
     def serve_argv(self, spec: ServeSpec) -> list[str]:
@@ -116,6 +123,16 @@ class VllmAdapter:
 
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         return metrics_from_page(page, self.metric_names)
+
+
+def _lora_args(lora: LoraSpec, user: tuple[str, ...]) -> list[str]:
+    args = [] if has_flag(user, "--enable-lora") else ["--enable-lora"]
+    args += ["--lora-modules", *(f"{name}={path}" for name, path in lora.adapters)]
+    if lora.max_rank is not None and not has_flag(user, "--max-lora-rank"):
+        args += ["--max-lora-rank", str(lora.max_rank)]
+    if lora.max_adapters is not None and not has_flag(user, "--max-loras"):
+        args += ["--max-loras", str(lora.max_adapters)]
+    return args
 
 
 def _multinode_args(spec: ServeSpec) -> list[str]:
