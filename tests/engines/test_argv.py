@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmd.engines import KvEventsSpec, MultinodeSpec, ServeSpec, get_adapter
+from llmd.engines import KvEventsSpec, LoraSpec, MultinodeSpec, ServeSpec, get_adapter
 
 NIXL = '{"kv_connector":"NixlConnector","kv_role":"kv_both"}'
 BASE = dict(model="Qwen/Qwen3-0.6B", served_model_name="qwen", host="0.0.0.0", port=8200)
@@ -90,3 +90,22 @@ def test_sglang_multinode() -> None:
 def test_probes_are_engine_specific() -> None:
     assert get_adapter("vllm").probes.liveness.path == "/health"
     assert get_adapter("sglang").probes.startup.path == "/health_generate"
+
+
+LORA_EXPERT = {
+    "vllm": ["--enable-expert-parallel", "--enable-lora", "--lora-modules", "sql=org/sql",
+             "chat=/adapters/chat", "--max-lora-rank", "32", "--max-loras", "4"],
+    "sglang": ["--ep-size", "4", "--enable-lora", "--lora-paths", "sql=org/sql",
+               "chat=/adapters/chat", "--max-lora-rank", "32", "--max-loras-per-batch", "4"],
+}
+
+
+def test_lora_adapters_and_expert_parallelism_use_each_engines_flags(engine: str) -> None:
+    lora = LoraSpec((("sql", "org/sql"), ("chat", "/adapters/chat")), max_rank=32,
+                    max_adapters=4)
+    spec = ServeSpec(**BASE, tensor_parallel=4, expert_parallel=True, lora=lora)  # type: ignore[arg-type]
+    argv = get_adapter(engine).serve_argv(spec)
+    assert argv[-len(LORA_EXPERT[engine]):] == LORA_EXPERT[engine]
+    # A flag the user passes is not injected twice.
+    user = ServeSpec(**BASE, lora=lora, extra_args=("--enable-lora",))  # type: ignore[arg-type]
+    assert get_adapter(engine).serve_argv(user).count("--enable-lora") == 1
