@@ -8,7 +8,7 @@ from typing import Any
 
 from llmd.deploy._dra import RoleClaim
 from llmd.deploy._kv_events import PORT_NAME, KvEvents, arg_value, serving_index
-from llmd.deploy._model import VOLUME, ModelSource
+from llmd.deploy._model import VOLUME, ModelSource, lora_spec
 from llmd.deploy._plan import RolePlan
 from llmd.deploy._problems import Problems
 from llmd.deploy._sources import deep_merge
@@ -155,6 +155,8 @@ def _command(ctx: ContainerContext, c: Container, engine: EngineName | None,
         role=plan.name if plan.pd else "both",
         multinode=multinode,
         tracing=_tracing(ctx.values),
+        expert_parallel=plan.values.parallelism.expert,
+        lora=lora_spec(ctx.values.model_artifacts),
         kv_events=kv.spec(arg_value(c.args, "--served-model-name")
                           or ctx.values.model_artifacts.name) if kv is not None else None,
         extra_args=tuple(c.args),

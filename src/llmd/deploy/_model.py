@@ -8,9 +8,10 @@ from typing import Any
 import yaml
 
 from llmd.deploy.values import ModelArtifacts
+from llmd.engines import LoraSpec
 from llmd.errors import ConfigError
 
-__all__ = ["ModelSource", "model_source"]
+__all__ = ["ModelSource", "lora_spec", "model_source"]
 
 SCHEMES = ("hf", "pvc", "pvc+hf", "oci")
 VOLUME = "model-storage"
@@ -60,6 +61,33 @@ def model_source(artifacts: ModelArtifacts, uri: str) -> ModelSource:
     cache = "/".join(parts[1:-2])
     env = ({"name": "HF_HUB_CACHE", "value": f"/model-cache/{cache}"},)
     return ModelSource(scheme, f"{parts[-2]}/{parts[-1]}", volume, artifacts.read_only, env)
+
+
+def lora_spec(artifacts: ModelArtifacts) -> LoraSpec | None:
+    """The adapters as the engines load them: `hf://ORG/REPO` → the repo id (both engines
+    fetch it from the Hub), an absolute path as is (a volume the pod mounts)."""
+    lora = artifacts.lora
+    if lora is None:
+        return None
+    adapters, seen = [], set()
+    problems = [] if lora.adapters else ["modelArtifacts.lora.adapters: give at least one"]
+    for i, adapter in enumerate(lora.adapters):
+        where = f"modelArtifacts.lora.adapters[{i}]"
+        if adapter.name in seen or not adapter.name or "=" in adapter.name:
+            problems.append(f"{where}.name: {adapter.name!r} must be unique, non-empty and "
+                            "without '='")
+        seen.add(adapter.name)
+        scheme, sep, rest = adapter.uri.partition("://")
+        if sep and scheme == "hf" and rest:
+            adapters.append((adapter.name, rest))
+        elif not sep and adapter.uri.startswith("/"):
+            adapters.append((adapter.name, adapter.uri))
+        else:
+            problems.append(f"{where}.uri: {adapter.uri!r} is not hf://ORG/REPO or an absolute "
+                            "path in the pod (mount the volume that holds it)")
+    if problems:
+        raise ConfigError(problems)
+    return LoraSpec(tuple(adapters), lora.max_rank, lora.max_adapters)
 
 
 def _unquote(text: str) -> str:

@@ -25,11 +25,14 @@ from llmd.deploy._workloads import Names
 from llmd.deploy.values import Values
 from llmd.errors import ConfigError
 
-__all__ = ["EPP_PORTS", "default_epp_config", "epp_name", "routing_objects"]
+__all__ = ["EPP_PORTS", "PRECISE_BLOCK_SIZE", "default_epp_config", "epp_name",
+           "routing_objects"]
 
 EPP_PORTS = {"grpc": 9002, "grpc-health": 9003, "metrics": 9090}
 POOL_GROUP = "inference.networking.k8s.io"
 CONFIG_FILE = "config.yaml"
+PRECISE_BLOCK_SIZE = 16
+PRECISE_SOCKET_PORT = 5557
 
 
 def epp_name(fullname: str) -> str:
@@ -91,12 +94,22 @@ def _pool(values: Values, names: Names, name: str, epp: str | None) -> dict[str,
             "metadata": names.meta(name), "spec": spec}
 
 
-def default_epp_config(pd: bool) -> dict[str, Any]:
+def default_epp_config(pd: bool, *, precise: bool = False) -> dict[str, Any]:
     """llm-d's default scorers (queue 2, KV utilisation 2, prefix 3); with P/D, a decode and a
-    prefill profile behind llm-d's `disagg-profile-handler` and `prefix-based-pd-decider`."""
-    scorers = [("queue-scorer", 2), ("kv-cache-utilization-scorer", 2),
-               ("prefix-cache-scorer", 3)]
+    prefill profile behind llm-d's `disagg-profile-handler` and `prefix-based-pd-decider`.
+
+    `precise`: the prefix scorer is `precise-prefix-cache-scorer`, fed by every pod's KV events
+    (each engine binds `PRECISE_SOCKET_PORT`, blocks of `PRECISE_BLOCK_SIZE` tokens), with
+    speculative indexing (docs/benchmarks.md, "Precise prefix-cache routing")."""
+    prefix = "precise-prefix-cache-scorer" if precise else "prefix-cache-scorer"
+    scorers = [("queue-scorer", 2), ("kv-cache-utilization-scorer", 2), (prefix, 3)]
     plugins: list[dict[str, Any]] = [{"type": t} for t, _ in scorers]
+    if precise:
+        plugins[-1]["parameters"] = {
+            "tokenProcessorConfig": {"blockSize": PRECISE_BLOCK_SIZE},
+            "kvEventsConfig": {"discoverPods": True,
+                               "podDiscoveryConfig": {"socketPort": PRECISE_SOCKET_PORT}},
+            "speculativeIndexing": True}
     plugins.append({"type": "max-score-picker"})
     refs = [{"pluginRef": t, "weight": w} for t, w in scorers]
     if not pd:
@@ -132,6 +145,12 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool,
         ports[SYNC_PORT_NAME] = SYNC_PORT
     namespace = names.namespace or "default"
     labels = {"app.kubernetes.io/component": "epp", "llm-d.ai/epp": name}
+    if epp.config_ref is not None and (epp.config is not None or replicated):
+        raise ConfigError(
+            "routing.epp.configRef: " + ("give either config or configRef, not both"
+                                         if epp.config is not None else
+                                         f"with replicas: {epp.replicas} the config must be "
+                                         "inline (`config`): llmd adds the replicas' sync to it"))
     config = epp.config if epp.config is not None else default_epp_config(pd)
     if replicated:
         config = replicated_config(config, labels)
@@ -147,9 +166,11 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool,
                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": names.meta(name),
                   "data": {CONFIG_FILE: yaml.safe_dump(config, sort_keys=False)}}
+    config_name, config_file = ((epp.config_ref.name, epp.config_ref.key)
+                                if epp.config_ref is not None else (name, CONFIG_FILE))
     args = ["--kubernetes", "--host=0.0.0.0", f"--pool-name={pool}",
             "--pool-namespace=$(NAMESPACE)",
-            f"--config-file=/config/{CONFIG_FILE}",
+            f"--config-file=/config/{config_file}",
             f"--grpc-port={EPP_PORTS['grpc']}", f"--grpc-health-port={EPP_PORTS['grpc-health']}",
             f"--metrics-port={EPP_PORTS['metrics']}", *epp.extra_args]
     probe = {"grpc": {"port": EPP_PORTS["grpc-health"]}, "periodSeconds": 10}
@@ -173,7 +194,7 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool,
                 if replicated else {"type": "Recreate"})
     pod_spec = {"serviceAccountName": name, "terminationGracePeriodSeconds": 130,
                 **(spread(labels) if replicated else {}), "containers": [container],
-                "volumes": [{"name": "config", "configMap": {"name": name}}]}
+                "volumes": [{"name": "config", "configMap": {"name": config_name}}]}
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": names.meta(name),
         "spec": {"replicas": epp.replicas, "strategy": strategy,
@@ -191,7 +212,9 @@ def _epp(values: Values, names: Names, pool: str, name: str, pd: bool,
                               "protocol": "TCP"})
     service = {"apiVersion": "v1", "kind": "Service", "metadata": names.meta(name),
                "spec": {"type": "ClusterIP", "selector": labels, "ports": service_ports}}
-    objects: list[dict[str, Any]] = [account, role, binding, config_map, deployment, service]
+    objects: list[dict[str, Any]] = [account, role, binding,
+                                     *([config_map] if epp.config_ref is None else []),
+                                     deployment, service]
     return objects + replica_objects(names, name, labels) if replicated else objects
 
 

@@ -23,6 +23,8 @@ __all__ = [
     "Epp",
     "HttpRoute",
     "InferencePool",
+    "Lora",
+    "LoraAdapter",
     "ModelArtifacts",
     "ModelCommand",
     "Parallelism",
@@ -100,6 +102,8 @@ class Parallelism(_Values):
     data: Annotated[Int | None, Field(ge=1)] = None
     data_local: Annotated[Int | None, Field(ge=1)] = None
     workers: Annotated[Int | None, Field(ge=1)] = None
+    expert: Bool = False
+    """llmd: expert parallelism for MoE models (the engine's own flag, from its adapter)."""
 
 
 class Resources(_Values):
@@ -219,6 +223,21 @@ class PrefillValues(RoleValues):
     replicas: Annotated[Int, Field(ge=0)] = 0
 
 
+class LoraAdapter(_Values):
+    name: str
+    uri: str
+    """`hf://ORG/REPO` or an absolute path inside the pod (a mounted volume)."""
+
+
+class Lora(_Values):
+    """llmd: LoRA adapters every serving container loads at start."""
+
+    adapters: list[LoraAdapter] = []
+    max_rank: Annotated[Int | None, Field(ge=1)] = None
+    max_adapters: Annotated[Int | None, Field(ge=1)] = None
+    """Adapters served in one batch (vLLM `--max-loras`, SGLang `--max-loras-per-batch`)."""
+
+
 class ModelArtifacts(_Values):
     name: str = "random/model"
     uri: str = "hf://{{ .Values.modelArtifacts.name }}"
@@ -228,6 +247,7 @@ class ModelArtifacts(_Values):
     read_only: Bool = True
     labels: dict[str, str] = Field(
         default_factory=lambda: {"llm-d.ai/inference-serving": "true"})
+    lora: Lora | None = None
 
 
 class Accelerator(_Values):
@@ -291,6 +311,11 @@ class InferencePool(_Values):
     failure_mode: Literal["FailOpen", "FailClose"] = "FailOpen"
 
 
+class ConfigMapKey(_Values):
+    name: str
+    key: str = "config.yaml"
+
+
 class Epp(_Values):
     """llmd: the endpoint picker (`llmd epp`) for the pool, with its RBAC and config."""
 
@@ -303,6 +328,8 @@ class Epp(_Values):
     through a headless Service and syncing (`llmd.deploy._epp_replicas`)."""
     config: Json | None = None
     """An EndpointPickerConfig; default: llm-d's default plugins (P/D-aware when P/D is on)."""
+    config_ref: ConfigMapKey | None = None
+    """llmd: the EndpointPickerConfig in an existing ConfigMap instead of `config`."""
     extra_args: list[str] = []
     resources: Json = Field(default_factory=lambda: {
         "requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}})
