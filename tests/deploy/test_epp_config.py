@@ -38,3 +38,11 @@ def test_configmap_holds_the_config_the_deployment_reads() -> None:
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--config-file=/config/{name}" in args
     assert yaml.safe_load(text) == default_epp_config(pd=False)
+
+
+def test_precise_configs_load_with_and_without_pd() -> None:
+    for pd in (False, True):
+        config = load_config(text=yaml.safe_dump(default_epp_config(pd=pd, precise=True)))
+        assert "precise-prefix-cache-scorer" in config.describe()
+        if pd:
+            assert set(config.scheduler.profiles) == {"decode", "prefill"}

@@ -7,8 +7,10 @@ argv comes from `llmd.engines` adapters.
 
 from __future__ import annotations
 
+from llmd.deploy._llmisvc_plan import plan_service, service_values
 from llmd.deploy._sources import deep_merge, load_values_sources
 from llmd.deploy._stack import default_epp_config
+from llmd.deploy.crd import crd
 from llmd.deploy.render import (
     Rendered,
     dump_yaml,
@@ -23,12 +25,15 @@ __all__ = [
     "ModelCommand",
     "Rendered",
     "Values",
+    "crd",
     "deep_merge",
     "default_epp_config",
     "dump_yaml",
     "load_values_sources",
+    "plan_service",
     "render_files",
     "render_values",
+    "service_values",
     "unknown_keys",
     "write_output_dir",
 ]
