@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test bench clean test-engines engines test-real
+.PHONY: up test bench clean test-engines engines test-real image
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,18 @@ test-engines: $(STAMP) engines
 # each server's own prefix-cache hits within a few percent. About a minute once installed.
 test-real: $(STAMP) $(ENGINES)/vllm/.installed
 	$(BIN)/python -m pytest tests_real -q -s
+
+# The image every container `llmd render` and the operator emit runs (Dockerfile), tagged with
+# the package version as they are; `make image IMAGE=...` tags it otherwise. Builds with docker if
+# installed, else podman (or `CONTAINER_TOOL=...`); needs that tool's daemon or service.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/llmd/__init__.py)
+IMAGE ?= ghcr.io/llmd/llmd:$(VERSION)
+CONTAINER_TOOL ?= $(shell command -v docker || command -v podman)
+
+image:
+	@test -n "$(CONTAINER_TOOL)" || { echo "make image: neither docker nor podman is installed" \
+		"(or set CONTAINER_TOOL=...)" >&2; exit 1; }
+	$(CONTAINER_TOOL) build --tag $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

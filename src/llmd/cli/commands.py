@@ -185,6 +185,11 @@ def render(
         help="namespace written into the objects")] = None,
     output_dir: Annotated[str | None, typer.Option(
         help="write one file per object here instead of printing the stream")] = None,
+    llmd_image: Annotated[str | None, typer.Option(
+        metavar="IMAGE",
+        help="default image of the containers that run llmd (routing sidecar, EPP) instead "
+             "of ghcr.io/llmd/llmd:<version>; routing.proxy.image or routing.epp.image set "
+             "in the values still win")] = None,
 ) -> None:
     """Render the Kubernetes objects for llm-d-modelservice values (vLLM or SGLang)."""
     from pathlib import Path
@@ -192,7 +197,8 @@ def render(
     from llmd.deploy import dump_yaml, render_files, write_output_dir
 
     try:
-        result = render_files(values, set_ or (), release=release, namespace=namespace)
+        result = render_files(values, set_ or (), release=release, namespace=namespace,
+                              llmd_image=llmd_image)
     except LlmdError as exc:
         typer.echo(f"error: {exc}".replace("\n", "\nerror: "), err=True)
         raise typer.Exit(2) from None

@@ -2,7 +2,9 @@
 
 `render_files()` turns chart values files (v0.4.12, v0.3.8-era accepted) plus llmd's own sections
 into the whole stack: workloads, routing sidecar, InferencePool, EPP and HTTPRoute. All engine
-argv comes from `llmd.engines` adapters.
+argv comes from `llmd.engines` adapters. The containers that run `llmd` itself (the routing
+sidecar, the EPP) default to `LLMD_IMAGE`, the repository's `Dockerfile` tagged with the package
+version.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from llmd.deploy.render import (
     unknown_keys,
     write_output_dir,
 )
-from llmd.deploy.values import ModelCommand, Values
+from llmd.deploy.values import LLMD_IMAGE, LLMD_IMAGE_REPOSITORY, ModelCommand, Values
 
 __all__ = [
+    "LLMD_IMAGE",
+    "LLMD_IMAGE_REPOSITORY",
     "ModelCommand",
     "Rendered",
     "Values",

@@ -62,9 +62,10 @@ _PATHS = (
 )
 
 
-def plan_service(body: Mapping[str, Any]) -> Rendered:
+def plan_service(body: Mapping[str, Any], *, llmd_image: str | None = None) -> Rendered:
     """Every object of the service `body` (a whole resource, as the API server holds it), in
-    its namespace; a `ConfigError` lists every problem by the resource's field path."""
+    its namespace; a `ConfigError` lists every problem by the resource's field path.
+    `llmd_image` replaces the default llmd image (sidecar, EPP) as `render`'s option does."""
     metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
     assert isinstance(metadata, dict)
     name, namespace = metadata.get("name"), metadata.get("namespace")
@@ -83,7 +84,8 @@ def plan_service(body: Mapping[str, Any]) -> Rendered:
     assert isinstance(name, str)
     tree = service_values(name, spec)
     try:
-        return render_values(tree, release=name, namespace=namespace, source=_SOURCE)
+        return render_values(tree, release=name, namespace=namespace, source=_SOURCE,
+                             llmd_image=llmd_image)
     except ConfigError as exc:
         raise ConfigError([_spec_line(line) for line in exc.problems]) from None
 

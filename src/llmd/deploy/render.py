@@ -45,20 +45,28 @@ class Rendered:
 
 
 def render_files(files: Sequence[Path | str], sets: Sequence[str] = (), *,
-                 release: str = "llmd", namespace: str | None = None) -> Rendered:
+                 release: str = "llmd", namespace: str | None = None,
+                 llmd_image: str | None = None) -> Rendered:
     """Render the merged `-f` files and `--set` expressions; a ConfigError lists every
-    problem, each naming the file or `--set` argument that set the value."""
-    return _render_sources(load_sources(files, sets), release, namespace)
+    problem, each naming the file or `--set` argument that set the value. `llmd_image`
+    replaces `LLMD_IMAGE` as the default image of the containers that run `llmd` (the
+    routing sidecar and the EPP); an image the values set still wins."""
+    return _render_sources(load_sources(files, sets), release, namespace, llmd_image)
 
 
 def render_values(tree: dict[str, Any], *, release: str = "llmd", namespace: str | None = None,
-                  source: str = "values") -> Rendered:
+                  source: str = "values", llmd_image: str | None = None) -> Rendered:
     """Render an already merged values tree; problems name `source`."""
-    return _render_sources(Sources(tree, fallback=source), release, namespace)
+    return _render_sources(Sources(tree, fallback=source), release, namespace, llmd_image)
 
 
-def _render_sources(sources: Sources, release: str, namespace: str | None) -> Rendered:
-    values, lines, removed = validate(_merge_chart_maps(sources.tree))
+def _render_sources(sources: Sources, release: str, namespace: str | None,
+                    llmd_image: str | None) -> Rendered:
+    tree = sources.tree
+    if llmd_image is not None:
+        tree = deep_merge({"routing": {"proxy": {"image": llmd_image},
+                                       "epp": {"image": llmd_image}}}, tree)
+    values, lines, removed = validate(_merge_chart_maps(tree))
     unknown = unknown_entries(Values, sources.tree)
     warnings: list[str] = []
     objects: list[dict[str, Any]] = []

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from llmd import __version__
 from llmd.config import LlmdModel
 from llmd.deploy._types import Bool, Int, Level, Quantity
 from llmd.engines import EngineName
@@ -23,6 +24,8 @@ __all__ = [
     "Epp",
     "HttpRoute",
     "InferencePool",
+    "LLMD_IMAGE",
+    "LLMD_IMAGE_REPOSITORY",
     "Lora",
     "LoraAdapter",
     "ModelArtifacts",
@@ -38,7 +41,10 @@ __all__ = [
 ModelCommand = Literal["vllmServe", "sglangServe", "imageDefault", "custom"]
 Json = dict[str, Any]
 
-DEFAULT_LLMD_IMAGE = "ghcr.io/llmd/llmd:latest"
+LLMD_IMAGE_REPOSITORY = "ghcr.io/llmd/llmd"
+LLMD_IMAGE = f"{LLMD_IMAGE_REPOSITORY}:{__version__}"
+"""The image every container that runs `llmd` gets by default (the EPP, the routing sidecar, the
+operator): the repository's `Dockerfile`, built by `make image` with the same tag."""
 ACCELERATOR_RESOURCES = {
     "nvidia": "nvidia.com/gpu",
     "intel-i915": "gpu.intel.com/i915",
@@ -281,7 +287,7 @@ class Proxy(_Values):
     # Helm `null` removes a chart default, and with it the flag it would render.
     nullable: ClassVar[frozenset[str]] = frozenset({"secure", "zapEncoder", "zapLogLevel"})
     enabled: Bool = True
-    image: str = DEFAULT_LLMD_IMAGE
+    image: str = LLMD_IMAGE
     image_pull_policy: str = "Always"
     target_port: Annotated[Int, Field(ge=1, le=65535)] = 8200
     connector: str | None = None
@@ -321,7 +327,7 @@ class Epp(_Values):
 
     enabled: Bool | None = None
     """Default: on when the InferencePool is."""
-    image: str = DEFAULT_LLMD_IMAGE
+    image: str = LLMD_IMAGE
     image_pull_policy: str = "IfNotPresent"
     replicas: Annotated[Int, Field(ge=1)] = 1
     """More than one: replicas spread over nodes, under a PodDisruptionBudget, finding each other
