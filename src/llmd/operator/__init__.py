@@ -11,10 +11,12 @@ from __future__ import annotations
 from llmd.operator._client import FIELD_MANAGER
 from llmd.operator._desired import OWNER_LABEL
 from llmd.operator.lease import LeaseConfig, LeaseElector
+from llmd.operator.manifests import DEFAULT_IMAGE, install_manifests, operator_rules
 from llmd.operator.reconcile import Outcome, PlanFn, PlanResult, Reconciler
 from llmd.operator.runner import Operator, OperatorConfig, default_plan
 
 __all__ = [
+    "DEFAULT_IMAGE",
     "FIELD_MANAGER",
     "LeaseConfig",
     "LeaseElector",
@@ -26,4 +28,6 @@ __all__ = [
     "PlanResult",
     "Reconciler",
     "default_plan",
+    "install_manifests",
+    "operator_rules",
 ]
