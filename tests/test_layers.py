@@ -34,7 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "operator": {"deploy", "engines"},
     "bench": {"gateway", "epp", "sim", "sidecar", "engines", "kvcache"},
     # the command line sits on top of everything and nothing imports it
-    "cli": {"bench", "operator", "deploy", "gateway", "epp", "sim", "sidecar", "engines", "kvcache"},
+    "cli": {"bench", "operator", "deploy", "gateway", "epp", "sim", "sidecar", "engines",
+            "kvcache"},
 }
 SHARED_MODULES = {"errors", "config", "_http", "_json", "_kube", "_proc", "__init__"}
 

@@ -55,7 +55,8 @@ def operator_rules() -> list[dict[str, Any]]:
 
 
 def install_manifests(crd: Mapping[str, Any], *, namespace: str = "llmd-system",
-                      image: str = DEFAULT_IMAGE, watch: Sequence[str] = ()) -> list[dict[str, Any]]:
+                      image: str = DEFAULT_IMAGE,
+                      watch: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every object that installs the operator in `namespace`, reconciling the namespaces in
     `watch` (none: the whole cluster)."""
     meta = {"name": NAME, "namespace": namespace,
