@@ -31,9 +31,11 @@ ALLOWED: dict[str, set[str]] = {
     "sidecar": {"engines"},
     "deploy": {"engines"},
     "gateway": {"epp", "sim", "sidecar", "engines", "kvcache"},
+    "operator": {"deploy", "engines"},
     "bench": {"gateway", "epp", "sim", "sidecar", "engines", "kvcache"},
     # the command line sits on top of everything and nothing imports it
-    "cli": {"bench", "deploy", "gateway", "epp", "sim", "sidecar", "engines", "kvcache"},
+    "cli": {"bench", "operator", "deploy", "gateway", "epp", "sim", "sidecar", "engines",
+            "kvcache"},
 }
 SHARED_MODULES = {"errors", "config", "_http", "_json", "_kube", "_proc", "__init__"}
 
