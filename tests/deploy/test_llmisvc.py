@@ -252,3 +252,18 @@ def test_precise_routing_makes_every_engine_publish_in_blocks_the_index_uses() -
         decode = next(o for o in objects if o["metadata"]["name"] == "qwen3-8b-decode")
         argv = decode["spec"]["template"]["spec"]["containers"][0]["args"]
         assert argv[argv.index(flag) + 1] == "16" and "--kv-events-config" in argv
+
+
+def test_llmd_render_takes_a_resource_alone(tmp_path: Path) -> None:
+    from llmd.deploy import render_inputs
+
+    path = EXAMPLES / "llmisvc-sglang-pd.yaml"
+    obj = _load(path)
+    assert render_inputs([path], namespace="llm").objects == plan_service(
+        {**obj, "metadata": {**obj["metadata"], "namespace": "llm"}}).objects
+    with pytest.raises(ConfigError, match="renders alone"):
+        render_inputs([path], ("replicas=3",))
+    bad = tmp_path / "svc.yaml"
+    bad.write_text(yaml.safe_dump(_with("vllm", {"spec": {"replicas": -1}})))
+    with pytest.raises(ConfigError, match=r"svc.yaml: spec.replicas"):
+        render_inputs([bad])

@@ -176,7 +176,8 @@ def epp(
 @app.command()
 def render(
     values: Annotated[list[str], typer.Option(
-        "-f", "--values", help="values file (repeatable; later files win, as with helm -f)")],
+        "-f", "--values", help="values file (repeatable; later files win, as with helm -f), "
+        "or one llm-d.ai LLMInferenceService")],
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="a.b=c override, helm style (repeatable)")] = None,
     release: Annotated[str, typer.Option(
@@ -191,14 +192,15 @@ def render(
              "of ghcr.io/llmd/llmd:<version>; routing.proxy.image or routing.epp.image set "
              "in the values still win")] = None,
 ) -> None:
-    """Render the Kubernetes objects for llm-d-modelservice values (vLLM or SGLang)."""
+    """Render the Kubernetes objects for llm-d-modelservice values or an LLMInferenceService
+    (vLLM or SGLang): the objects `llmd operator` would apply for it."""
     from pathlib import Path
 
-    from llmd.deploy import dump_yaml, render_files, write_output_dir
+    from llmd.deploy import dump_yaml, render_inputs, write_output_dir
 
     try:
-        result = render_files(values, set_ or (), release=release, namespace=namespace,
-                              llmd_image=llmd_image)
+        result = render_inputs(values, set_ or (), release=release, namespace=namespace,
+                               llmd_image=llmd_image)
     except LlmdError as exc:
         typer.echo(f"error: {exc}".replace("\n", "\nerror: "), err=True)
         raise typer.Exit(2) from None

@@ -9,9 +9,10 @@ version.
 
 from __future__ import annotations
 
-from llmd.deploy._llmisvc_plan import plan_service, service_values
+from llmd.deploy._llmisvc_plan import plan_service, render_inputs, service_values
 from llmd.deploy._sources import deep_merge, load_values_sources
 from llmd.deploy._stack import default_epp_config
+from llmd.deploy.convert import Converted, convert_files, convert_kserve, convert_values
 from llmd.deploy.crd import crd
 from llmd.deploy.render import (
     Rendered,
@@ -24,11 +25,15 @@ from llmd.deploy.render import (
 from llmd.deploy.values import LLMD_IMAGE, LLMD_IMAGE_REPOSITORY, ModelCommand, Values
 
 __all__ = [
+    "Converted",
     "LLMD_IMAGE",
     "LLMD_IMAGE_REPOSITORY",
     "ModelCommand",
     "Rendered",
     "Values",
+    "convert_files",
+    "convert_kserve",
+    "convert_values",
     "crd",
     "deep_merge",
     "default_epp_config",
@@ -36,6 +41,7 @@ __all__ = [
     "load_values_sources",
     "plan_service",
     "render_files",
+    "render_inputs",
     "render_values",
     "service_values",
     "unknown_keys",

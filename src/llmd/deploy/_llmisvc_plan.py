@@ -8,9 +8,11 @@ renderer's translated from values paths (`decode.parallelism` → `spec.parallel
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from llmd.config import config_error
@@ -18,17 +20,19 @@ from llmd.deploy._cel import check_rules
 from llmd.deploy._kv_events import arg_value
 from llmd.deploy._stack import PRECISE_BLOCK_SIZE, default_epp_config
 from llmd.deploy.llmisvc import (
+    API_VERSION,
+    KIND,
     InferenceServer,
     LLMInferenceServiceSpec,
     Parallelism,
     RouterSpec,
     root_rules,
 )
-from llmd.deploy.render import Rendered, render_values
+from llmd.deploy.render import Rendered, render_files, render_values
 from llmd.engines import get_adapter
 from llmd.errors import ConfigError
 
-__all__ = ["plan_service", "service_values"]
+__all__ = ["plan_service", "render_inputs", "service_values"]
 
 MAX_NAME = 55  # the chart's fullname limit: object names append -decode, -prefill, -epp
 SERVING_LABEL = "llm-d.ai/inference-serving"
@@ -41,6 +45,7 @@ _PATHS = (
     ("decode.parallelism", "spec.parallelism"),
     ("decode.replicas", "spec.replicas"),
     ("decode.extraConfig", "spec.template"),
+    ("decode.monitoring", "spec.monitoring"),
     ("decode", "spec"),
     ("prefill.containers[0]", "spec.prefill.inferenceServer"),
     ("prefill.parallelism.workers", "spec.worker.nodes"),
@@ -90,6 +95,36 @@ def plan_service(body: Mapping[str, Any], *, llmd_image: str | None = None) -> R
         raise ConfigError([_spec_line(line) for line in exc.problems]) from None
 
 
+def render_inputs(files: Sequence[Path | str], sets: Sequence[str] = (), *,
+                  release: str = "llmd", namespace: str | None = None,
+                  llmd_image: str | None = None) -> Rendered:
+    """`llmd render`'s input: ModelService values files, or one `LLMInferenceService` (whose
+    name and namespace, unless `namespace` is given, name the objects)."""
+    services = [str(f) for f in files if _is_service(Path(f))]
+    if not services:
+        return render_files(files, sets, release=release, namespace=namespace,
+                            llmd_image=llmd_image)
+    if len(files) > 1 or sets:
+        raise ConfigError(f"{services[0]}: an {KIND} renders alone: no other -f file and no "
+                          "--set (edit the resource)")
+    body = yaml.safe_load(Path(files[0]).read_text())
+    if namespace:
+        body = {**body, "metadata": {**(body.get("metadata") or {}), "namespace": namespace}}
+    try:
+        return plan_service(body, llmd_image=llmd_image)
+    except ConfigError as exc:
+        raise ConfigError([f"{files[0]}: {p}" for p in exc.problems]) from None
+
+
+def _is_service(path: Path) -> bool:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # render_files reports it
+    return isinstance(data, dict) and data.get("apiVersion") == API_VERSION \
+        and data.get("kind") == KIND
+
+
 def service_values(name: str, spec: LLMInferenceServiceSpec) -> dict[str, Any]:
     """The values tree that renders the service `name`."""
     server = spec.inference_server
@@ -109,12 +144,13 @@ def service_values(name: str, spec: LLMInferenceServiceSpec) -> dict[str, Any]:
     if model.lora is not None:
         artifacts["lora"] = model.lora.model_dump(by_alias=True, exclude_none=True)
     workers = spec.worker.nodes if spec.worker is not None else None
+    pod_monitor = bool(spec.monitoring and spec.monitoring.pod_monitor)
     tree: dict[str, Any] = {
         "fullnameOverride": name,
         "modelArtifacts": artifacts,
         "multinode": spec.worker is not None,
         "decode": _role(spec.replicas if spec.replicas is not None else 1, spec.parallelism,
-                        server, spec.template, workers, precise),
+                        server, spec.template, workers, precise, pod_monitor),
         "routing": _routing(router, pd, precise),
     }
     if spec.accelerator:
@@ -130,13 +166,13 @@ def service_values(name: str, spec: LLMInferenceServiceSpec) -> dict[str, Any]:
         tree["prefill"] = _role(
             prefill.replicas, prefill.parallelism or spec.parallelism, merged,
             prefill.template if prefill.template is not None else spec.template, workers,
-            precise)
+            precise, pod_monitor)
     return tree
 
 
 def _role(replicas: int, parallelism: Parallelism | None, server: InferenceServer,
-          template: dict[str, Any] | None, workers: int | None,
-          precise: bool) -> dict[str, Any]:
+          template: dict[str, Any] | None, workers: int | None, precise: bool,
+          pod_monitor: bool) -> dict[str, Any]:
     adapter = get_adapter(server.type)
     container: dict[str, Any] = {"name": server.type, "image": server.image,
                                  "modelCommand": adapter.serve_model_command,
@@ -147,7 +183,8 @@ def _role(replicas: int, parallelism: Parallelism | None, server: InferenceServe
         args += [adapter.block_size_flag, str(PRECISE_BLOCK_SIZE)]
     if args:
         container["args"] = args
-    for key in ("env", "resources", "readiness_probe", "liveness_probe", "startup_probe"):
+    for key in ("env", "ports", "resources", "readiness_probe", "liveness_probe",
+                "startup_probe"):
         value = getattr(server, key)
         if value is not None:
             container[InferenceServer.model_fields[key].alias or key] = value
@@ -159,6 +196,8 @@ def _role(replicas: int, parallelism: Parallelism | None, server: InferenceServe
         role["parallelism"] = par
     if template:
         role["extraConfig"] = dict(template)
+    if pod_monitor:
+        role["monitoring"] = {"podmonitor": {"enabled": True}}
     return role
 
 

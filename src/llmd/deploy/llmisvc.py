@@ -104,6 +104,8 @@ class _ServerFields(_Spec):
     args: list[str] | None = None
     """Extra engine arguments, after the ones llmd computes (the last of a repeated flag wins)."""
     env: list[PodFields] | None = None
+    ports: list[PodFields] | None = None
+    """Container ports to declare (default: the engine's serving port, named `metrics`)."""
     resources: PodFields | None = None
     """Default: the accelerators parallelism needs (`tensor x dataLocal` GPUs)."""
     readiness_probe: PodFields | None = None
@@ -209,6 +211,11 @@ class RouterSpec(_Spec):
     )
 
 
+class MonitoringSpec(_Spec):
+    pod_monitor: Bool | None = None
+    """A Prometheus Operator PodMonitor per role, scraping the engines' `/metrics`."""
+
+
 class LLMInferenceServiceSpec(_Spec):
     model: ModelSpec
     inference_server: InferenceServer
@@ -224,6 +231,7 @@ class LLMInferenceServiceSpec(_Spec):
     template: PodTemplate | None = None
     """Pod fields merged into every model pod's spec (nodeSelector, tolerations, volumes,
     affinity, ...); containers come from `inferenceServer`."""
+    monitoring: MonitoringSpec | None = None
     accelerator: Annotated[str | None, Field(min_length=1)] = None
     """The chart's `accelerator.type` (`nvidia` by default, `amd`, `intel-gaudi`, `google`...):
     which resource name the accelerators are requested under."""
