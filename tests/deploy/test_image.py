@@ -21,12 +21,17 @@ from typer.testing import CliRunner
 
 import llmd
 from llmd.cli import app
-from llmd.deploy import LLMD_IMAGE, LLMD_IMAGE_REPOSITORY, dump_yaml, render_files
+from llmd.deploy import LLMD_IMAGE, LLMD_IMAGE_REPOSITORY, crd, dump_yaml, render_inputs
+from llmd.operator import install_manifests
 
 from ._cases import EXAMPLES, NAMESPACE, REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 VALUES_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("values-*.yaml"))
+# what `llmd render` takes: values files and LLMInferenceServices (the operator's objects), plus
+# the operator's own installation
+INPUTS = [*VALUES_EXAMPLES, *sorted(p.name for p in EXAMPLES.glob("llmisvc-*.yaml")),
+          "operator-manifests"]
 
 Instruction = tuple[str, str]
 
@@ -97,8 +102,10 @@ def llmd_containers(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _render(name: str, sets: tuple[str, ...] = (), **kw: Any) -> list[dict[str, Any]]:
-    return render_files([EXAMPLES / name], sets, release="demo", namespace=NAMESPACE,
-                        **kw).objects
+    if name == "operator-manifests":
+        return install_manifests(crd())
+    return render_inputs([EXAMPLES / name], sets, release="demo", namespace=NAMESPACE,
+                         **kw).objects
 
 
 def test_the_version_is_written_once_and_tags_the_image() -> None:
@@ -109,7 +116,7 @@ def test_the_version_is_written_once_and_tags_the_image() -> None:
     assert LLMD_IMAGE == f"ghcr.io/llmd/llmd:{llmd.__version__}"
 
 
-@pytest.mark.parametrize("example", VALUES_EXAMPLES)
+@pytest.mark.parametrize("example", INPUTS)
 def test_rendered_llmd_containers_call_the_image_cli(example: str) -> None:
     """Each llmd container runs the versioned image and `ENTRYPOINT <command> <args>` that the
     image's `llmd` parses: a real command, every flag known, every value of the right type."""
@@ -117,8 +124,9 @@ def test_rendered_llmd_containers_call_the_image_cli(example: str) -> None:
     root = typer.main.get_command(app)  # a click Group (typer's vendored click)
     commands = root.commands  # type: ignore[attr-defined]
     containers = llmd_containers(_render(example))
-    assert {c["command"][len(ep)] for c in containers} >= {"epp"}, \
-        f"{example}: no EPP container found"
+    expected = {"operator"} if example == "operator-manifests" else {"epp"}
+    assert {c["command"][len(ep)] for c in containers} >= expected, \
+        f"{example}: no {expected} container found"
     for c in containers:
         assert c["image"] == LLMD_IMAGE, f"{example}: {c['name']} runs {c['image']}"
         command = c["command"]
@@ -138,7 +146,7 @@ def test_rendered_llmd_containers_call_the_image_cli(example: str) -> None:
 def test_the_image_exposes_the_rendered_ports() -> None:
     exposed = {int(p.split("/")[0]) for w, rest in _final_stage() if w == "EXPOSE"
                for p in rest.split()}
-    for example in VALUES_EXAMPLES:
+    for example in INPUTS:
         for c in llmd_containers(_render(example)):
             ports = {p["containerPort"] for p in c.get("ports", [])}
             assert ports <= exposed, f"{example}: {c['name']} listens on {ports - exposed}, " \
