@@ -62,7 +62,8 @@ class Fronted:
 async def fronted() -> AsyncIterator[Fronted]:
     async with sim_process("vllm") as vllm, sim_process("sglang") as sglang, llmd_process(
             "up", "--gateway-port", "0", "--base-port", "0", "--endpoint-wait-s", "10",
-            "--endpoint", f"http://{vllm[1]}", "--endpoint", sglang[1]) as up:
+            "--endpoint", f"http://{vllm[1]}",
+            "--endpoint", sglang[1].replace("127.0.0.1", "localhost")) as up:
         out = (await read_until(up, r"Ctrl-C stops every process", 60))[1]
         gateway = re.search(r"gateway\S*: (http://\S+)", out)
         assert gateway, out
@@ -82,7 +83,9 @@ async def test_detects_each_servers_engine_and_model_and_starts_no_simulator(
     vllm, sglang = fronted.sims["vllm"][1], fronted.sims["sglang"][1]
     assert (f"server-0 http://{vllm}: vllm (detected: /v1/models owned_by 'vllm', /metrics "
             f"has vllm:*), model '{MODEL}'") in out
-    assert (f"server-1 http://{sglang}: sglang (detected: /v1/models owned_by 'sglang', "
+    named = sglang.replace("127.0.0.1", "localhost")  # resolved to 127.0.0.1, IPv4 first
+    assert f"server-1 │ sglang  │ http://{sglang} " in out
+    assert (f"server-1 http://{named}: sglang (detected: /v1/models owned_by 'sglang', "
             "/metrics has sglang:*, /get_model_info answers, /get_server_info answers), "
             f"model '{MODEL}'\n") in out
     assert f'create(model="{MODEL}"' in out  # the examples use the detected model

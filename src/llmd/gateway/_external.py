@@ -206,7 +206,8 @@ async def _resolve(http: aiohttp.ClientSession, name: str, flag: ServerFlag, wai
             flag.host, flag.port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise ConfigError(f"{where}: cannot resolve {flag.host!r}: {exc}") from None
-    ip = str(infos[0][4][0])
+    # IPv4 first: `localhost` often lists ::1 first, where a server bound to 127.0.0.1 is not.
+    ip = str(min(infos, key=lambda info: info[0] != socket.AF_INET)[4][0])
     deadline = time.monotonic() + wait_s
     while True:
         try:
