@@ -97,8 +97,8 @@ async def test_llmd_up_port_taken_is_a_clear_error() -> None:
     pytest.param(["--failure-mode", "Maybe"], "failure_mode", id="bad-failure-mode"),
     pytest.param(["--ext-proc-mode", "streamed"], "ext_proc_mode", id="bad-ext-proc-mode"),
     pytest.param(["--epp-replicas", "0"], "epp_replicas", id="no-epp-replicas"),
-    pytest.param(["--endpoint", "nohost"], "--endpoint 'nohost': expected ip:port",
-                 id="bad-endpoint"),
+    pytest.param(["--endpoint", "nohost"], "--endpoint 'nohost': 'nohost' is not "
+                 "http://HOST:PORT or HOST:PORT", id="bad-endpoint"),
     pytest.param(["--endpoint", "127.0.0.1:1,engine=tgi"], "engine 'tgi' is not one of",
                  id="bad-endpoint-engine"),
 ])

@@ -332,9 +332,16 @@ def up(
     fallback_endpoints: Annotated[int, typer.Option(
         help="endpoints Envoy tries, in the EPP's order, after a refused connection")] = 2,
     endpoint: Annotated[list[str] | None, typer.Option(
-        help="front an existing model server instead of simulators: ip:port[,engine=vllm|"
-             "sglang][,role=...][,key=value] as `llmd epp --endpoint` takes it (repeatable); "
-             "only the EPP and Envoy are started")] = None,
+        help="front a model server that already runs instead of simulators (repeatable): "
+             "URL[,engine=vllm|sglang][,role=decode|prefill|both][,model=NAME][,key=value] "
+             "(URL: http://HOST:PORT or HOST:PORT; other key=value pairs are EPP labels). "
+             "Engine, model and (SGLang) P/D role are detected from /v1/models, /metrics and "
+             "the engine's routes when not given; only the EPP and Envoy are started (--pd: "
+             "also a sidecar per role=decode server, --bootstrap-port for SGLang prefill "
+             "servers that do not report theirs)")] = None,
+    endpoint_wait_s: Annotated[float, typer.Option(
+        help="--endpoint: how long to wait at start for each server to answer /v1/models "
+             "(one still loading its model); past it, an error naming it")] = 120.0,
     max_restarts: Annotated[int, typer.Option(
         help="restarts of one child within --restart-window-s before llmd up gives up")] = 5,
     restart_window_s: Annotated[float, typer.Option(
@@ -342,7 +349,7 @@ def up(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
 ) -> None:
     """Start simulators, the llmd EPP and Envoy on loopback until Ctrl-C (--pd: disaggregated;
-    --endpoint: in front of existing servers instead of simulators).
+    --endpoint: in front of servers that already run, vLLM or SGLang, instead of simulators).
 
     By default 2 vLLM- and 2 SGLang-dialect simulators behind one gateway. A child that dies is
     restarted on the same ports while the others keep serving; llmd up stops only on Ctrl-C or
@@ -365,7 +372,7 @@ def up(
             pd=pd, prefill_per_engine=prefill_per_engine, bootstrap_port=bootstrap_port,
             ssrf_protection=ssrf_protection, fallback_endpoints=fallback_endpoints,
             max_restarts=max_restarts, restart_window_s=restart_window_s,
-            external=tuple(endpoint or ()),
+            external=tuple(endpoint or ()), endpoint_wait_s=endpoint_wait_s,
         )
     except ValidationError as exc:
         typer.echo(str(config_error(exc, "llmd up")), err=True)

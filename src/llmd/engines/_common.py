@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from llmd.engines.base import EndpointMetrics, LoraState, MetricNames
+from collections.abc import Mapping
+
+from llmd.engines.base import EndpointMetrics, LoraState, MetricNames, ServerAnswers
 from llmd.engines.page import MetricsPage
+
+MODELS_ROUTE = "/v1/models"
 
 
 def scraped_families(names: MetricNames) -> tuple[str, ...]:
@@ -66,3 +70,24 @@ def _split(csv: str) -> tuple[str, ...]:
 def has_flag(args: tuple[str, ...] | list[str], flag: str) -> bool:
     """True when the user already passes `flag` (as `--flag v` or `--flag=v`)."""
     return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def recognize(answers: ServerAnswers, owner: str, names: MetricNames,
+              routes: Mapping[str, str]) -> tuple[str, ...]:
+    """The signs of one engine in a server's answers: `/v1/models` cards `owned_by` `owner`,
+    metric names with the engine's prefix (that of `names.waiting`), and `routes` (route → a
+    key its JSON body has) that answered."""
+    why: list[str] = []
+    body = answers.json.get(MODELS_ROUTE)
+    cards = body.get("data") if isinstance(body, dict) else None
+    if isinstance(cards, list) and any(isinstance(c, dict) and c.get("owned_by") == owner
+                                       for c in cards):
+        why.append(f"{MODELS_ROUTE} owned_by {owner!r}")
+    prefix = names.waiting.partition(":")[0] + ":"
+    if any(name.startswith(prefix) for name in answers.metric_families):
+        why.append(f"/metrics has {prefix}*")
+    for route, key in routes.items():
+        route_body = answers.json.get(route)
+        if isinstance(route_body, dict) and key in route_body:
+            why.append(f"{route} answers")
+    return tuple(why)

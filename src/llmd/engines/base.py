@@ -6,6 +6,7 @@ callers never branch on the engine name.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
@@ -189,6 +190,25 @@ class ServeSpec:
     extra_args: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True, slots=True)
+class ServerAnswers:
+    """A running server's answers to llmd's identifying GETs (`llmd.engines.identify`):
+    `json` maps each route that answered 200 with JSON to the parsed body, `metric_families`
+    holds the metric names of its `/metrics` page (empty when it has none)."""
+
+    json: Mapping[str, object] = field(default_factory=dict)
+    metric_families: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedPd:
+    """The P/D setup a running server reports about itself: its role and the side port a
+    prefill server listens on (SGLang's bootstrap port); None where it reports nothing."""
+
+    role: Role | None = None
+    side_port: int | None = None
+
+
 class EngineAdapter(Protocol):
     """Everything llmd needs to know about one inference engine. Methods are pure."""
 
@@ -221,6 +241,9 @@ class EngineAdapter(Protocol):
     """Metric families `endpoint_metrics` reads (the scraper parses only these)."""
     block_size_flag: ClassVar[str]
     """The option that sets the KV-cache block (page) size in tokens."""
+    identity_routes: ClassVar[tuple[str, ...]]
+    """JSON routes only this engine serves, GET'd to recognise a running server and read its
+    P/D setup (`recognize`, `reported_pd`)."""
 
     def serve_command(self) -> list[str]:
         """The executable part of the serve argv (e.g. `vllm serve`)."""
@@ -241,4 +264,13 @@ class EngineAdapter(Protocol):
 
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         """Map one scraped /metrics page to engine-neutral fields."""
+        ...
+
+    def recognize(self, answers: ServerAnswers) -> tuple[str, ...]:
+        """Why the answering server is this engine (one reason per sign found, readable:
+        "/v1/models owned_by 'vllm'"); empty when nothing in `answers` is this engine's."""
+        ...
+
+    def reported_pd(self, answers: ServerAnswers) -> ReportedPd:
+        """The P/D role and side port the server reports (vLLM reports neither over HTTP)."""
         ...

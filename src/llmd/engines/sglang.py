@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from llmd.engines._common import has_flag, metrics_from_page, scraped_families
+from llmd.engines._common import has_flag, metrics_from_page, recognize, scraped_families
 from llmd.engines._sglang_kv import SGLangKvEvents
 from llmd.engines.base import (
     EndpointMetrics,
@@ -15,6 +15,9 @@ from llmd.engines.base import (
     PdProtocol,
     Probe,
     Probes,
+    ReportedPd,
+    Role,
+    ServerAnswers,
     ServeSpec,
 )
 from llmd.engines.kv_events import KvEventsDialect
@@ -22,6 +25,11 @@ from llmd.engines.page import MetricsPage
 
 __all__ = ["SGLangAdapter"]
 
+# Route → a key its JSON body has. /server_info is the current name of /get_server_info (kept
+# as an alias by SGLang); both are its server args, disaggregation settings included.
+_IDENTITY = {"/get_model_info": "model_path", "/server_info": "disaggregation_mode",
+             "/get_server_info": "disaggregation_mode"}
+_MODES: dict[object, Role] = {"null": "both", "prefill": "prefill", "decode": "decode"}
 DEFAULT_TRANSFER_BACKEND = "nixl"  # what llm-d's P/D guide runs; SGLang's own default is mooncake
 
 
@@ -78,6 +86,7 @@ class SGLangAdapter:
     scraped_families: ClassVar[tuple[str, ...]] = scraped_families(metric_names)
     kv_events: ClassVar[KvEventsDialect] = SGLangKvEvents()
     block_size_flag: ClassVar[str] = "--page-size"
+    identity_routes: ClassVar[tuple[str, ...]] = tuple(_IDENTITY)
 
     def serve_command(self) -> list[str]:
         return ["python3", "-m", "sglang.launch_server"]
@@ -133,6 +142,19 @@ class SGLangAdapter:
 
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         return metrics_from_page(page, self.metric_names)
+
+    def recognize(self, answers: ServerAnswers) -> tuple[str, ...]:
+        return recognize(answers, self.engine_type_label, self.metric_names, _IDENTITY)
+
+    def reported_pd(self, answers: ServerAnswers) -> ReportedPd:
+        info = next((body for route in ("/server_info", "/get_server_info")
+                     if isinstance(body := answers.json.get(route), dict)), None)
+        if info is None:
+            return ReportedPd()
+        role = _MODES.get(info.get("disaggregation_mode"))
+        port = info.get("disaggregation_bootstrap_port")
+        side = port if role == "prefill" and isinstance(port, int) and 0 < port < 65536 else None
+        return ReportedPd(role, side)
 
 
 def _lora_args(lora: LoraSpec, user: tuple[str, ...]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from llmd.engines._common import has_flag, metrics_from_page, scraped_families
+from llmd.engines._common import has_flag, metrics_from_page, recognize, scraped_families
 from llmd.engines._vllm_kv import VllmKvEvents
 from llmd.engines.base import (
     EndpointMetrics,
@@ -15,6 +15,8 @@ from llmd.engines.base import (
     PdProtocol,
     Probe,
     Probes,
+    ReportedPd,
+    ServerAnswers,
     ServeSpec,
 )
 from llmd.engines.kv_events import KvEventsDialect
@@ -74,6 +76,9 @@ class VllmAdapter:
     scraped_families: ClassVar[tuple[str, ...]] = scraped_families(metric_names)
     kv_events: ClassVar[KvEventsDialect] = VllmKvEvents()
     block_size_flag: ClassVar[str] = "--block-size"
+    # vLLM has no route SGLang lacks that every build serves (/server_info needs dev mode):
+    # its model cards' owned_by and its always-on vllm: metrics tell it apart.
+    identity_routes: ClassVar[tuple[str, ...]] = ()
 
     def serve_command(self) -> list[str]:
         return ["vllm", "serve"]
@@ -123,6 +128,13 @@ class VllmAdapter:
 
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         return metrics_from_page(page, self.metric_names)
+
+    def recognize(self, answers: ServerAnswers) -> tuple[str, ...]:
+        return recognize(answers, self.engine_type_label, self.metric_names, {})
+
+    def reported_pd(self, answers: ServerAnswers) -> ReportedPd:
+        # --kv-transfer-config is not visible over HTTP: the user says role=prefill|decode.
+        return ReportedPd()
 
 
 def _lora_args(lora: LoraSpec, user: tuple[str, ...]) -> list[str]:

@@ -113,22 +113,27 @@ def epp_argv(stack: LocalStack, index: int, ports: list[int] | None = None) -> l
         for j, port in enumerate(stack.epp_sync_ports):
             if j != index:
                 argv += ["--peer", _join(spec.host, port)]
-    role = ",role=decode" if spec.pd else ""
-    kv = stack.kv_events or SimKvEvents({}, {})
-    for flag in spec.external:
+    for flag in stack.epp_endpoints if spec.external else _sim_endpoints(stack):
         argv += ["--endpoint", flag]
-    # A sidecar's endpoint carries the labels of the decode sim behind it.
-    sims = [] if spec.external else stack.decode if spec.pd else stack.endpoints
-    for ep, sim in zip(stack.endpoints if sims else (), sims, strict=True):
-        argv += ["--endpoint", f"{ep.address},engine={ep.engine}{role}{kv.labels(sim.name)}"]
-    for ep in stack.prefill:
-        argv += ["--endpoint", f"{ep.address},engine={ep.engine},role=prefill{kv.labels(ep.name)}"]
     config_file, text = spec.epp_config()
     if config_file is not None:
         argv += ["--config-file", str(config_file)]
     if text is not None:
         argv += ["--config-text", text]
     return argv + list(spec.epp_args)
+
+
+def _sim_endpoints(stack: LocalStack) -> list[str]:
+    """The EPP's `--endpoint` flags for the stack's own simulators (or, with P/D, the decode
+    sims' sidecars and the prefill sims), with their engine, role and KV-event labels."""
+    role = ",role=decode" if stack.spec.pd else ""
+    kv = stack.kv_events or SimKvEvents({}, {})
+    # A sidecar's endpoint carries the labels of the decode sim behind it.
+    sims = stack.decode if stack.spec.pd else stack.endpoints
+    flags = [f"{ep.address},engine={ep.engine}{role}{kv.labels(sim.name)}"
+             for ep, sim in zip(stack.endpoints, sims, strict=True)]
+    return flags + [f"{ep.address},engine={ep.engine},role=prefill{kv.labels(ep.name)}"
+                    for ep in stack.prefill]
 
 
 async def start_epps(sup: Supervisor, stack: LocalStack, progress: Progress) -> list[EppProcess]:

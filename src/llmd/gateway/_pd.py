@@ -31,7 +31,7 @@ from llmd.engines import EngineName, ServeSpec, get_adapter
 from llmd.sim.fleet import FleetEndpoint, Progress, sim_argv
 
 __all__ = ["PD_EPP_CONFIG", "PdArgs", "PdFleet", "PdLayout", "needs_side_port",
-           "start_pd_fleet"]
+           "start_pd_fleet", "start_sidecar"]
 
 SIDECAR_HEALTH = "/health"
 
@@ -198,36 +198,45 @@ async def start_pd_fleet(sup: Supervisor, layout: PdLayout, args: PdArgs,
                + [start_decode(i, e) for i, e in enumerate(layout.decode)])
     sidecars: dict[int, FleetEndpoint] = {}
 
-    async def start_sidecar(i: int, engine: EngineName) -> None:
-        name = f"sidecar-{engine}-{i}"
-        progress(name, "starting")
-        behind = decode[i]
+    async def start_one(i: int, engine: EngineName) -> None:
+        allow = tuple(ep.address for ep in prefill.values() if ep.engine == engine)
+        sidecars[i] = await start_sidecar(sup, f"sidecar-{engine}-{i}", decode[i],
+                                          layout.port("sidecar", i), args, allow,
+                                          side_ports.get(engine), progress)
 
-        def argv(port: int) -> list[str]:
-            out = [sys.executable, "-c", "from llmd.cli import main; main()", "sidecar",
-                   "--host", args.host, "--port", str(port),
-                   "--model-server-host", behind.host, "--model-server-port", str(behind.port),
-                   "--kv-connector", get_adapter(engine).sidecar_connector,
-                   "--log-level", "warning"]
-            if engine in side_ports:
-                out += ["--sglang-bootstrap-port", str(side_ports[engine])]
-            if args.ssrf_protection:
-                out.append("--enable-ssrf-protection")
-                for ep in prefill.values():
-                    if ep.engine == engine:
-                        out += ["--prefill-allow", ep.address]
-            return out + list(args.sidecar_args)
-
-        child = await sup.start(ChildSpec(
-            name, argv(layout.port("sidecar", i)), start_timeout_s=args.start_timeout_s,
-            ready=http_ready(SIDECAR_HEALTH), restart_argv=lambda c: argv(c.port)))
-        sidecars[i] = FleetEndpoint(name, engine, child.host, child.port, child.proc.pid)
-        progress(name, "ready")
-
-    await _all([start_sidecar(i, e) for i, e in enumerate(layout.decode)])
+    await _all([start_one(i, e) for i, e in enumerate(layout.decode)])
     return PdFleet([prefill[i] for i in range(len(layout.prefill))],
                    [decode[i] for i in range(len(layout.decode))],
                    [sidecars[i] for i in range(len(layout.decode))], side_ports)
+
+
+async def start_sidecar(sup: Supervisor, name: str, behind: FleetEndpoint, port: int,
+                        args: PdArgs, prefill_allow: tuple[str, ...], bootstrap_port: int | None,
+                        progress: Progress) -> FleetEndpoint:
+    """One `llmd sidecar` in front of the decode server `behind`, until healthy: its engine's
+    connector, the SGLang bootstrap port of its prefill peers (None: the engine has none) and,
+    with SSRF protection, those peers (`prefill_allow`, `host:port`) as the only allowed ones."""
+    progress(name, "starting")
+
+    def argv(bound: int) -> list[str]:
+        out = [sys.executable, "-c", "from llmd.cli import main; main()", "sidecar",
+               "--host", args.host, "--port", str(bound),
+               "--model-server-host", behind.host, "--model-server-port", str(behind.port),
+               "--kv-connector", get_adapter(behind.engine).sidecar_connector,
+               "--log-level", "warning"]
+        if bootstrap_port is not None:
+            out += ["--sglang-bootstrap-port", str(bootstrap_port)]
+        if args.ssrf_protection:
+            out.append("--enable-ssrf-protection")
+            for address in prefill_allow:
+                out += ["--prefill-allow", address]
+        return out + list(args.sidecar_args)
+
+    child = await sup.start(ChildSpec(
+        name, argv(port), start_timeout_s=args.start_timeout_s,
+        ready=http_ready(SIDECAR_HEALTH), restart_argv=lambda c: argv(c.port)))
+    progress(name, "ready")
+    return FleetEndpoint(name, behind.engine, child.host, child.port, child.proc.pid)
 
 
 async def _all(coros: list[Coroutine[Any, Any, None]]) -> None:

@@ -29,9 +29,13 @@ plugin), every simulator publishes them in its dialect and the EPP's endpoint fl
 (`llmd.gateway._kv_events`); the EPP config is loaded before anything starts, so its errors
 come first.
 
-External servers (`external`, `llmd up --endpoint`): no simulator is started; the EPP's pool is
-exactly those `ip:port`s (with their engine labels, and whatever else the `--endpoint` flag
-carries) and Envoy routes to them; a server that is down is the EPP's to notice (health).
+External servers (`external`, `llmd up --endpoint`): no simulator is started. Each server is
+probed until it answers (`endpoint_wait_s`) and its engine, model and P/D role are detected
+where the flag does not give them (`llmd.gateway._external`); the EPP's pool is exactly those
+servers (labelled with engine and role) and Envoy routes to them; a server that dies later is
+the EPP's to notice (health). With `pd`, every `role=decode` server gets a sidecar of ours (on
+`base_port + i` for the i-th server with a fixed `base_port`), which the EPP and Envoy route
+to in its place.
 
 P/D (`pd=True`, `llmd up --pd`): each `engines` entry is a `--role decode` simulator behind its
 own `llmd sidecar` (the engine adapter's connector), and every engine named gets
@@ -59,7 +63,7 @@ from pydantic import Field, field_validator, model_validator
 from llmd._proc import Child, RestartPolicy, Supervisor, SupervisorEvent
 from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
-from llmd.epp import load_config, parse_endpoint_flag
+from llmd.epp import load_config
 from llmd.errors import ConfigError
 from llmd.gateway._epps import (
     EppProcess,
@@ -68,6 +72,14 @@ from llmd.gateway._epps import (
     epp_ports,
     replica_name,
     start_epps,
+)
+from llmd.gateway._external import (
+    SERVER_FLAG,
+    FrontedServer,
+    ServerFlag,
+    parse_server_flag,
+    resolve_servers,
+    start_fronted_pd,
 )
 from llmd.gateway._kv_events import SimChild, SimKvEvents, plan_kv_events
 from llmd.gateway._pd import PD_EPP_CONFIG, PdArgs, PdLayout, needs_side_port, start_pd_fleet
@@ -119,16 +131,18 @@ class StackSpec(LlmdModel):
                               "restart_window_s before `wait` gives up (a crash loop)")
     restart_window_s: float = Field(60.0, gt=0)
     external: tuple[str, ...] = Field(
-        (), description="existing model servers to front instead of simulators, each "
-        "`ip:port[,engine=vllm|sglang][,role=...][,key=value]` as `llmd epp --endpoint` takes "
-        "it; the stack then starts only the EPP and Envoy")
+        (), description=f"existing model servers to front instead of simulators, each "
+        f"`{SERVER_FLAG}`; engine, model and role are detected where not given; the stack "
+        "then starts only the EPP and Envoy (and, with pd, a sidecar per decode server)")
+    endpoint_wait_s: float = Field(120.0, ge=0, description="how long to wait at start for "
+                                   "each external server to answer /v1/models")
 
     @field_validator("external")
     @classmethod
     def _endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
             try:
-                parse_endpoint_flag(item)
+                parse_server_flag(item)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         return value
@@ -137,15 +151,12 @@ class StackSpec(LlmdModel):
     def _checks(self) -> StackSpec:
         if self.epp_config_file is not None and self.epp_config_text is not None:
             raise ValueError("give epp_config_file or epp_config_text, not both")
-        if self.external and self.pd:
-            raise ValueError("external endpoints and pd: P/D in front of existing servers "
-                             "needs their sidecars; label them role=decode/prefill instead")
         n = self.fleet_size()
         epp_ports = len(epp_port_names(self.epp_replicas)) * self.epp_replicas
         if self.base_port and self.base_port + n + epp_ports > 65536:
             raise ValueError(f"base_port {self.base_port} leaves no room for {n} "
                              f"simulators/sidecars and the EPP replicas' {epp_ports} ports")
-        if self.pd and self.host != "127.0.0.1" and any(
+        if self.pd and not self.external and self.host != "127.0.0.1" and any(
                 needs_side_port(e, self.model) and self.prefill_per_engine > 1
                 for e in self.engines):
             raise ValueError(f"prefill_per_engine {self.prefill_per_engine}: prefill sims that "
@@ -154,9 +165,10 @@ class StackSpec(LlmdModel):
         return self
 
     def fleet_size(self) -> int:
-        """Processes started before the EPP (0 when fronting external servers)."""
+        """Processes (or, fronting external servers, port slots) before the EPP's: with pd
+        one per external server, for the sidecar of each decode server."""
         if self.external:
-            return 0
+            return len(self.external) if self.pd else 0
         return self.pd_layout().size if self.pd else len(self.engines)
 
     def pd_layout(self) -> PdLayout:
@@ -193,6 +205,10 @@ class StackSpec(LlmdModel):
                  for i, e in enumerate(layout.prefill)]
                 + [SimChild(f"decode-{e}-{i}", e, layout.port("sidecar", i))
                    for i, e in enumerate(layout.decode)])
+
+    def servers(self) -> list[ServerFlag]:
+        """The external servers' flags, parsed."""
+        return [parse_server_flag(text) for text in self.external]
 
     def restart_policy(self) -> RestartPolicy:
         return RestartPolicy(max_restarts=self.max_restarts, window_s=self.restart_window_s)
@@ -243,6 +259,10 @@ class LocalStack:
         self.endpoints: list[FleetEndpoint] = []
         self.prefill: list[FleetEndpoint] = []
         self.decode: list[FleetEndpoint] = []
+        self.servers: list[FrontedServer] = []
+        """The external servers (`spec.external`), identified."""
+        self.epp_endpoints: list[str] = []
+        """The EPP's `--endpoint` flags when fronting external servers."""
         self.epps: list[EppProcess] = []
         """The EPP replicas, `spec.epp_replicas` of them (none with `spec.epp=False`)."""
         self.epp_sync_ports: list[int] = []
@@ -262,6 +282,11 @@ class LocalStack:
         return self.gateway.url
 
     @property
+    def model(self) -> str:
+        """The model the pool serves: the external servers' when fronting them."""
+        return self.servers[0].model if self.servers else self.spec.model
+
+    @property
     def epp(self) -> EppProcess | None:
         """The first EPP replica (the only one by default); None without an EPP."""
         return self.epps[0] if self.epps else None
@@ -278,8 +303,7 @@ class LocalStack:
             await self._stack.enter_async_context(self._sup)
             per_sim = self.kv_events.sim_args if self.kv_events else {}
             if self.spec.external:
-                self.endpoints = [_external(i, flag)
-                                  for i, flag in enumerate(self.spec.external)]
+                await self._front_servers()
             elif self.spec.pd:
                 pd = await start_pd_fleet(
                     self._sup, self.spec.pd_layout(),
@@ -320,6 +344,23 @@ class LocalStack:
         """The live child called `name` (its pid changes when it is restarted)."""
         return next(c for c in self._sup.children if c.spec.name == name)
 
+    async def _front_servers(self) -> None:
+        """Identify the external servers; with pd, start a sidecar per decode server."""
+        self.servers = await resolve_servers(self.spec.servers(), self.spec.endpoint_wait_s,
+                                             self._progress)
+        if not self.spec.pd:
+            self.endpoints = [s.endpoint for s in self.servers]
+            self.epp_endpoints = [s.epp_flag() for s in self.servers]
+            return
+        pd = await start_fronted_pd(self._sup, self.servers, self.spec.pd_args(),
+                                    self.spec.base_port, self._progress)
+        self.prefill = [s.endpoint for s in pd.prefill]
+        self.decode = [s.endpoint for s in pd.decode]
+        self.endpoints = pd.sidecars
+        self.epp_endpoints = [s.epp_flag(sidecar.address, "decode")
+                              for s, sidecar in zip(pd.decode, pd.sidecars, strict=True)]
+        self.epp_endpoints += [s.epp_flag() for s in pd.prefill]
+
     def _plan_kv_events(self) -> SimKvEvents | None:
         """Load the EPP config (its errors surface before anything starts) and, when it routes
         by KV events, plan the simulators' (see `llmd.gateway._kv_events`)."""
@@ -332,13 +373,6 @@ class LocalStack:
         return plan_kv_events(config, self.spec.sim_children(), model=self.spec.model,
                               host=self.spec.host, run_dir=run_dir,
                               sim_flags=self.spec.sim_args)
-
-
-def _external(i: int, flag: str) -> FleetEndpoint:
-    """An existing server as the stack lists it (no process of ours: pid 0)."""
-    spec = parse_endpoint_flag(flag)
-    return FleetEndpoint(f"server-{i}", get_adapter(spec.engine).name, spec.address, spec.port,
-                         0)
 
 
 def check_ports_free(host: str, ports: list[tuple[str, int]]) -> None:

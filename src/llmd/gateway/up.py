@@ -27,7 +27,7 @@ async def run_up(spec: StackSpec, stop: asyncio.Event, *, log_level: str = "warn
     until `stop`. A child failing (at start or later) raises `ChildError`; everything started
     is stopped before this returns or raises."""
     console = console or Console()
-    names = ([] if spec.external else
+    names = ([f"server-{i}" for i in range(len(spec.external))] if spec.external else
              [name for name, _ in spec.pd_layout().names()] if spec.pd
              else [f"sim-{e}-{i}" for i, e in enumerate(spec.engines)])
     if spec.epp:
@@ -39,12 +39,14 @@ async def run_up(spec: StackSpec, stop: asyncio.Event, *, log_level: str = "warn
             tasks = {name: progress.add_task(f"{name}: waiting", total=1) for name in names}
 
             def on_progress(name: str, state: str) -> None:
-                if name in tasks:
-                    progress.update(tasks[name], description=f"{name}: {state}",
-                                    completed=1 if state == "ready" else 0)
+                if name not in tasks:  # a sidecar in front of an external decode server
+                    tasks[name] = progress.add_task(name, total=1)
+                progress.update(tasks[name], description=f"{name}: {state}",
+                                completed=1 if state == "ready" else 0)
 
-            stack = await exits.enter_async_context(
-                LocalStack(spec, on_progress=on_progress, log_level=log_level))
+            stack = LocalStack(spec, on_progress=on_progress, log_level=log_level)
+            if not await _until_started(exits, stack, stop):
+                return
         print_stack(stack, console)
 
         def on_event(child: Child, event: str, detail: str) -> None:
@@ -55,6 +57,25 @@ async def run_up(spec: StackSpec, stop: asyncio.Event, *, log_level: str = "warn
                 console.print(status_table(stack))
 
         await stack.wait(stop, on_event)
+
+
+async def _until_started(exits: contextlib.AsyncExitStack, stack: LocalStack,
+                         stop: asyncio.Event) -> bool:
+    """Enter `stack` into `exits`; False when `stop` is set first (Ctrl-C while waiting for a
+    server still loading its model), after the stack stopped what it had started."""
+    entering = asyncio.create_task(exits.enter_async_context(stack), name="llmd-up-start")
+    stopped = asyncio.create_task(stop.wait(), name="llmd-up-stop")
+    try:
+        await asyncio.wait([entering, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not entering.done():
+            entering.cancel()  # LocalStack stops what it started when its start is cancelled
+            await asyncio.gather(entering, return_exceptions=True)
+    if entering.cancelled():
+        return False
+    entering.result()  # its error, if starting failed
+    return True
 
 
 def status_table(stack: LocalStack) -> Table:
@@ -79,9 +100,12 @@ def status_table(stack: LocalStack) -> Table:
     for epp in stack.epps:
         row(epp.name, "picker", epp.address, "serving")
     if spec.external:
-        for ep in stack.endpoints:  # not our processes: no pid, no restarts
+        for server in stack.servers:  # not our processes: no pid, no restarts
+            ep = server.endpoint
             table.add_row(ep.name, ep.engine, ep.url, "-", "external",
                           *(["-"] if restarted else []))
+        for ep in stack.endpoints if spec.pd else ():
+            row(ep.name, "sidecar", ep.url, "healthy")
     elif spec.pd:
         for kind, eps in (("prefill", stack.prefill), ("decode", stack.decode),
                           ("sidecar", stack.endpoints)):
@@ -98,6 +122,8 @@ def print_stack(stack: LocalStack, console: Console) -> None:
     spec, gw = stack.spec, stack.gateway
     assert gw is not None
     console.print(status_table(stack))
+    for server in stack.servers:
+        console.print(server.describe(), soft_wrap=True, highlight=False, markup=False)
     for epp in stack.epps:
         console.print(f"{epp.name} metrics: {epp.metrics_url}   gRPC health: "
                       f"{epp.host}:{epp.health_port}", soft_wrap=True, highlight=False)
@@ -106,12 +132,15 @@ def print_stack(stack: LocalStack, console: Console) -> None:
     if len(stack.epps) > 1:
         routing = (f"{len(stack.epps)} EPP replicas take turns picking; Envoy fails over "
                    "when one dies")
-    if spec.pd:
+    if spec.pd and spec.external:
+        routing = ("P/D: the EPP picks a decode server's sidecar and, for long uncached "
+                   "prompts, a prefill server")
+    elif spec.pd:
         routing = ("P/D: the EPP picks a decode sidecar and, for long uncached prompts, a "
                    "prefill sim; x-llmd-kv-source says local or transfer")
     console.print(f"\n[bold]gateway[/bold]: {gw.url}  ({routing}; every response names its "
                   "endpoint in x-llmd-served-by)")
-    body = {"model": spec.model, "messages": [{"role": "user", "content": "Hello"}],
+    body = {"model": stack.model, "messages": [{"role": "user", "content": "Hello"}],
             "max_tokens": 16, "stream": True}
     console.print("\n[bold]curl[/bold]:")
     console.print(f"curl -N {gw.url}/v1/chat/completions -H 'Content-Type: application/json' "
@@ -120,10 +149,14 @@ def print_stack(stack: LocalStack, console: Console) -> None:
     console.print(
         "from openai import OpenAI\n"
         f"client = OpenAI(base_url=\"{gw.url}/v1\", api_key=\"none\")\n"
-        f"for chunk in client.chat.completions.create(model=\"{spec.model}\", stream=True,\n"
+        f"for chunk in client.chat.completions.create(model=\"{stack.model}\", stream=True,\n"
         "        messages=[{\"role\": \"user\", \"content\": \"Hello\"}], max_tokens=16):\n"
         "    print(chunk.choices[0].delta.content or \"\", end=\"\", flush=True)",
         soft_wrap=True, markup=False, highlight=False)
+    if spec.external:
+        console.print("\nThe servers are yours: one that stops is taken out of scheduling by "
+                      "the EPP until it answers again; llmd up does not restart it.",
+                      highlight=False)
     console.print(f"\nA child that dies is restarted on its ports (giving up after "
                   f"{spec.max_restarts} restarts within {spec.restart_window_s:g} s). "
                   "Ctrl-C stops every process.", highlight=False)
