@@ -1,6 +1,9 @@
 """The kopf handlers of one operator, registered on a registry of its own (no global state).
 
-- create / update / resume of a service, and a timer every `resync_s`: a reconcile pass;
+- create / update / resume of a service, and a timer every `resync_s`: a reconcile pass (a
+  timer's pass still running when kopf stops the timer, because the service is being deleted
+  or the operator stops, is cancelled: kopf holds the deletion until its timers exit, and a
+  pass is safe to cut short, the next one redoes it);
 - an event on any owned object (selected by `OWNER_LABEL`; a hand edit, a deletion, a status
   change of a workload): a pass of the service the label names;
 - delete: the owned objects are deleted before kopf removes its finalizer, so nothing is
@@ -9,8 +12,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, cast
 
 import aiohttp
@@ -48,7 +52,29 @@ def kopf_settings() -> kopf.OperatorSettings:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATIONS, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
+    # a timer that does not exit at once (the resync cancels its pass, module docstring) is
+    # re-checked after `cancellation_polling`, 60 s by default: the deletion waits for it
+    settings.background.instant_exit_timeout = 0.1
+    settings.background.cancellation_polling = 2.0
     return settings
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stopped: kopf.DaemonStopped) -> None:
+    """Run `work`; cancel it when `stopped` is set first. Its error, if any, is raised."""
+    task = asyncio.ensure_future(work)
+
+    async def halt() -> None:
+        await stopped
+
+    halting = asyncio.ensure_future(halt())
+    try:
+        await asyncio.wait({task, halting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in (task, halting):
+            future.cancel()
+        await asyncio.gather(task, halting, return_exceptions=True)
+    if not task.cancelled():
+        task.result()
 
 
 def build_registry(reconciler: Reconciler, api: KubeApi, resync_s: float) -> kopf.OperatorRegistry:
@@ -76,8 +102,9 @@ def build_registry(reconciler: Reconciler, api: KubeApi, resync_s: float) -> kop
 
     @kopf.timer(group, version, plural, interval=resync_s, initial_delay=resync_s,
                 registry=registry)
-    async def resync(namespace: str | None, name: str, **_: Any) -> None:
-        await reconcile(namespace, name)
+    async def resync(namespace: str | None, name: str, **kwargs: Any) -> None:
+        stopped: kopf.DaemonStopped = kwargs["stopped"]  # kopf gives timers their stop flag
+        await _unless_stopped(reconcile(namespace, name), stopped)
 
     @kopf.on.delete(group, version, plural, registry=registry)
     async def deleted(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:

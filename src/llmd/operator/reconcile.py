@@ -124,13 +124,17 @@ class Reconciler:
         return outcome
 
     async def delete_owned(self, body: Mapping[str, Any]) -> list[str]:
-        """Delete every object the service owns (the delete handler; GC would too)."""
-        deleted = []
-        for kind, obj in await self._owned_live(body):
-            meta = obj["metadata"]
-            if await self.client.delete(kind, meta["namespace"], meta["name"]):
-                deleted.append(f"{kind.kind}/{meta['name']}")
-        return deleted
+        """Delete every object the service owns (the delete handler; GC would too), after the
+        pass in progress: a pass that read the service before its deletion would otherwise
+        apply objects behind the cleanup. Passes after it see the deletion and do nothing."""
+        meta = body["metadata"]
+        async with self._locks.setdefault((meta["namespace"], meta["name"]), asyncio.Lock()):
+            deleted = []
+            for kind, obj in await self._owned_live(body):
+                obj_meta = obj["metadata"]
+                if await self.client.delete(kind, obj_meta["namespace"], obj_meta["name"]):
+                    deleted.append(f"{kind.kind}/{obj_meta['name']}")
+            return deleted
 
     async def _invalid(self, body: Mapping[str, Any], err: ConfigError,
                        outcome: Outcome) -> None:

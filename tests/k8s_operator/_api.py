@@ -2,15 +2,22 @@
 
 kmock's emulator stores objects and serves list, watch, get, create, merge-patch and delete
 over HTTP, with no generation, no uid, no resourceVersion, no server-side apply, no garbage
-collector and no label selectors. `ApiServer` adds, for writes only (serialized by one lock):
+collector and no label selectors. kmock also records every request and, to pick a reaction for
+a new one, scans that whole record (`request in payload._source`): each request costs time in
+proportion to all the requests served before it, and a module of operator tests (a pass is ~30
+requests) slowed to timeouts. `ApiServer` keeps only the requests in flight in that record.
+
+For writes only (serialized by one lock) it adds:
 
 - `metadata.uid`, `creationTimestamp`, a growing `resourceVersion` on every write, `generation`
   1 at creation and +1 when a write changes `spec` (what `observedGeneration` is compared to);
 - a merge patch carrying `metadata.resourceVersion` is a precondition: 409 when it differs
   (the Lease election relies on it);
 - a server-side apply (`application/apply-patch+yaml`) of a missing object creates it; of an
-  existing one it is the emulator's merge (fields the applier stops declaring are NOT removed,
-  unlike real SSA, which the tests do not rely on);
+  existing one it replaces the object with the applied one, keeping the server's metadata
+  (uid, creationTimestamp, generation) and `status`: what real server-side apply does when one
+  field manager declares the whole object (fields it stops declaring go; another manager's
+  fields would stay in a real cluster, which no test relies on);
 - `generateName` (kopf's Events) gets a unique name;
 - `writes`: every write request as (method, path), to assert that a resync wrote nothing.
 
@@ -21,6 +28,7 @@ collector: the operator's delete handler removes the owned objects itself.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 import itertools
 import uuid
@@ -36,6 +44,7 @@ from llmd.operator._kinds import EVENT, GATEWAY, LEASE, OWNED, PARENT, Kind
 
 APPLY = "application/apply-patch+yaml"
 WRITES = (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE)
+SERVER_META = ("uid", "creationTimestamp", "generation", "resourceVersion")
 
 
 @attrs.define(kw_only=True)
@@ -68,6 +77,16 @@ class ApiServer(kmock.KubernetesEmulator):
         return found
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        try:
+            return await self._handle_write(request)
+        finally:
+            # the reaction was picked (a watch streams on): forget the request (module docstring)
+            for index, seen in enumerate(self._requests):
+                if seen is request:
+                    del self._requests[index]
+                    break
+
+    async def _handle_write(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if request.resource is None or request.action not in WRITES:
             return await super()._handle(request)
         async with self._write_lock:
@@ -96,10 +115,15 @@ class ApiServer(kmock.KubernetesEmulator):
                 if wanted is not None and wanted != old["metadata"].get("resourceVersion"):
                     return await self._render_error(kmock.KubernetesError(
                         status=409, reason="Conflict", message="the object has been modified"))
-                after = dicts.patch_dict(old, data)
+                applied = request.headers.get("Content-Type") == APPLY
+                after = dict(data) if applied else dicts.patch_dict(copy.deepcopy(old), data)
                 meta["resourceVersion"] = version
+                generation = int(old["metadata"].get("generation", 1))
                 if request.subresource != "status" and after.get("spec") != old.get("spec"):
-                    meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+                    generation += 1
+                meta["generation"] = generation
+                if applied:
+                    return await self._replace(request, key, data, old)
             return await super()._handle(request)
 
     async def _create(self, request: rendering.Request, key: Any,
@@ -111,6 +135,22 @@ class ApiServer(kmock.KubernetesEmulator):
                 self.objects[key] = data
             raw = self.objects[key].raw
             await self._buses[request.resource].put({"type": "ADDED", "object": raw})
+        return aiohttp.web.json_response(raw)
+
+
+    async def _replace(self, request: rendering.Request, key: Any, data: dict[str, Any],
+                       old: dict[str, Any]) -> aiohttp.web.StreamResponse:
+        """An apply to an existing object: the applied object, with the server's metadata and
+        the old `status` kept."""
+        new = copy.deepcopy(data)
+        new["metadata"] = {**{k: v for k, v in old["metadata"].items() if k in SERVER_META},
+                           **new["metadata"]}
+        if "status" in old:
+            new["status"] = old["status"]
+        async with self._lock:
+            self.objects[key].create(new)  # a new version of the whole object
+            raw = self.objects[key].raw
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
         return aiohttp.web.json_response(raw)
 
 

@@ -2,48 +2,55 @@
 
 kopf owns its event loop's tasks (on stop it waits for, then cancels, every task created after
 it started), so each operator gets a loop of its own in a thread; the emulator stays on the
-test's loop. The plan function is a STAND-IN for `llmd.deploy.llmisvc.plan_service` until that
-lands: it renders the resource's `spec` as a ModelService values tree with `render_values`.
+test's loop. The operator plans with its default, `llmd.deploy.plan_service`: the objects
+`llmd render` makes for the resource.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from llmd._kube import KubeApi
-from llmd.deploy import Rendered, render_values
 from llmd.operator import Operator, OperatorConfig
 
 NS = "llm"
-
-
-def stand_in_plan(body: Mapping[str, Any]) -> Rendered:
-    """STAND-IN plan: the resource's spec is a ModelService values tree."""
-    meta = body["metadata"]
-    return render_values(copy.deepcopy(dict(body.get("spec") or {})), release=meta["name"],
-                         namespace=meta["namespace"])
+T = TypeVar("T")
 
 
 def operator_for(url: str, **config: Any) -> Operator:
     config.setdefault("namespaces", (NS,))
-    return Operator(OperatorConfig(KubeApi(url.rstrip("/")), **config), plan=stand_in_plan)
+    return Operator(OperatorConfig(KubeApi(url.rstrip("/")), **config))
+
+
+class Running:
+    """An operator running in its thread; `call()` runs a coroutine on the operator's loop
+    (e.g. a reconcile pass, on the operator's own client session)."""
+
+    def __init__(self, operator: Operator) -> None:
+        self.operator = operator
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def call(self, coro: Coroutine[Any, Any, T], timeout_s: float = 10.0) -> T:
+        assert self.loop is not None, "the operator is not running"
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
 
 
 @asynccontextmanager
-async def running(operator: Operator, timeout_s: float = 20.0) -> AsyncIterator[Operator]:
+async def running(operator: Operator, timeout_s: float = 20.0) -> AsyncIterator[Running]:
     """`operator` runs on its own loop in a thread for the block; stopped (and its error
     re-raised) on the way out."""
     state: dict[str, Any] = {}
     started = threading.Event()
+    handle = Running(operator)
 
     def main() -> None:
         async def runner() -> None:
-            state["loop"], state["stop"] = asyncio.get_running_loop(), asyncio.Event()
+            handle.loop, state["stop"] = asyncio.get_running_loop(), asyncio.Event()
             started.set()
             await operator.run(state["stop"])
 
@@ -57,10 +64,10 @@ async def running(operator: Operator, timeout_s: float = 20.0) -> AsyncIterator[
     thread.start()
     await asyncio.to_thread(started.wait, timeout_s)
     try:
-        yield operator
+        yield handle
     finally:
-        if "loop" in state:
-            state["loop"].call_soon_threadsafe(state["stop"].set)
+        if handle.loop is not None and "stop" in state:
+            handle.loop.call_soon_threadsafe(state["stop"].set)
         await asyncio.to_thread(thread.join, timeout_s)
         assert not thread.is_alive(), "the operator did not stop in time"
         if "error" in state:

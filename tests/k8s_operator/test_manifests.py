@@ -1,37 +1,21 @@
-"""`llmd operator manifests`: every object validates (kubernetes-validate), RBAC follows scope.
-
-The CRD is a STAND-IN (a minimal CRD with a status subresource) until
-`llmd.deploy.llmisvc.crd()` lands.
-"""
+"""`llmd operator manifests`: every object validates (kubernetes-validate), RBAC follows scope."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import kubernetes_validate
 import pytest
 from typer.testing import CliRunner
 
 from llmd.cli import app
+from llmd.deploy import crd
 from llmd.operator import DEFAULT_IMAGE, install_manifests
 
 K8S_VERSION = "1.34"
-STAND_IN_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "llminferenceservices.llm-d.ai"},
-    "spec": {"group": "llm-d.ai", "scope": "Namespaced",
-             "names": {"kind": "LLMInferenceService", "plural": "llminferenceservices",
-                       "singular": "llminferenceservice", "shortNames": ["llmisvc"]},
-             "versions": [{"name": "v1alpha1", "served": True, "storage": True,
-                           "subresources": {"status": {}},
-                           "schema": {"openAPIV3Schema": {
-                               "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
-}
 
 
 @pytest.mark.parametrize("watch", [(), ("team-a", "team-b")], ids=["cluster", "namespaces"])
 def test_manifests_validate_and_follow_the_scope(watch: tuple[str, ...]) -> None:
-    objects = install_manifests(STAND_IN_CRD, namespace="ops", watch=watch)
+    objects = install_manifests(crd(), namespace="ops", watch=watch)
     for obj in objects:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     kinds = [(o["kind"], o["metadata"].get("namespace")) for o in objects]
