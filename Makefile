@@ -16,7 +16,7 @@ up: $(STAMP)
 	$(BIN)/llmd up
 
 test: $(STAMP)
-	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest
+	$(BIN)/python -m pytest
 
 # Side-by-side router benchmarks (not part of `make test`): installs the bench extra, then the
 # peer routers and inference-perf into .venv-peers/ (the commands do that themselves), runs the
