@@ -24,10 +24,12 @@ from pydantic import BaseModel, ValidationError
 from llmd.config import config_error
 from llmd.epp._config_build import EndpointPickerConfig, build
 from llmd.epp._config_models import (
+    API_VERSION,
     DEPRECATED_API_VERSIONS,
     EndpointPickerConfigFile,
     ObjectivesFile,
 )
+from llmd.epp._config_v1 import deprecation_notes
 from llmd.epp.plugins import PLUGINS, PluginRegistry
 from llmd.epp.plugins.registry import KINDS
 from llmd.errors import ConfigError
@@ -39,7 +41,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = """\
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: queue-scorer
@@ -84,8 +86,9 @@ def load_config(
     except ValidationError as exc:
         raise config_error(exc, source) from exc
     if spec.api_version in DEPRECATED_API_VERSIONS:
-        log.warning("%s: apiVersion %s is deprecated, use llm-d.ai/v1alpha1",
-                    source, spec.api_version)
+        changes = [f"apiVersion: {API_VERSION}", *deprecation_notes(spec)]
+        log.warning("%s: apiVersion %s is deprecated; for %s change: %s", source,
+                    spec.api_version, API_VERSION, "; ".join(changes))
     return build(spec, source, registry)
 
 

@@ -134,6 +134,12 @@ async def serve(
     `KubeApi` for `k8s-peer-discovery` (default: the pod's own)."""
     config = build_config(settings, registry)
     objectives = load_objectives(settings.objectives_file) if settings.objectives_file else {}
+    if discovery is None and config.discovery is not None:
+        if settings.endpoints or settings.endpoints_file is not None:
+            raise ConfigError(f"{config.source}: dataLayer.discovery.endpoints names "
+                              f"{config.discovery.name!r}; give no --endpoint or "
+                              "--endpoints-file with it")
+        discovery = config.discovery
     if discovery is None:
         specs = list(settings.endpoints)
         if settings.endpoints_file is not None:
