@@ -6,11 +6,11 @@ The prompt (completions text, or the compact JSON of chat `messages`) is cut int
 partial block included. Block hashes are chained xxhash64: the seed is xxh64(model +
 cache_salt), each block hashes its bytes followed by the previous hash as 8 little-endian
 bytes. Each endpoint has an LRU of block hashes (capacity `lruCapacityPerServer`); a request
-matches an endpoint greedily, up to the first block it lacks. The LRU is updated after the decision, for the endpoints that
-were actually chosen (the primary profile's endpoint and, with P/D, the prefill profile's:
-llm-d indexes the profile named `prefill`; llmd indexes every non-primary profile's endpoint,
-which is the same thing for the profiles llmd's handlers run, and still right when the prefill
-profile is renamed), never while scoring.
+matches an endpoint greedily, up to the first block it lacks. The LRU is updated after the
+decision, for the endpoints that were actually chosen (the primary profile's endpoint and, with
+P/D, the prefill profile's: llm-d indexes the profile named `prefill`; llmd indexes every non-
+primary profile's endpoint, which is the same thing for the profiles llmd's handlers run, and
+still right when the prefill profile is renamed), never while scoring.
 
 With `dataLayer.crossReplica`, the blocks recorded after each decision are also handed to the
 replica sync (`publish`), which sends them to the peer replicas; theirs arrive through
