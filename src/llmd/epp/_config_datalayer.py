@@ -75,6 +75,8 @@ def data_layer(spec: EndpointPickerConfigFile, plugins: ConfigPlugins) -> Metric
     fail = plugins.fail
     for i, src in enumerate(spec.data_layer.sources):
         at = f"dataLayer.sources[{i}]"
+        if src.plugin_ref in plugins.broken:
+            continue  # already reported; its extractors would only repeat it
         source = _ref(src.plugin_ref, f"{at}.pluginRef", DATA_SOURCE, plugins)
         extractors = [_ref(e.plugin_ref, f"{at}.extractors[{j}].pluginRef", METRICS_EXTRACTOR,
                            plugins)
