@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from llmd.engines._common import has_flag, metrics_from_page, scraped_families
+from llmd.engines._common import (
+    has_flag,
+    metrics_from_page,
+    prefill_from_page,
+    scraped_families,
+)
 from llmd.engines._sglang_kv import SGLangKvEvents
 from llmd.engines.base import (
     EndpointMetrics,
@@ -13,6 +18,7 @@ from llmd.engines.base import (
     LoraSpec,
     MetricNames,
     PdProtocol,
+    PrefillCounters,
     Probe,
     Probes,
     ServeSpec,
@@ -133,6 +139,9 @@ class SGLangAdapter:
 
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         return metrics_from_page(page, self.metric_names)
+
+    def prefill_counters(self, page: MetricsPage) -> PrefillCounters | None:
+        return prefill_from_page(page, self.metric_names)
 
 
 def _lora_args(lora: LoraSpec, user: tuple[str, ...]) -> list[str]:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from llmd.engines._common import has_flag, metrics_from_page, scraped_families
+from llmd.engines._common import (
+    has_flag,
+    metrics_from_page,
+    prefill_from_page,
+    scraped_families,
+)
 from llmd.engines._vllm_kv import VllmKvEvents
 from llmd.engines.base import (
     EndpointMetrics,
@@ -13,6 +18,7 @@ from llmd.engines.base import (
     LoraSpec,
     MetricNames,
     PdProtocol,
+    PrefillCounters,
     Probe,
     Probes,
     ServeSpec,
@@ -56,6 +62,7 @@ class VllmAdapter:
         itl="vllm:inter_token_latency_seconds",
         e2e="vllm:e2e_request_latency_seconds",
         queue_time="vllm:request_queue_time_seconds",
+        prefill_time="vllm:request_prefill_time_seconds",
         pd_transfer_misses="vllm:nixl_num_failed_transfers",
     )
     pd: ClassVar[PdProtocol] = PdProtocol(
@@ -123,6 +130,9 @@ class VllmAdapter:
 
     def endpoint_metrics(self, page: MetricsPage) -> EndpointMetrics:
         return metrics_from_page(page, self.metric_names)
+
+    def prefill_counters(self, page: MetricsPage) -> PrefillCounters | None:
+        return prefill_from_page(page, self.metric_names)
 
 
 def _lora_args(lora: LoraSpec, user: tuple[str, ...]) -> list[str]:
