@@ -40,6 +40,9 @@ from llmd.epp.request import InferenceRequest
 
 __all__ = ["InflightLoadProducer"]
 
+_MAX_SENT = 65536
+"""Requests remembered per endpoint between two scrapes (the oldest are dropped beyond)."""
+
 
 @dataclass(slots=True)
 class _Backlog:
@@ -104,7 +107,7 @@ class InflightLoadProducer:
         others = [r.targets[0] for name, r in result.results.items()
                   if name != result.primary and r.targets]
         for i, ep in enumerate((result.destination, *others)):
-            self._sent.setdefault(ep.id, deque()).append(now)
+            self._sent.setdefault(ep.id, deque(maxlen=_MAX_SENT)).append(now)
             if i == 0 and others:
                 continue  # a decode endpoint receives the KV, it does not prefill
             tokens = (load.uncached(ep.id) if load is not None
