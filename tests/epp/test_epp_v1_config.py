@@ -271,3 +271,20 @@ async def test_check_lists_file_discovery_endpoints(tmp_path: Path) -> None:
     code, out, err = await _check("--config-file", str(config))
     assert code == 0, err
     assert "endpoints (file-discovery): 10.0.0.1:8000" in out
+
+
+@pytest.mark.parametrize(("producer", "expected"), [
+    pytest.param("- type: inflight-load-producer\n", 33821.0, id="adopts-the-filters"),
+    pytest.param("- type: inflight-load-producer\n  parameters: {peakPrefillThroughput: 7}\n",
+                 7.0, id="own-value-wins"),
+    pytest.param("", 33821.0, id="added-producer-adopts"),
+])
+def test_producer_drains_at_the_filters_throughput(producer: str, expected: float) -> None:
+    config = load_config(text=V1 + "plugins:\n" + producer + """\
+- type: token-load-scorer
+  parameters: {peakPrefillThroughput: 999}
+- type: prefix-cache-affinity-filter
+  parameters: {peakPrefillThroughput: 33821}
+""")
+    rates = config.plugins["inflight-load-producer"].rates  # type: ignore[attr-defined]
+    assert rates.default == expected

@@ -16,7 +16,12 @@ from llmd.epp._config_datalayer import MetricsBinding
 from llmd.epp._config_models import EndpointPickerConfigFile, ProfilePluginRef, ProfileSpec
 from llmd.epp._config_plugins import ConfigPlugins, Configured
 from llmd.epp._config_replica import ReplicaSyncConfig, cross_replica
-from llmd.epp._config_v1 import check_feature_gates, endpoint_discovery, parser_ref
+from llmd.epp._config_v1 import (
+    check_feature_gates,
+    endpoint_discovery,
+    parser_ref,
+    share_prefill_rates,
+)
 from llmd.epp.plugins import (
     Background,
     Decider,
@@ -101,6 +106,7 @@ class _Builder:
         for i, ps in enumerate(self.spec.plugins):
             self.plugins.declare(i, ps)
         producers = wire_data(self.plugins)
+        share_prefill_rates(self.plugins)
         handler = self._profile_handler()
         profiles = self._profiles(handler)
         refs = handler.as_(PROFILE_REFS) if handler is not None else None

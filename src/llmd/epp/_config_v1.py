@@ -11,6 +11,9 @@
   `openai-parser` (llm-d's default list adds parsers for APIs llmd does not route).
 - `dataLayer.discovery.endpoints.pluginRef` (v1alpha1: `dataLayer.discovery.pluginRef`): the
   pool's endpoint discovery plugin (`file-discovery`).
+- `peakPrefillThroughput`: llm-d's guides set it on `prefix-cache-affinity-filter` only; an
+  `inflight-load-producer` without its own drains in-flight tokens at that value
+  (`share_prefill_rates`), so both agree on how long an endpoint's backlog lasts.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ import logging
 from llmd.epp._config_datalayer import _ref
 from llmd.epp._config_models import EndpointPickerConfigFile, PluginRefSpec
 from llmd.epp._config_plugins import ConfigPlugins, Fail
+from llmd.epp.plugins._throughput import PrefillThroughput
 from llmd.epp.plugins.base import EndpointDiscovery
+from llmd.epp.plugins.filter.prefix_cache_affinity import PrefixCacheAffinityFilter
+from llmd.epp.plugins.producer.inflight_load import InflightLoadProducer
 from llmd.epp.plugins.registry import ENDPOINT_DISCOVERY
+from llmd.epp.plugins.scorer.token_load import TokenLoadScorer
 
 __all__ = ["FEATURE_GATES", "check_feature_gates", "deprecation_notes", "endpoint_discovery",
-           "parser_ref"]
+           "parser_ref", "share_prefill_rates"]
 
 log = logging.getLogger("llmd.epp.config")
 
@@ -112,3 +119,20 @@ def endpoint_discovery(spec: EndpointPickerConfigFile, plugins: ConfigPlugins
         return _ref(discovery.plugin_ref, "dataLayer.discovery.pluginRef", ENDPOINT_DISCOVERY,
                     plugins)
     return None
+
+
+def share_prefill_rates(plugins: ConfigPlugins) -> None:
+    """Hand `inflight-load-producer`s without their own `peakPrefillThroughput` the value the
+    config sets on its (first) affinity filter, else on its (first) token-load scorer."""
+    given: list[PrefillThroughput] = []
+    for kind in (PrefixCacheAffinityFilter, TokenLoadScorer):
+        for c in plugins:
+            p = c.plugin
+            if isinstance(p, kind) and "peak_prefill_throughput" in p.params.model_fields_set \
+                    and p.params.peak_prefill_throughput is not None:
+                given.append(p.params.peak_prefill_throughput)
+    if not given:
+        return
+    for c in plugins:
+        if isinstance(c.plugin, InflightLoadProducer):
+            c.plugin.adopt_rates(given[0])

@@ -13,7 +13,9 @@ BUFFERED mode and the stream ends with the decision, so llmd models both:
 
 - tokens drain at the endpoint's `peakPrefillThroughput` (per engine or endpoint, see
   `llmd.epp.plugins._throughput`): what a prefill-bound server does; a scrape showing the
-  endpoint idle (nothing waiting or running) after the last charge clears what is left;
+  endpoint idle (nothing waiting or running) after the last charge clears what is left. Unset
+  here, the loader hands it the value the config gives `prefix-cache-affinity-filter` (where
+  llm-d's guides set it) or `token-load-scorer`;
 - requests are the endpoint's scraped waiting + running, plus this EPP's requests sent since
   that scrape (at most `maxRequestAgeS` old, so a stalled scraper cannot grow them forever).
 
@@ -61,9 +63,10 @@ class InflightLoadProducer:
             default=False, description="llm-d: add an output-length estimate (needs its "
             "outlen-bucket plugin); llmd: only false")
         max_estimated_output_tokens: int | None = Field(default=None, ge=0)
-        peak_prefill_throughput: PrefillThroughput = Field(
-            default_factory=PrefillThroughput, description="llmd: tokens/s at which an "
-            "endpoint's in-flight tokens drain (a number, or per engine / endpoint)")
+        peak_prefill_throughput: PrefillThroughput | None = Field(
+            default=None, description="llmd: tokens/s at which an endpoint's in-flight tokens "
+            "drain (a number, or per engine / endpoint); unset: the config's "
+            "prefix-cache-affinity-filter's or token-load-scorer's, else 15928")
         max_request_age_s: float = Field(
             default=60.0, gt=0, description="llmd: a request sent since the last scrape counts "
             "at most this long")
@@ -78,9 +81,17 @@ class InflightLoadProducer:
 
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params
+        self.rates = params.peak_prefill_throughput or PrefillThroughput()
+        """How fast each endpoint drains its tokens; the loader hands it the config's value
+        when the parameter is unset (`adopt_rates`)."""
         self._backlog: dict[EndpointId, _Backlog] = {}
         self._sent: dict[EndpointId, deque[float]] = {}
         self._generation = -1
+
+    def adopt_rates(self, rates: PrefillThroughput) -> None:
+        """Use `rates` unless the parameter was given."""
+        if self.params.peak_prefill_throughput is None:
+            self.rates = rates
 
     def producer_refs(self) -> Sequence[ProducerRef]:
         return self.params.producer_refs()
@@ -124,7 +135,7 @@ class InflightLoadProducer:
         if at is not None and at > backlog.at and not (ep.metrics.waiting or ep.metrics.running):
             backlog.tokens = 0.0  # scraped idle after the last charge: all of it is done
             return 0.0
-        rate = self.params.peak_prefill_throughput.of(ep)
+        rate = self.rates.of(ep)
         left = backlog.tokens - (now - backlog.at) * rate
         if left <= 0:
             backlog.tokens = 0.0
