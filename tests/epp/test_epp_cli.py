@@ -42,7 +42,7 @@ async def test_epp_prints_listening_lines_and_stops_on_sigterm() -> None:
 
 async def test_epp_config_error_exits_2_with_the_message(tmp_path: Path) -> None:
     bad = tmp_path / "epp.yaml"
-    bad.write_text("apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+    bad.write_text("apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n"
                    "plugins:\n- type: queue-scorrer\n")
     proc = await asyncio.create_subprocess_exec(
         *LLMD, "epp", "--config-file", str(bad), "--grpc-port", "0",

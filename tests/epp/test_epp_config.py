@@ -11,7 +11,7 @@ from llmd.epp import load_config
 from llmd.epp.config import load_objectives
 from llmd.errors import ConfigError
 
-HEAD = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+HEAD = "apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n"
 
 
 def _load(tmp_path: Path, body: str, head: str = HEAD):  # type: ignore[no-untyped-def]
@@ -76,8 +76,8 @@ def test_deprecated_api_version_loads_with_warning(
         _load(tmp_path, "plugins:\n- type: queue-scorer\n",
               head="apiVersion: inference.networking.x-k8s.io/v1alpha1\n"
                    "kind: EndpointPickerConfig\n")
-    assert ("apiVersion inference.networking.x-k8s.io/v1alpha1 is deprecated, "
-            "use llm-d.ai/v1alpha1") in caplog.text
+    assert ("apiVersion inference.networking.x-k8s.io/v1alpha1 is deprecated; for llm-d.ai/v1 "
+            "change: apiVersion: llm-d.ai/v1") in caplog.text
 
 
 @pytest.mark.parametrize(("body", "messages"), [
@@ -145,7 +145,7 @@ def test_wrong_kind_and_api_version(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         _load(tmp_path, "", head="apiVersion: v1\nkind: Pod\n")
     text = str(err.value).replace(str(tmp_path) + "/", "")
-    assert "epp.yaml: apiVersion: 'v1' is not one of 'llm-d.ai/v1alpha1'" in text
+    assert "epp.yaml: apiVersion: 'v1' is not one of 'llm-d.ai/v1alpha1'" in text  # and v1
     assert "epp.yaml: kind: 'Pod' is not one of 'EndpointPickerConfig'" in text
 
 

@@ -24,7 +24,7 @@ from llmd.epp.plugins.registry import DATA_PRODUCER, FILTER, SCORER
 from llmd.epp.request import InferenceRequest
 from llmd.errors import ConfigError
 
-HEAD = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+HEAD = "apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n"
 
 
 def _error(tmp_path: Path, body: str, registry: PluginRegistry = PLUGINS) -> list[str]:

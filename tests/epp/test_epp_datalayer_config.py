@@ -11,7 +11,7 @@ from llmd.epp import EndpointSpec, load_config
 from llmd.epp.plugins import CoreMetricsExtractor, OpenAIParser, PassthroughParser
 from llmd.errors import BadRequestError, ConfigError
 
-HEAD = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+HEAD = "apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n"
 
 LLM_D_DEFAULT = HEAD + """\
 plugins:
@@ -171,14 +171,14 @@ SOURCE_EXTRACTOR = ("plugins:\n- type: queue-scorer\n- type: metrics-data-source
         id="custom-engine-configs"),
     pytest.param(
         "plugins:\n- type: vllmgrpc-parser\nparser: {pluginRef: vllmgrpc-parser}\n",
-        "plugins[0].type: 'vllmgrpc-parser' is an llm-d parser (vLLM's gRPC API) that llmd "
-        "does not implement (llmd has: openai-parser, passthrough-parser)",
+        "plugins[0].type: 'vllmgrpc-parser' is an llm-d parser that llmd does not implement: "
+        "vLLM's gRPC API is not routed; use instead: openai-parser",
         id="vllmgrpc-parser"),
     pytest.param(
         "parser: {pluginRef: vertexai-parser}\n",
-        "parser.pluginRef: 'vertexai-parser' is an llm-d parser (Vertex AI's gRPC API) that "
-        "llmd does not implement (parsers: none; parser types: openai-parser, "
-        "passthrough-parser)",
+        "parser.pluginRef: 'vertexai-parser' is an llm-d parser that llmd does not implement: "
+        "Vertex AI's gRPC API is not routed; use instead: openai-parser (parsers: none; parser "
+        "types: openai-parser, passthrough-parser)",
         id="vertexai-parser-ref"),
     pytest.param(
         "plugins:\n- type: queue-scorer\nparser: {pluginRef: queue-scorer}\n",

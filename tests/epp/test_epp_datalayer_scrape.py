@@ -12,7 +12,7 @@ from llmd.engines import EndpointMetrics, get_adapter
 from llmd.epp import Datastore, EndpointSpec, Scraper, ScrapeSettings, load_config
 from llmd.errors import EngineError
 
-HEAD = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+HEAD = "apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n"
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from llmd.epp import Datastore, Director, load_config, parse_endpoint_flag
 from llmd.errors import BadRequestError, NoEndpointError, RequestShedError
 
 CONFIG = """\
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: queue-scorer
@@ -119,7 +119,7 @@ def test_session_token_is_echoed_when_the_scorer_is_configured(plugins: str,
     """As llm-d: every configured plugin sees the response, whichever profile uses it."""
     store = Datastore()
     store.set_endpoints([parse_endpoint_flag("10.0.0.1:8000")])
-    head = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n"
+    head = "apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\nplugins:\n"
     director = Director(store, load_config(text=head + plugins))
     token = {"x-session-token": "MTAuMC4wLjE6ODAwMA=="} if echoed else {}  # 10.0.0.1:8000
     routed = director.decide("r1", "/v1/completions", {}, _body(prompt="hi"))

@@ -9,7 +9,7 @@ import pytest
 from llmd.epp import load_config
 from llmd.errors import ConfigError
 
-HEAD = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+HEAD = "apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n"
 PROFILES = """\
 schedulingProfiles:
 - name: decode

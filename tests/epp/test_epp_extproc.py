@@ -65,7 +65,7 @@ async def test_buffered_stream_closes_after_the_decision() -> None:
 
 
 SESSION_CONFIG = """\
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: queue-scorer
@@ -146,7 +146,7 @@ async def test_a_plugin_bug_is_a_json_500_not_a_grpc_error(mode: int) -> None:
     store = Datastore()
     store.set_endpoints([parse_endpoint_flag("10.0.0.1:8000")])
     registry = PLUGINS.extend(SCORER.table(_BrokenScorer))
-    config = load_config(text="apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+    config = load_config(text="apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n"
                          "plugins:\n- type: broken-scorer\n", registry=registry)
     servicer = ExtProcServicer(Director(store, config), max_body_bytes=1 << 20)
     headers = _headers()

@@ -12,7 +12,7 @@ from llmd.epp import PREFILLER_HEADER, Datastore, Director, EndpointSpec, load_c
 
 BODY = json.dumps({"model": "m", "prompt": "Summarise this report. " * 20}).encode()
 PD_CONFIG = """\
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: disagg-profile-handler

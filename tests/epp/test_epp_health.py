@@ -108,7 +108,7 @@ async def test_a_hung_endpoint_leaves_once_its_metrics_are_stale(engine: str) ->
 
 
 RANDOM = """\
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: random-picker

@@ -21,7 +21,7 @@ from llmd.epp.extproc import STREAM_TIMEOUT, ExtProcServicer, grpc_options
 from llmd.epp.metrics import EppMetrics
 
 CONFIG = """\
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: queue-scorer

@@ -110,7 +110,8 @@ def test_redis_state_store_is_named_as_unimplemented() -> None:
     text = V1.replace("type: zmq-mesh-syncer\n  parameters: {port: 9100, peerExpiry: 2s}",
                       "type: redis-state-store")
     with pytest.raises(ConfigError, match=r"plugins\[1\]\.type: 'redis-state-store' is an llm-d "
-                       r"cross-replica syncer \(through a Redis server"):
+                       r"cross-replica syncer that llmd does not implement: llmd's replicas "
+                       r"share state without a Redis server; use instead: zmq-mesh-syncer"):
         load_config(text=text)
 
 

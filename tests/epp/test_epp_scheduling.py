@@ -43,7 +43,7 @@ def _pool() -> PoolSnapshot:
 
 
 def _config(profile: str, plugins: str = "") -> str:
-    return ("apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n"
+    return ("apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\nplugins:\n"
             f"- name: big\n  type: fixed-scorer\n  parameters: {{scores: {{'{B}': 50}}}}\n"
             "- name: small\n  type: fixed-scorer\n"
             f"  parameters: {{scores: {{'{A}': 0.6, '{B}': -9}}}}\n"

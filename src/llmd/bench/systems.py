@@ -52,7 +52,7 @@ __all__ = ["LLMD_CONFIGS", "SPECULATIVE_TTL", "SYSTEMS", "FleetOptions", "Runnin
 
 SystemKind = Literal["llmd", "envoy-rr", "sglang-router", "vllm-router", "direct"]
 
-_HEAD = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+_HEAD = "apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n"
 _PREFIX_ONLY = _HEAD + """\
 plugins:
 - type: prefix-cache-scorer

@@ -81,6 +81,12 @@ def epp(
     config_file: Annotated[str | None, typer.Option(
         help="EndpointPickerConfig YAML (default: llm-d's default config)")] = None,
     config_text: Annotated[str | None, typer.Option(help="EndpointPickerConfig as text")] = None,
+    values: Annotated[str | None, typer.Option(
+        help="an llm-d router chart's Helm values file: load the EndpointPickerConfig it "
+             "carries (router.epp.pluginsCustomConfig[pluginsConfigFile])")] = None,
+    check: Annotated[bool, typer.Option(
+        help="load the config (llm-d.ai/v1 or v1alpha1), print what it schedules with and "
+             "exit: 0 when it loads, 2 with every problem")] = False,
     objectives_file: Annotated[str | None, typer.Option(
         help="YAML: objectives: [{name, priority}] (header x-gateway-inference-objective)")] = None,
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
@@ -128,6 +134,7 @@ def epp(
     from llmd.config import config_error
     from llmd.epp import EppSettings, Listening, parse_endpoint_flag, serve
     from llmd.epp.config import plugin_catalog
+    from llmd.epp.server import build_config
 
     if list_plugins:
         typer.echo("\n".join(plugin_catalog()))
@@ -138,6 +145,7 @@ def epp(
             host=host, grpc_port=grpc_port, health_port=grpc_health_port,
             metrics_port=metrics_port, config_text=config_text,
             config_file=Path(config_file) if config_file else None,
+            values_file=Path(values) if values else None,
             objectives_file=Path(objectives_file) if objectives_file else None,
             endpoints=tuple(parse_endpoint_flag(e) for e in endpoint or ()),
             endpoints_file=Path(endpoints_file) if endpoints_file else None,
@@ -153,6 +161,20 @@ def epp(
     except LlmdError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if check:
+        try:
+            config = build_config(settings)
+            endpoints = config.discovery.load() if config.discovery is not None else ()
+        except LlmdError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"{config.source}: ok")
+        for line in config.describe().split("; "):
+            typer.echo(f"  {line}")
+        if config.discovery is not None:
+            typer.echo(f"  endpoints ({config.discovery.name}): "
+                       + (", ".join(e.id for e in endpoints) or "none"))
+        return
 
     discovery, kube = None, None
     if kubernetes:

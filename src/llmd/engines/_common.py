@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from llmd.engines.base import EndpointMetrics, LoraState, MetricNames, ServerAnswers
+from llmd.engines.base import (
+    EndpointMetrics,
+    LoraState,
+    MetricNames,
+    PrefillCounters,
+    ServerAnswers,
+)
 from llmd.engines.page import MetricsPage
 
 MODELS_ROUTE = "/v1/models"
@@ -40,6 +46,27 @@ def metrics_from_page(page: MetricsPage, names: MetricNames) -> EndpointMetrics:
         prefix_cache_hits=page.total(names.prefix_hits + "_total", names.prefix_hits_labels),
         prefix_cache_queries=page.total(names.prefix_queries + "_total"),
     )
+
+
+def prefill_from_page(page: MetricsPage, names: MetricNames) -> PrefillCounters | None:
+    """Prompt tokens, cached tokens and prefill seconds through the engine's names: its
+    prefill-time histogram when it has one, else TTFT minus queue time (both histograms)."""
+    prompt = page.total(names.prompt_tokens + "_total")
+    if prompt is None:
+        return None
+    cached = page.total(names.prefix_hits + "_total", names.prefix_hits_labels) or 0.0
+    if names.prefill_time and page.has(names.prefill_time + "_sum"):
+        seconds = page.total(names.prefill_time + "_sum")
+        requests = page.total(names.prefill_time + "_count")
+    else:
+        seconds = page.total(names.ttft + "_sum")
+        requests = page.total(names.ttft + "_count")
+        queued = page.total(names.queue_time + "_sum")
+        if seconds is not None and queued is not None:
+            seconds -= queued
+    if seconds is None or requests is None:
+        return None
+    return PrefillCounters(prompt, cached, max(seconds, 0.0), requests)
 
 
 def _int_label(labels: dict[str, str] | object, key: str) -> int | None:

@@ -72,9 +72,23 @@ class MetricNames:
     e2e: str
     queue_time: str
     kv_usage_fallback: str | None = None
+    prefill_time: str | None = None
+    """A per-request prefill-time histogram (vLLM's); None: prefill time is TTFT − queue time."""
     lora_info: str | None = None
     prefix_hits_labels: tuple[tuple[str, str], ...] = ()
     pd_transfer_misses: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillCounters:
+    """Cumulative prefill work an endpoint reports on one /metrics page: prompt tokens, those
+    served from its prefix cache, seconds spent prefilling (summed over requests) and the
+    requests counted. Two pages' difference gives its prefill throughput."""
+
+    prompt_tokens: float
+    cached_tokens: float
+    prefill_seconds: float
+    requests: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,4 +287,8 @@ class EngineAdapter(Protocol):
 
     def reported_pd(self, answers: ServerAnswers) -> ReportedPd:
         """The P/D role and side port the server reports (vLLM reports neither over HTTP)."""
+        ...
+
+    def prefill_counters(self, page: MetricsPage) -> PrefillCounters | None:
+        """The page's cumulative prefill work; None when it lacks the engine's counters."""
         ...

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from llmd.engines._common import has_flag, metrics_from_page, recognize, scraped_families
+from llmd.engines._common import (
+    has_flag,
+    metrics_from_page,
+    prefill_from_page,
+    recognize,
+    scraped_families,
+)
 from llmd.engines._sglang_kv import SGLangKvEvents
 from llmd.engines.base import (
     EndpointMetrics,
@@ -13,6 +19,7 @@ from llmd.engines.base import (
     LoraSpec,
     MetricNames,
     PdProtocol,
+    PrefillCounters,
     Probe,
     Probes,
     ReportedPd,
@@ -155,6 +162,9 @@ class SGLangAdapter:
         port = info.get("disaggregation_bootstrap_port")
         side = port if role == "prefill" and isinstance(port, int) and 0 < port < 65536 else None
         return ReportedPd(role, side)
+
+    def prefill_counters(self, page: MetricsPage) -> PrefillCounters | None:
+        return prefill_from_page(page, self.metric_names)
 
 
 def _lora_args(lora: LoraSpec, user: tuple[str, ...]) -> list[str]:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from llmd.engines._common import has_flag, metrics_from_page, recognize, scraped_families
+from llmd.engines._common import (
+    has_flag,
+    metrics_from_page,
+    prefill_from_page,
+    recognize,
+    scraped_families,
+)
 from llmd.engines._vllm_kv import VllmKvEvents
 from llmd.engines.base import (
     EndpointMetrics,
@@ -13,6 +19,7 @@ from llmd.engines.base import (
     LoraSpec,
     MetricNames,
     PdProtocol,
+    PrefillCounters,
     Probe,
     Probes,
     ReportedPd,
@@ -58,6 +65,7 @@ class VllmAdapter:
         itl="vllm:inter_token_latency_seconds",
         e2e="vllm:e2e_request_latency_seconds",
         queue_time="vllm:request_queue_time_seconds",
+        prefill_time="vllm:request_prefill_time_seconds",
         pd_transfer_misses="vllm:nixl_num_failed_transfers",
     )
     pd: ClassVar[PdProtocol] = PdProtocol(
@@ -135,6 +143,9 @@ class VllmAdapter:
     def reported_pd(self, answers: ServerAnswers) -> ReportedPd:
         # --kv-transfer-config is not visible over HTTP: the user says role=prefill|decode.
         return ReportedPd()
+
+    def prefill_counters(self, page: MetricsPage) -> PrefillCounters | None:
+        return prefill_from_page(page, self.metric_names)
 
 
 def _lora_args(lora: LoraSpec, user: tuple[str, ...]) -> list[str]:

@@ -7,7 +7,7 @@ methods. Every problem is collected (`ConfigPlugins.fail`) and raised at once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llmd.config import did_you_mean
 from llmd.epp import _config_datalayer as datalayer
@@ -16,9 +16,16 @@ from llmd.epp._config_datalayer import MetricsBinding
 from llmd.epp._config_models import EndpointPickerConfigFile, ProfilePluginRef, ProfileSpec
 from llmd.epp._config_plugins import ConfigPlugins, Configured
 from llmd.epp._config_replica import ReplicaSyncConfig, cross_replica
+from llmd.epp._config_v1 import (
+    check_feature_gates,
+    endpoint_discovery,
+    parser_ref,
+    share_prefill_rates,
+)
 from llmd.epp.plugins import (
     Background,
     Decider,
+    EndpointDiscovery,
     Filter,
     Parser,
     Picker,
@@ -65,6 +72,8 @@ class EndpointPickerConfig:
     """Plugins the EPP runs beside scheduling (`Background.run`)."""
     replica_sync: ReplicaSyncConfig | None = None
     """`dataLayer.crossReplica` and peer discovery (None: one replica, nothing shared)."""
+    discovery: EndpointDiscovery | None = None
+    """`dataLayer.discovery.endpoints` (None: the endpoints come from `llmd epp`'s flags)."""
 
     def describe(self) -> str:
         """One line per profile, for the startup log."""
@@ -72,8 +81,9 @@ class EndpointPickerConfig:
         for p in self.scheduler.profiles.values():
             scorers = ", ".join(f"{w.scorer.name}×{w.weight:g}" for w in p.scorers)
             filters = ", ".join(f.name for f in p.filters) or "-"
+            fallback = f" fallback {p.fallback.name}" if p.fallback is not None else ""
             lines.append(f"profile {p.name}: filters [{filters}] scorers [{scorers}] "
-                         f"picker {p.picker.name}")
+                         f"picker {p.picker.name}{fallback}")
         return "; ".join(lines)
 
 
@@ -90,21 +100,25 @@ class _Builder:
         self.problems: list[str] = []
         self.plugins = ConfigPlugins(registry, source, self.problems)
         self.fail = self.plugins.fail
+        self.fallback_only: set[str] = set()
 
     def build(self) -> EndpointPickerConfig:
         for i, ps in enumerate(self.spec.plugins):
             self.plugins.declare(i, ps)
         producers = wire_data(self.plugins)
+        share_prefill_rates(self.plugins)
         handler = self._profile_handler()
         profiles = self._profiles(handler)
         refs = handler.as_(PROFILE_REFS) if handler is not None else None
         if refs is not None:
             self._check_refs(refs)
         detector = self._detector()
+        check_feature_gates(self.spec, self.fail)
         datalayer.check_flow_control(self.spec, self.fail)
-        parser = datalayer.parser(self.spec, self.plugins)
+        parser = datalayer.parser(self.plugins, parser_ref(self.spec, self.fail))
         metrics = datalayer.data_layer(self.spec, self.plugins)
         replica_sync = cross_replica(self.spec, self.plugins)
+        discovery = endpoint_discovery(self.spec, self.plugins)
         objectives = {}
         for i, o in enumerate(self.spec.objectives):
             if o.name in objectives:
@@ -121,7 +135,8 @@ class _Builder:
         scheduler = Scheduler(main, profiles, producers, hooks, response_hooks)
         background = tuple(p for _, p in self.plugins.of_kind(BACKGROUND))
         return EndpointPickerConfig(self.source, self.plugins.instances(), scheduler, detector,
-                                    objectives, parser, metrics, background, replica_sync)
+                                    objectives, parser, metrics, background, replica_sync,
+                                    discovery)
 
     def _profile_handler(self) -> Configured | None:
         handlers = [c for c, _ in self.plugins.of_kind(PROFILE_HANDLER)]
@@ -137,20 +152,44 @@ class _Builder:
         return self.plugins.add(SingleProfileHandler.type)
 
     def _profiles(self, handler: Configured | None) -> dict[str, SchedulerProfile]:
+        """The profiles the handler runs, each with its `fallbackProfile` bound; a profile
+        that is only some profile's fallback runs only as that."""
         specs = self.spec.scheduling_profiles or [self._implicit_profile()]
-        profiles: dict[str, SchedulerProfile] = {}
+        built: dict[str, SchedulerProfile] = {}
         for i, ps in enumerate(specs):
-            if ps.name in profiles:
+            if ps.name in built:
                 self.fail(f"schedulingProfiles[{i}].name", f"{ps.name!r} is defined twice")
                 continue
             profile = self._profile(i, ps)
             if profile is not None:
-                profiles[ps.name] = profile
+                built[ps.name] = profile
+        refs = handler.as_(PROFILE_REFS) if handler is not None else None
+        run_by_handler = set(refs.profile_refs().values()) if refs is not None else set()
+        self.fallback_only = {ps.fallback_profile for ps in specs
+                              if ps.fallback_profile} - run_by_handler
+        names = [ps.name for ps in specs]
+        for i, ps in enumerate(specs):
+            target = ps.fallback_profile
+            if target is None:
+                continue
+            at = f"schedulingProfiles[{i}].fallbackProfile"
+            if target == ps.name:
+                self.fail(at, f"{target!r} is this profile itself")
+            elif target not in names:
+                self.fail(at, f"{target!r} is not a scheduling profile (profiles: "
+                          f"{', '.join(names)}){did_you_mean(target, names)}")
+            elif (fb := next(p for p in specs if p.name == target)).fallback_profile:
+                self.fail(at, f"{target!r} has a fallbackProfile of its own "
+                          f"({fb.fallback_profile!r}); llmd follows one fallback")
+            elif ps.name in built and target in built:
+                built[ps.name] = replace(built[ps.name], fallback=built[target])
+        profiles = {n: p for n, p in built.items() if n not in self.fallback_only}
         main: ProfileHandler | None = handler.as_(PROFILE_HANDLER) if handler else None
         limit = main.max_profiles if main is not None else None
-        if main is not None and limit is not None and len(specs) > limit:
+        runs = [p for p in specs if p.name not in self.fallback_only]
+        if main is not None and limit is not None and len(runs) > limit:
             self.fail("schedulingProfiles", f"{main.type} runs exactly {limit} profile, "
-                      f"got {len(specs)} ({', '.join(p.name for p in specs)})")
+                      f"got {len(runs)} ({', '.join(p.name for p in runs)})")
         return profiles
 
     def _check_refs(self, handler: ProfileRefs) -> None:
@@ -166,7 +205,8 @@ class _Builder:
                 self.fail(f"{at}.{path}", f"{profile!r} is not a scheduling profile (profiles: "
                           f"{', '.join(names) or 'none'}){did_you_mean(profile, names)}")
         for i, name in enumerate(names):
-            if name not in runs and not missing:  # a misnamed ref is the one problem to report
+            # A misnamed ref is the one problem to report.
+            if name not in runs and name not in self.fallback_only and not missing:
                 hint = "" if handler.decider_refs() else (
                     "; without a prefill decider only the decode profile runs")
                 self.fail(f"schedulingProfiles[{i}].name", f"profile {name!r} never runs: "

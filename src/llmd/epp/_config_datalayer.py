@@ -6,7 +6,8 @@
   declared source and extractor are used, or default ones are created; `dataLayer: {sources:
   []}` turns scraping off (endpoints then have no metrics and count as saturated).
 - `dataLayer.crossReplica` and peer discovery: `_config_replica`.
-- `parser.pluginRef` names a parser; without it `openai-parser` (llm-d's fallback).
+- `requestHandler.parsers` (`_config_v1`; v1alpha1 `parser.pluginRef`) names the parser;
+  without it `openai-parser`.
 - `flowControl` (queueing) is not implemented: a non-empty section or the `flowControl` feature
   gate is an error rather than a silently unqueued EPP; an empty section without the gate
   configures nothing and loads.
@@ -19,7 +20,8 @@ from typing import TypeVar
 
 from llmd.config import did_you_mean
 from llmd.epp._config_models import EndpointPickerConfigFile
-from llmd.epp._config_plugins import UNIMPLEMENTED, ConfigPlugins, Fail
+from llmd.epp._config_plugins import ConfigPlugins, Fail
+from llmd.epp._config_unsupported import unsupported_message
 from llmd.epp.plugins import DataSource, MetricsExtractor, Parser
 from llmd.epp.plugins.datalayer.core_metrics import CoreMetricsExtractor
 from llmd.epp.plugins.datalayer.metrics_source import MetricsDataSource
@@ -52,16 +54,17 @@ def check_flow_control(spec: EndpointPickerConfigFile, fail: Fail) -> None:
         fail("flowControl", _FLOW_CONTROL)
 
 
-def parser(spec: EndpointPickerConfigFile, plugins: ConfigPlugins) -> Parser | None:
-    """The configured parser, or a default `openai-parser` (None: reported as a problem)."""
-    if spec.parser is None:
+def parser(plugins: ConfigPlugins, ref: tuple[str, str] | None) -> Parser | None:
+    """The parser `ref` (path, pluginRef) names, or a default `openai-parser` (None: reported
+    as a problem)."""
+    if ref is None:
         existing = plugins.get(OpenAIParser.type)
         found = existing.as_(PARSER) if existing is not None else None
         if found is not None:
             return found
         created = plugins.add(OpenAIParser.type)
         return created.as_(PARSER) if created is not None else None
-    return _ref(spec.parser.plugin_ref, "parser.pluginRef", PARSER, plugins)
+    return _ref(ref[1], ref[0], PARSER, plugins)
 
 
 def data_layer(spec: EndpointPickerConfigFile, plugins: ConfigPlugins) -> MetricsBinding | None:
@@ -72,6 +75,8 @@ def data_layer(spec: EndpointPickerConfigFile, plugins: ConfigPlugins) -> Metric
     fail = plugins.fail
     for i, src in enumerate(spec.data_layer.sources):
         at = f"dataLayer.sources[{i}]"
+        if src.plugin_ref in plugins.broken:
+            continue  # already reported; its extractors would only repeat it
         source = _ref(src.plugin_ref, f"{at}.pluginRef", DATA_SOURCE, plugins)
         extractors = [_ref(e.plugin_ref, f"{at}.extractors[{j}].pluginRef", METRICS_EXTRACTOR,
                            plugins)
@@ -126,9 +131,8 @@ def _ref(ref: str, path: str, kind: Kind[P], plugins: ConfigPlugins) -> P | None
     if found is not None:
         return found
     allowed = f"{what}s: {plugins.names_of(kind)}; {what} types: {plugins.types_of(kind)}"
-    if c is None and ref in UNIMPLEMENTED:
-        plugins.fail(path, f"{ref!r} is an llm-d {UNIMPLEMENTED[ref]} that llmd does not "
-                     f"implement ({allowed})")
+    if c is None and (unsupported := unsupported_message(ref)) is not None:
+        plugins.fail(path, f"{unsupported} ({allowed})")
     elif c is None:
         plugins.fail(path, f"{ref!r} is not defined ({allowed})"
                      f"{did_you_mean(ref, plugins.names())}")

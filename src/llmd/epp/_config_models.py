@@ -8,8 +8,8 @@ from pydantic import Field
 
 from llmd.config import LlmdModel
 
-API_VERSION = "llm-d.ai/v1alpha1"
-DEPRECATED_API_VERSIONS = ("inference.networking.x-k8s.io/v1alpha1",)
+API_VERSION = "llm-d.ai/v1"
+DEPRECATED_API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
 
 
 class PluginSpec(LlmdModel):
@@ -30,8 +30,12 @@ class ProfilePluginRef(LlmdModel):
 
 
 class ProfileSpec(LlmdModel):
+    """`schedulingProfiles[]`; `fallbackProfile` (v1alpha1) names the profile that runs when
+    this one leaves no candidate."""
+
     name: str = Field(min_length=1)
     plugins: list[ProfilePluginRef] = Field(default_factory=list)
+    fallback_profile: str | None = Field(default=None, min_length=1)
 
 
 class PluginRefSpec(LlmdModel):
@@ -55,9 +59,12 @@ class CrossReplicaSpec(LlmdModel):
 
 
 class DiscoverySpec(LlmdModel):
-    """`dataLayer.discovery` (llm-d v1): llmd reads only `peers`; endpoints come from
-    `llmd epp --endpoint`, `--endpoints-file` or `--kubernetes`."""
+    """`dataLayer.discovery`: `endpoints.pluginRef` (llm-d v1; v1alpha1 wrote
+    `discovery.pluginRef`) names the pool's endpoint discovery (`file-discovery`), added to
+    `llmd epp --endpoint`/`--endpoints-file`; `peers` the EPP replicas' discovery."""
 
+    endpoints: PluginRefSpec | None = None
+    plugin_ref: str | None = None
     peers: PluginRefSpec | None = None
 
 
@@ -74,6 +81,12 @@ class DataLayerSpec(LlmdModel):
     cross_replica_publish_timeout: str | float | None = None
     peer_discovery: PluginRefSpec | None = None
     discovery: DiscoverySpec | None = None
+
+
+class RequestHandlerSpec(LlmdModel):
+    """`requestHandler` (llm-d v1): the request parsers; v1alpha1 wrote `parser.pluginRef`."""
+
+    parsers: list[PluginRefSpec] | None = None
 
 
 class ObjectiveSpec(LlmdModel):
@@ -98,5 +111,6 @@ class EndpointPickerConfigFile(LlmdModel):
     saturation_detector: PluginRefSpec | None = None
     data_layer: DataLayerSpec | None = None
     parser: PluginRefSpec | None = None
+    request_handler: RequestHandlerSpec | None = None
     flow_control: dict[str, Any] | None = None  # llmd does not implement it: see config.py
     objectives: list[ObjectiveSpec] = Field(default_factory=list)

@@ -16,11 +16,12 @@ from pydantic import BaseModel, ValidationError
 
 from llmd.config import config_error, did_you_mean
 from llmd.epp._config_models import PluginSpec
+from llmd.epp._config_unsupported import unsupported_message
 from llmd.epp.cycle import DataKey, DataKeys
 from llmd.epp.plugins import Plugin, PluginRegistry
 from llmd.epp.plugins.registry import KINDS, Kind
 
-__all__ = ["UNIMPLEMENTED", "ConfigPlugins", "Configured", "Fail"]
+__all__ = ["ConfigPlugins", "Configured", "Fail"]
 
 # The loader's logger: every config warning comes from `llmd.epp.config`.
 log = logging.getLogger("llmd.epp.config")
@@ -30,13 +31,6 @@ P = TypeVar("P")
 Fail = Callable[[str, str], None]
 """Report one problem: (path, message)."""
 
-UNIMPLEMENTED = {
-    "vllmgrpc-parser": "parser (vLLM's gRPC API)",
-    "vertexai-parser": "parser (Vertex AI's gRPC API)",
-    "redis-state-store": "cross-replica syncer (through a Redis server; llmd's replicas talk "
-                         "to each other with zmq-mesh-syncer)",
-}
-"""llm-d plugin types llmd knows of but does not implement: named in the error, not 'unknown'."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +104,10 @@ class ConfigPlugins:
         """Build `plugins[i]`, or report why it cannot be built."""
         registry = self.registry
         if ps.type not in registry:
-            if ps.type in UNIMPLEMENTED:
+            unsupported = unsupported_message(ps.type)
+            if unsupported is not None:
                 self.broken[ps.ref] = ps.type
-                same = sorted(t for t in registry if t.endswith(ps.type.rsplit("-", 1)[-1]))
-                self.fail(f"plugins[{i}].type", f"{ps.type!r} is an llm-d "
-                          f"{UNIMPLEMENTED[ps.type]} that llmd does not implement (llmd has: "
-                          f"{', '.join(same)})")
+                self.fail(f"plugins[{i}].type", unsupported)
                 return
             types = sorted(registry)
             hint = did_you_mean(ps.type, types) or f" (allowed: {', '.join(types)})"

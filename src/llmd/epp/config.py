@@ -15,8 +15,11 @@ each line naming the file, the path, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -24,22 +27,26 @@ from pydantic import BaseModel, ValidationError
 from llmd.config import config_error
 from llmd.epp._config_build import EndpointPickerConfig, build
 from llmd.epp._config_models import (
+    API_VERSION,
     DEPRECATED_API_VERSIONS,
     EndpointPickerConfigFile,
     ObjectivesFile,
 )
+from llmd.epp._config_v1 import deprecation_notes
+from llmd.epp._values import config_from_values
 from llmd.epp.plugins import PLUGINS, PluginRegistry
 from llmd.epp.plugins.registry import KINDS
 from llmd.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG", "EndpointPickerConfig", "load_config", "load_objectives", "plugin_catalog",
+    "v1_default_config",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = """\
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: queue-scorer
@@ -58,14 +65,42 @@ schedulingProfiles:
 """llm-d's default (`pkg/epp/config/loader/defaults.go`), used when no file is given."""
 
 
+def v1_default_config(peak_prefill_throughput: float | Mapping[str, Any] | None = None) -> str:
+    """llm-d v1.0's recommended scheduling ("sticky until saturated", its optimized-baseline
+    guide): `approx-prefix-cache-producer` + `inflight-load-producer` +
+    `prefix-cache-affinity-filter` + `token-load-scorer`, and the `max-score-picker` the
+    loader adds. `peak_prefill_throughput` (a number, or per engine / endpoint as
+    `llmd calibrate` prints it) goes on the filter, the scorer and the producer alike; None
+    keeps the plugin default (15,928 tok/s) and unweighted token load."""
+    plugins: list[dict[str, Any]] = [
+        {"type": "approx-prefix-cache-producer"},
+        {"type": "inflight-load-producer"},
+        {"type": "prefix-cache-affinity-filter"},
+        {"type": "token-load-scorer"},
+    ]
+    if peak_prefill_throughput is not None:
+        for p in plugins[1:]:  # a copy each: no YAML anchors in what users read
+            p["parameters"] = {"peakPrefillThroughput": copy.deepcopy(
+                dict(peak_prefill_throughput) if isinstance(peak_prefill_throughput, Mapping)
+                else peak_prefill_throughput)}
+    doc = {"apiVersion": API_VERSION, "kind": "EndpointPickerConfig", "plugins": plugins,
+           "schedulingProfiles": [{"name": "default", "plugins": [
+               {"pluginRef": "prefix-cache-affinity-filter"}, {"pluginRef": "token-load-scorer"}]}]}
+    return str(yaml.safe_dump(doc, sort_keys=False))
+
+
 def load_config(
     path: Path | None = None,
     *,
     text: str | None = None,
     registry: PluginRegistry = PLUGINS,
+    values: Path | None = None,
 ) -> EndpointPickerConfig:
-    """Load `path` (or `text`, or llm-d's default when both are None); ConfigError on problems."""
-    if path is not None:
+    """Load `path` (or `text`, or the config inside the Helm values file `values`, or llm-d's
+    default when none is given); ConfigError on problems."""
+    if values is not None:
+        text, source = config_from_values(values, DEFAULT_CONFIG)
+    elif path is not None:
         source = str(path)
         try:
             text = path.read_text()
@@ -84,8 +119,9 @@ def load_config(
     except ValidationError as exc:
         raise config_error(exc, source) from exc
     if spec.api_version in DEPRECATED_API_VERSIONS:
-        log.warning("%s: apiVersion %s is deprecated, use llm-d.ai/v1alpha1",
-                    source, spec.api_version)
+        changes = [f"apiVersion: {API_VERSION}", *deprecation_notes(spec)]
+        log.warning("%s: apiVersion %s is deprecated; for %s change: %s", source,
+                    spec.api_version, API_VERSION, "; ".join(changes))
     return build(spec, source, registry)
 
 

@@ -59,9 +59,14 @@ class StaticDiscovery:
 
 
 class _EndpointEntry(LlmdModel):
+    """One endpoint; `name`/`namespace` as llm-d's `file-discovery` files give them (the port
+    may be a string there)."""
+
     address: str = Field(min_length=1)
     port: int = Field(gt=0, lt=65536)
     labels: dict[str, str] = Field(default_factory=dict)
+    name: str | None = Field(default=None, min_length=1)
+    namespace: str = Field(default="default", min_length=1)
 
 
 class _EndpointsFile(LlmdModel):
@@ -87,7 +92,8 @@ def parse_endpoint_flag(value: str) -> EndpointSpec:
 
 
 def load_endpoints_file(path: Path) -> list[EndpointSpec]:
-    """Read `endpoints: [{address, port, labels}]` from a YAML file."""
+    """Read `endpoints: [{address, port, labels, name, namespace}]` from a YAML (or JSON)
+    file."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -99,7 +105,9 @@ def load_endpoints_file(path: Path) -> list[EndpointSpec]:
     out = []
     for i, entry in enumerate(parsed.endpoints):
         _check_labels(entry.labels, f"{path}: endpoints[{i}].labels")
-        out.append(EndpointSpec(entry.address, entry.port, MappingProxyType(dict(entry.labels))))
+        name = f"{entry.namespace}/{entry.name}" if entry.name else None
+        out.append(EndpointSpec(entry.address, entry.port, MappingProxyType(dict(entry.labels)),
+                                name))
     return out
 
 

@@ -47,6 +47,8 @@ class SchedulerProfile:
     filters: tuple[Filter, ...]
     scorers: tuple[WeightedScorer, ...]
     picker: Picker
+    fallback: SchedulerProfile | None = None
+    """`fallbackProfile`: runs instead when this profile leaves no candidate."""
 
     def run(self, request: InferenceRequest, pool: PoolSnapshot,
             timer: PluginTimer = _ignore, alternates: int = 0) -> ProfileResult | None:
@@ -121,7 +123,10 @@ class Scheduler:
             if not todo:
                 break
             for name, profile in todo.items():
-                results[name] = profile.run(request, pool, timer, self.alternates)
+                result = profile.run(request, pool, timer, self.alternates)
+                if result is None and profile.fallback is not None:
+                    result = profile.fallback.run(request, pool, timer, self.alternates)
+                results[name] = result
         return self.handler.process_results(request, results)
 
     def response_headers(

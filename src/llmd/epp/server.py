@@ -58,6 +58,8 @@ class EppSettings(LlmdModel):
     metrics_port: int = Field(default=9090, ge=0, lt=65536)
     config_file: Path | None = None
     config_text: str | None = None
+    values_file: Path | None = Field(default=None, description="an llm-d router chart's Helm "
+                                     "values file: its EndpointPickerConfig is loaded")
     objectives_file: Path | None = None
     endpoints: tuple[EndpointSpec, ...] = ()
     endpoints_file: Path | None = None
@@ -116,9 +118,14 @@ class Listening:
 def build_config(settings: EppSettings, registry: PluginRegistry = PLUGINS
                  ) -> EndpointPickerConfig:
     """Load the EndpointPickerConfig the settings name (llm-d's default if none)."""
-    if settings.config_file is not None and settings.config_text is not None:
-        raise ConfigError("give --config-file or --config-text, not both")
-    return load_config(settings.config_file, text=settings.config_text, registry=registry)
+    given = [flag for flag, value in (("--config-file", settings.config_file),
+                                      ("--config-text", settings.config_text),
+                                      ("--values", settings.values_file)) if value is not None]
+    if len(given) > 1:
+        raise ConfigError(f"give one of --config-file, --config-text or --values, not "
+                          f"{' and '.join(given)}")
+    return load_config(settings.config_file, text=settings.config_text, registry=registry,
+                       values=settings.values_file)
 
 
 async def serve(
@@ -134,6 +141,12 @@ async def serve(
     `KubeApi` for `k8s-peer-discovery` (default: the pod's own)."""
     config = build_config(settings, registry)
     objectives = load_objectives(settings.objectives_file) if settings.objectives_file else {}
+    if discovery is None and config.discovery is not None:
+        if settings.endpoints or settings.endpoints_file is not None:
+            raise ConfigError(f"{config.source}: dataLayer.discovery.endpoints names "
+                              f"{config.discovery.name!r}; give no --endpoint or "
+                              "--endpoints-file with it")
+        discovery = config.discovery
     if discovery is None:
         specs = list(settings.endpoints)
         if settings.endpoints_file is not None:

@@ -38,7 +38,7 @@ SIDECAR_HEALTH = "/health"
 PD_EPP_CONFIG = """\
 # examples/epp-pd.yaml plus llmd's decode-engine-filter in the prefill profile, so a pool that
 # holds both engines pairs each decode endpoint with a prefill endpoint of its own engine.
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: disagg-profile-handler

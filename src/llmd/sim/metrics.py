@@ -76,6 +76,8 @@ class SimMetrics:
         self.itl = histogram(names.itl).labels(model)
         self.e2e = histogram(names.e2e).labels(model)
         self.queue_time = histogram(names.queue_time).labels(model)
+        self.prefill_time = (histogram(names.prefill_time).labels(model)
+                             if names.prefill_time else None)
         self._computed = Counter("llmd_sim_prompt_tokens_computed",
                                  "prompt tokens this server prefilled itself", label,
                                  registry=registry).labels(model)

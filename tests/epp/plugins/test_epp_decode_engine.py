@@ -9,7 +9,7 @@ from llmd.epp import PREFILLER_HEADER, load_config
 from llmd.epp.plugins import AlwaysDisaggPdDecider, DecodeEngineFilter, NoParams
 
 CONFIG = """\
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: disagg-profile-handler

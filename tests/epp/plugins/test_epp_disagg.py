@@ -29,7 +29,7 @@ def _config(decider: str = "prefix-based-pd-decider", params: str = "{nonCachedT
             handler: str = "type: disagg-profile-handler\n  parameters: "
                            "{deciders: {prefill: pd}}") -> EndpointPickerConfig:
     return load_config(text=f"""\
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - {handler}
@@ -208,7 +208,7 @@ def test_renamed_prefill_profile_is_indexed_too() -> None:
 
 
 _CONFIG_RENAMED = """\
-apiVersion: llm-d.ai/v1alpha1
+apiVersion: llm-d.ai/v1
 kind: EndpointPickerConfig
 plugins:
 - type: disagg-profile-handler

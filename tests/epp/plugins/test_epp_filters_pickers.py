@@ -36,10 +36,14 @@ def _ports(endpoints: object) -> set[int]:
     return {e.spec.port for e in endpoints}  # type: ignore[attr-defined]
 
 
+REQUIRED_PARAMS = {"file-discovery": {"path": "endpoints.yaml"}}
+"""The one parameter without a default (as in llm-d)."""
+
+
 @pytest.mark.parametrize("plugin_type", sorted(PLUGINS))
 def test_every_plugin_builds_with_default_parameters(plugin_type: str) -> None:
     cls = PLUGINS[plugin_type]
-    plugin = cls(plugin_type, cls.Params())
+    plugin = cls(plugin_type, cls.Params(**REQUIRED_PARAMS.get(plugin_type, {})))
     assert plugin.name == plugin_type and cls.type == plugin_type
 
 
@@ -155,5 +159,5 @@ def test_parse_duration(text: str | float, seconds: float) -> None:
 def test_durations_are_positive_and_name_the_forms(plugin: str, param: str, value: object,
                                                    problem: str) -> None:
     with pytest.raises(ConfigError, match=rf"(?s){param}.*{problem}"):
-        load_config(text=f"apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+        load_config(text=f"apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\n"
                     f"plugins:\n- type: {plugin}\n  parameters: {{{param}: {value}}}\n")

@@ -9,7 +9,7 @@ from typing import ClassVar
 import pytest
 
 from llmd.epp.cycle import DataKey, DataKeys
-from llmd.epp.plugins import PLUGINS, PREFIX_MATCH, NoParams, PluginRegistry
+from llmd.epp.plugins import INFLIGHT_LOAD, PLUGINS, PREFIX_MATCH, NoParams, PluginRegistry
 from llmd.epp.plugins.registry import (
     DATA_PRODUCER,
     DECIDER,
@@ -32,7 +32,8 @@ EXTRA_ROLES = (PRE_REQUEST, RESPONSE_HEADERS, PROFILE_REFS, PRODUCER_REFS, DATA_
 @pytest.mark.parametrize("plugin_type", sorted(PLUGINS))
 def test_every_type_builds_with_defaults_and_is_each_kind_it_declares(plugin_type: str) -> None:
     cls = PLUGINS[plugin_type]
-    plugin = cls(plugin_type, PLUGINS.params_of(plugin_type)())
+    required = {"file-discovery": {"path": "endpoints.yaml"}}.get(plugin_type, {})
+    plugin = cls(plugin_type, PLUGINS.params_of(plugin_type)(**required))
     kinds = PLUGINS.kinds_of(plugin_type)
     assert kinds and plugin.name == plugin_type and cls.type == plugin_type
     for kind in kinds:
@@ -49,8 +50,11 @@ def test_every_kind_has_a_plugin_and_every_key_a_producer() -> None:
     assert {k for t in PLUGINS for k in PLUGINS.kinds_of(t)} == set(KINDS)
     consumed = {k for t in PLUGINS for k in PLUGINS[t].consumes}
     assert all(PLUGINS.producers_of(k) for k in consumed)
-    assert PLUGINS.defaults == {PREFIX_MATCH: "approx-prefix-cache-producer"}
-    assert PLUGINS.deprecated == {"pd-profile-handler": "disagg-profile-handler"}
+    assert PLUGINS.defaults == {PREFIX_MATCH: "approx-prefix-cache-producer",
+                                INFLIGHT_LOAD: "inflight-load-producer"}
+    assert PLUGINS.deprecated == {"pd-profile-handler": "disagg-profile-handler",
+                                  "disagg-headers-handler": "disagg-profile-handler",
+                                  "prefill-header-handler": "disagg-profile-handler"}
 
 
 class _Scorer:

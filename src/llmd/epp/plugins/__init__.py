@@ -12,6 +12,7 @@ from llmd.epp.plugins.base import (
     DataProducer,
     DataSource,
     Decider,
+    EndpointDiscovery,
     Filter,
     MetricsExtractor,
     NoParams,
@@ -34,22 +35,34 @@ from llmd.epp.plugins.datalayer.core_metrics import CoreMetricsExtractor
 from llmd.epp.plugins.datalayer.metrics_source import MetricsDataSource
 from llmd.epp.plugins.decider.always_disagg import AlwaysDisaggPdDecider
 from llmd.epp.plugins.decider.prefix_based import PrefixBasedPdDecider
+from llmd.epp.plugins.discovery.file import FileDiscovery
 from llmd.epp.plugins.filter.decode import DecodeFilter
 from llmd.epp.plugins.filter.decode_engine import DecodeEngineFilter
 from llmd.epp.plugins.filter.label_selector import LabelSelectorFilter
 from llmd.epp.plugins.filter.prefill import PrefillFilter
-from llmd.epp.plugins.keys import DECODE_PICK, PREFIX_MATCH, BlockGrid, PrefixMatch
+from llmd.epp.plugins.filter.prefix_cache_affinity import PrefixCacheAffinityFilter
+from llmd.epp.plugins.keys import (
+    DECODE_PICK,
+    INFLIGHT_LOAD,
+    PREFIX_MATCH,
+    BlockGrid,
+    EndpointLoad,
+    InflightLoad,
+    PrefixMatch,
+)
 from llmd.epp.plugins.parser.openai import OpenAIParser
 from llmd.epp.plugins.parser.passthrough import PassthroughParser
 from llmd.epp.plugins.picker.max_score import MaxScorePicker
 from llmd.epp.plugins.picker.random_pick import RandomPicker
 from llmd.epp.plugins.picker.weighted_random import WeightedRandomPicker
 from llmd.epp.plugins.producer.approx_prefix import ApproxPrefixCacheProducer
+from llmd.epp.plugins.producer.inflight_load import InflightLoadProducer
 from llmd.epp.plugins.producer.precise_prefix import (
     PrecisePrefixCacheProducer,
     PrecisePrefixCacheScorer,
 )
 from llmd.epp.plugins.profile.disagg import DisaggProfileHandler
+from llmd.epp.plugins.profile.disagg_headers import DisaggHeadersHandler, PrefillHeaderHandler
 from llmd.epp.plugins.profile.pd import PdProfileHandler
 from llmd.epp.plugins.profile.single import SingleProfileHandler
 from llmd.epp.plugins.registry import (
@@ -58,6 +71,7 @@ from llmd.epp.plugins.registry import (
     DATA_PRODUCER,
     DATA_SOURCE,
     DECIDER,
+    ENDPOINT_DISCOVERY,
     FILTER,
     METRICS_EXTRACTOR,
     PARSER,
@@ -77,6 +91,7 @@ from llmd.epp.plugins.registry import (
 from llmd.epp.plugins.replica.peers import K8sPeerDiscovery, StaticPeerDiscovery
 from llmd.epp.plugins.replica.syncer import LocalSyncer, ZmqMeshSyncer
 from llmd.epp.plugins.saturation.utilization import UtilizationDetector
+from llmd.epp.plugins.scorer.active_request import ActiveRequestScorer
 from llmd.epp.plugins.scorer.kv_cache_utilization import KvCacheUtilizationScorer
 from llmd.epp.plugins.scorer.load_aware import LoadAwareScorer
 from llmd.epp.plugins.scorer.lora_affinity import LoraAffinityScorer
@@ -85,21 +100,24 @@ from llmd.epp.plugins.scorer.prefix_cache import PrefixCacheScorer
 from llmd.epp.plugins.scorer.queue import QueueScorer
 from llmd.epp.plugins.scorer.running_requests_size import RunningRequestsSizeScorer
 from llmd.epp.plugins.scorer.session_affinity import SessionAffinityScorer
+from llmd.epp.plugins.scorer.token_load import TokenLoadScorer
 
 PLUGINS = PluginRegistry(
     PROFILE_HANDLER.table(SingleProfileHandler, DisaggProfileHandler, PdProfileHandler),
     PROFILE_REFS.table(DisaggProfileHandler, PdProfileHandler),
     DECIDER.table(PrefixBasedPdDecider, AlwaysDisaggPdDecider),
     FILTER.table(DecodeFilter, DecodeEngineFilter, PrefillFilter, LabelSelectorFilter,
-                 UtilizationDetector),
+                 PrefixCacheAffinityFilter, UtilizationDetector),
     SCORER.table(QueueScorer, KvCacheUtilizationScorer, RunningRequestsSizeScorer,
                  LoadAwareScorer, PrefixCacheScorer, SessionAffinityScorer, LoraAffinityScorer,
-                 NoHitLruScorer, PrecisePrefixCacheScorer),
+                 NoHitLruScorer, PrecisePrefixCacheScorer, TokenLoadScorer,
+                 ActiveRequestScorer),
     PICKER.table(MaxScorePicker, RandomPicker, WeightedRandomPicker),
     DATA_PRODUCER.table(ApproxPrefixCacheProducer, PrecisePrefixCacheProducer,
-                        PrecisePrefixCacheScorer),
+                        PrecisePrefixCacheScorer, InflightLoadProducer),
     PRE_REQUEST.table(ApproxPrefixCacheProducer, NoHitLruScorer, PrecisePrefixCacheProducer,
-                      PrecisePrefixCacheScorer),
+                      PrecisePrefixCacheScorer, InflightLoadProducer, DisaggHeadersHandler,
+                      PrefillHeaderHandler),
     BACKGROUND.table(PrecisePrefixCacheProducer, PrecisePrefixCacheScorer),
     RESPONSE_HEADERS.table(SessionAffinityScorer),
     SATURATION_DETECTOR.table(UtilizationDetector),
@@ -108,14 +126,19 @@ PLUGINS = PluginRegistry(
     PARSER.table(OpenAIParser, PassthroughParser),
     CROSS_REPLICA_SYNCER.table(ZmqMeshSyncer, LocalSyncer),
     PEER_DISCOVERY.table(K8sPeerDiscovery, StaticPeerDiscovery),
+    ENDPOINT_DISCOVERY.table(FileDiscovery),
     PRODUCER_REFS.table(NoHitLruScorer, PrefixCacheScorer, PrefixBasedPdDecider,
-                        PdProfileHandler),
-    defaults={PREFIX_MATCH: ApproxPrefixCacheProducer.type},
-    deprecated={PdProfileHandler.type: DisaggProfileHandler.type},
+                        PdProfileHandler, InflightLoadProducer, PrefixCacheAffinityFilter),
+    defaults={PREFIX_MATCH: ApproxPrefixCacheProducer.type,
+              INFLIGHT_LOAD: InflightLoadProducer.type},
+    deprecated={PdProfileHandler.type: DisaggProfileHandler.type,
+                DisaggHeadersHandler.type: DisaggProfileHandler.type,
+                PrefillHeaderHandler.type: DisaggProfileHandler.type},
 )
 """Every plugin type llmd implements, by kind (mypy checks each class against its kinds)."""
 
 __all__ = [
+    "ActiveRequestScorer",
     "AlwaysDisaggPdDecider",
     "ApproxPrefixCacheProducer",
     "Background",
@@ -127,8 +150,15 @@ __all__ = [
     "Decider",
     "DecodeEngineFilter",
     "DecodeFilter",
+    "DisaggHeadersHandler",
     "DisaggProfileHandler",
+    "EndpointDiscovery",
+    "EndpointLoad",
+    "FileDiscovery",
     "Filter",
+    "INFLIGHT_LOAD",
+    "InflightLoad",
+    "InflightLoadProducer",
     "Kind",
     "KvCacheUtilizationScorer",
     "LabelSelectorFilter",
@@ -154,7 +184,9 @@ __all__ = [
     "PrecisePrefixCacheProducer",
     "PrecisePrefixCacheScorer",
     "PrefillFilter",
+    "PrefillHeaderHandler",
     "PrefixBasedPdDecider",
+    "PrefixCacheAffinityFilter",
     "PrefixCacheScorer",
     "PrefixMatch",
     "ProducerRef",
@@ -171,6 +203,7 @@ __all__ = [
     "Scorer",
     "SessionAffinityScorer",
     "SingleProfileHandler",
+    "TokenLoadScorer",
     "UtilizationDetector",
     "WeightedRandomPicker",
 ]

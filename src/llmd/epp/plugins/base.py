@@ -37,6 +37,7 @@ __all__ = [
     "DataProducer",
     "DataSource",
     "Decider",
+    "EndpointDiscovery",
     "EndpointView",
     "Filter",
     "MetricsExtractor",
@@ -311,6 +312,21 @@ class MetricsExtractor(Plugin, Protocol):
 
     def engine_of(self, spec: EndpointSpec) -> str:
         """The endpoint's engine name (the adapter's key), from its labels."""
+        ...
+
+
+@runtime_checkable
+class EndpointDiscovery(Plugin, Protocol):
+    """`dataLayer.discovery.endpoints.pluginRef`: where the pool's endpoints come from when
+    not from Kubernetes (llm-d's `file-discovery`)."""
+
+    def load(self) -> Sequence[EndpointSpec]:
+        """The endpoints now (ConfigError when they cannot be read): `llmd epp --check` and
+        the first update."""
+        ...
+
+    def updates(self, stop: asyncio.Event) -> AsyncIterator[Sequence[EndpointSpec]]:
+        """The endpoint set whenever it changes, until `stop`."""
         ...
 
 

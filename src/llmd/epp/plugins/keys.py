@@ -10,6 +10,9 @@ module under a private key.
   `no-hit-lru-scorer` and `prefix-based-pd-decider`.
 - `DECODE_PICK` (`decode-pick`, an `Endpoint`): produced by `disagg-profile-handler` and
   `pd-profile-handler`; consumed by `decode-engine-filter`.
+- `INFLIGHT_LOAD` (`inflight-load`, an `InflightLoad`): produced by `inflight-load-producer`
+  (the default producer); consumed by `token-load-scorer`, `active-request-scorer` and
+  `prefix-cache-affinity-filter`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import NamedTuple
 from llmd.epp.cycle import DataKey
 from llmd.epp.datastore import Endpoint, EndpointId
 
-__all__ = ["DECODE_PICK", "PREFIX_MATCH", "BlockGrid", "PrefixMatch"]
+__all__ = ["DECODE_PICK", "INFLIGHT_LOAD", "PREFIX_MATCH", "BlockGrid", "EndpointLoad",
+           "InflightLoad", "PrefixMatch"]
 
 
 class BlockGrid(NamedTuple):
@@ -86,3 +90,34 @@ PREFIX_MATCH: DataKey[PrefixMatch] = DataKey("prefix-match", PrefixMatch)
 DECODE_PICK: DataKey[Endpoint] = DataKey("decode-pick", Endpoint)
 """The decode profile's first target, put by a decode-first P/D handler before it runs the
 prefill profile (so a filter there can pair prefill with decode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLoad:
+    """What one endpoint is working on for this EPP: requests in flight and the uncached prompt
+    tokens sent to it that it has not prefilled yet (llm-d's `InFlightLoad`)."""
+
+    requests: int = 0
+    tokens: float = 0.0
+
+
+_IDLE = EndpointLoad()
+
+
+@dataclass(frozen=True, slots=True)
+class InflightLoad:
+    """Per candidate endpoint: its in-flight load, and how many of this request's prompt tokens
+    it would have to prefill (those it has not cached: llm-d's `UncachedRequestTokens`)."""
+
+    loads: Mapping[EndpointId, EndpointLoad]
+    request_tokens: Mapping[EndpointId, int] = field(default_factory=dict)
+
+    def of(self, ep_id: EndpointId) -> EndpointLoad:
+        return self.loads.get(ep_id, _IDLE)
+
+    def uncached(self, ep_id: EndpointId) -> int:
+        return self.request_tokens.get(ep_id, 0)
+
+
+INFLIGHT_LOAD: DataKey[InflightLoad] = DataKey("inflight-load", InflightLoad)
+"""Per candidate, its in-flight requests and prefill tokens; filled before filtering."""

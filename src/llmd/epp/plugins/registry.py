@@ -28,6 +28,7 @@ from llmd.epp.plugins.base import (
     DataProducer,
     DataSource,
     Decider,
+    EndpointDiscovery,
     Filter,
     MetricsExtractor,
     Parser,
@@ -44,7 +45,8 @@ from llmd.epp.plugins.base import (
 )
 
 __all__ = [
-    "BACKGROUND", "CROSS_REPLICA_SYNCER", "DATA_PRODUCER", "DATA_SOURCE", "DECIDER", "FILTER",
+    "BACKGROUND", "CROSS_REPLICA_SYNCER", "DATA_PRODUCER", "DATA_SOURCE", "DECIDER",
+    "ENDPOINT_DISCOVERY", "FILTER",
     "KINDS", "METRICS_EXTRACTOR", "PARSER", "PEER_DISCOVERY", "PICKER", "PRE_REQUEST",
     "PRODUCER_REFS", "PROFILE_HANDLER",
     "PROFILE_REFS", "RESPONSE_HEADERS", "SATURATION_DETECTOR", "SCORER", "Kind", "KindTable",
@@ -95,6 +97,7 @@ METRICS_EXTRACTOR: Kind[MetricsExtractor] = Kind("extractor", MetricsExtractor)
 CROSS_REPLICA_SYNCER: Kind[CrossReplicaSyncer] = Kind("cross-replica syncer",
                                                       CrossReplicaSyncer)
 PEER_DISCOVERY: Kind[PeerDiscovery] = Kind("peer-discovery plugin", PeerDiscovery)
+ENDPOINT_DISCOVERY: Kind[EndpointDiscovery] = Kind("endpoint discovery", EndpointDiscovery)
 # Roles a plugin plays besides its main one.
 PRE_REQUEST: Kind[PreRequest] = Kind("pre-request hook", PreRequest)
 RESPONSE_HEADERS: Kind[ResponseHeaderHook] = Kind("response header hook", ResponseHeaderHook)
@@ -104,7 +107,8 @@ BACKGROUND: Kind[Background] = Kind("background task", Background)
 
 KINDS: tuple[Kind[Any], ...] = (
     PROFILE_HANDLER, DECIDER, SCORER, PICKER, SATURATION_DETECTOR, FILTER, DATA_PRODUCER, PARSER,
-    DATA_SOURCE, METRICS_EXTRACTOR, CROSS_REPLICA_SYNCER, PEER_DISCOVERY, PRE_REQUEST,
+    DATA_SOURCE, METRICS_EXTRACTOR, CROSS_REPLICA_SYNCER, PEER_DISCOVERY, ENDPOINT_DISCOVERY,
+    PRE_REQUEST,
     RESPONSE_HEADERS, PROFILE_REFS, PRODUCER_REFS, BACKGROUND,
 )
 """Every kind, main ones first in naming order."""

@@ -1,15 +1,16 @@
 """`approx-prefix-cache-producer`: llm-d's approximate prefix index, over characters.
 
 The prompt (completions text, or the compact JSON of chat `messages`) is cut into blocks of
-`blockSizeTokens × 4` bytes, at most `maxPrefixBlocksToMatch` of them, trailing partial block
-included. Block hashes are chained xxhash64: the seed is xxh64(model + cache_salt), each block
-hashes its bytes followed by the previous hash as 8 little-endian bytes. Each endpoint has an
-LRU of block hashes (capacity `lruCapacityPerServer`); a request matches an endpoint greedily,
-up to the first block it lacks. The LRU is updated after the decision, for the endpoints that
-were actually chosen (the primary profile's endpoint and, with P/D, the prefill profile's:
-llm-d indexes the profile named `prefill`; llmd indexes every non-primary profile's endpoint,
-which is the same thing for the profiles llmd's handlers run, and still right when the prefill
-profile is renamed), never while scoring.
+`blockSizeTokens × 4` bytes, at most `maxPrefixBlocksToMatch` of them (or
+`maxPrefixTokensToMatch / blockSizeTokens`, llm-d v1's cap in tokens, when set), trailing
+partial block included. Block hashes are chained xxhash64: the seed is xxh64(model +
+cache_salt), each block hashes its bytes followed by the previous hash as 8 little-endian
+bytes. Each endpoint has an LRU of block hashes (capacity `lruCapacityPerServer`); a request
+matches an endpoint greedily, up to the first block it lacks. The LRU is updated after the
+decision, for the endpoints that were actually chosen (the primary profile's endpoint and, with
+P/D, the prefill profile's: llm-d indexes the profile named `prefill`; llmd indexes every non-
+primary profile's endpoint, which is the same thing for the profiles llmd's handlers run, and
+still right when the prefill profile is renamed), never while scoring.
 
 With `dataLayer.crossReplica`, the blocks recorded after each decision are also handed to the
 replica sync (`publish`), which sends them to the peer replicas; theirs arrive through
@@ -80,6 +81,9 @@ class ApproxPrefixCacheProducer:
     class Params(LlmdModel):
         block_size_tokens: int = Field(default=16, gt=0, description="tokens per block (× 4 chars)")
         max_prefix_blocks_to_match: int = Field(default=256, gt=0)
+        max_prefix_tokens_to_match: int = Field(
+            default=0, ge=0, description="llm-d v1: the cap in tokens (blocks = tokens / "
+            "blockSizeTokens); wins over maxPrefixBlocksToMatch when > 0")
         lru_capacity_per_server: int = Field(default=31250, gt=0, description="blocks per endpoint")
         auto_tune: bool = Field(default=False, description="use each endpoint's reported "
                                 "KV block size and block count")
@@ -90,6 +94,9 @@ class ApproxPrefixCacheProducer:
     def __init__(self, name: str, params: Params) -> None:
         self.name, self.params = name, params
         self._block_chars = params.block_size_tokens * 4
+        tokens = params.max_prefix_tokens_to_match
+        self._max_blocks = (max(tokens // params.block_size_tokens, 1) if tokens
+                            else params.max_prefix_blocks_to_match)
         self._index: dict[EndpointId, OrderedDict[int, None]] = {}
         self._generation = -1
         self.publish: Callable[[EndpointId, tuple[int, ...]], None] | None = None
@@ -101,8 +108,8 @@ class ApproxPrefixCacheProducer:
         def chain(block_chars: int) -> tuple[int, ...]:
             if block_chars not in by_size:
                 by_size[block_chars] = block_hashes(
-                    request.prompt, request.model, block_chars,
-                    self.params.max_prefix_blocks_to_match, request.cache_salt)
+                    request.prompt, request.model, block_chars, self._max_blocks,
+                    request.cache_salt)
             return by_size[block_chars]
 
         hashes = chain(self._block_chars)

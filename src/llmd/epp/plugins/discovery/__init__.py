@@ -1,0 +1,1 @@
+"""Endpoint discovery plugins (`dataLayer.discovery.endpoints`)."""
