@@ -13,9 +13,11 @@ from llmd.config import did_you_mean
 from llmd.epp import _config_datalayer as datalayer
 from llmd.epp._config_data import wire_data
 from llmd.epp._config_datalayer import MetricsBinding
+from llmd.epp._config_flow import detector_ref, flow_control
 from llmd.epp._config_models import EndpointPickerConfigFile, ProfilePluginRef, ProfileSpec
 from llmd.epp._config_plugins import ConfigPlugins, Configured
 from llmd.epp._config_replica import ReplicaSyncConfig, cross_replica
+from llmd.epp.flow_queue import FlowControlConfig
 from llmd.epp.plugins import (
     Background,
     Decider,
@@ -65,6 +67,8 @@ class EndpointPickerConfig:
     """Plugins the EPP runs beside scheduling (`Background.run`)."""
     replica_sync: ReplicaSyncConfig | None = None
     """`dataLayer.crossReplica` and peer discovery (None: one replica, nothing shared)."""
+    flow_control: FlowControlConfig | None = None
+    """`flowControl` with the `flowControl` feature gate (None: off)."""
 
     def describe(self) -> str:
         """One line per profile, for the startup log."""
@@ -101,7 +105,7 @@ class _Builder:
         if refs is not None:
             self._check_refs(refs)
         detector = self._detector()
-        datalayer.check_flow_control(self.spec, self.fail)
+        flow = flow_control(self.spec, self.plugins)
         parser = datalayer.parser(self.spec, self.plugins)
         metrics = datalayer.data_layer(self.spec, self.plugins)
         replica_sync = cross_replica(self.spec, self.plugins)
@@ -121,7 +125,7 @@ class _Builder:
         scheduler = Scheduler(main, profiles, producers, hooks, response_hooks)
         background = tuple(p for _, p in self.plugins.of_kind(BACKGROUND))
         return EndpointPickerConfig(self.source, self.plugins.instances(), scheduler, detector,
-                                    objectives, parser, metrics, background, replica_sync)
+                                    objectives, parser, metrics, background, replica_sync, flow)
 
     def _profile_handler(self) -> Configured | None:
         handlers = [c for c, _ in self.plugins.of_kind(PROFILE_HANDLER)]
@@ -239,13 +243,16 @@ class _Builder:
         return c.as_(PICKER) if c is not None else None
 
     def _detector(self) -> SaturationDetector | None:
-        ref = self.spec.saturation_detector
-        if ref is not None:
+        named = detector_ref(self.spec, self.fail)
+        if named is not None:
+            at, ref = named
             c = self.plugins.get(ref.plugin_ref)
+            if c is None and SATURATION_DETECTOR in self.registry.kinds_of(ref.plugin_ref):
+                c = self.plugins.add(ref.plugin_ref)  # a type: built with its defaults
             found = c.as_(SATURATION_DETECTOR) if c is not None else None
             if found is None:
                 what = "is not defined" if c is None else "is not a saturation detector"
-                self.fail("saturationDetector.pluginRef", f"{ref.plugin_ref!r} {what} "
+                self.fail(f"{at}.pluginRef", f"{ref.plugin_ref!r} {what} "
                           f"(saturation detectors: {self.plugins.names_of(SATURATION_DETECTOR)})")
             return found
         found_all = self.plugins.of_kind(SATURATION_DETECTOR)

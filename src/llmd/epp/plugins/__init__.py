@@ -38,6 +38,11 @@ from llmd.epp.plugins.filter.decode import DecodeFilter
 from llmd.epp.plugins.filter.decode_engine import DecodeEngineFilter
 from llmd.epp.plugins.filter.label_selector import LabelSelectorFilter
 from llmd.epp.plugins.filter.prefill import PrefillFilter
+from llmd.epp.plugins.flowcontrol.edf import EdfOrderingPolicy
+from llmd.epp.plugins.flowcontrol.fcfs import FcfsOrderingPolicy
+from llmd.epp.plugins.flowcontrol.global_strict import GlobalStrictFairnessPolicy
+from llmd.epp.plugins.flowcontrol.round_robin import RoundRobinFairnessPolicy
+from llmd.epp.plugins.flowcontrol.static_usage_limit import StaticUsageLimitPolicy
 from llmd.epp.plugins.keys import DECODE_PICK, PREFIX_MATCH, BlockGrid, PrefixMatch
 from llmd.epp.plugins.parser.openai import OpenAIParser
 from llmd.epp.plugins.parser.passthrough import PassthroughParser
@@ -58,8 +63,10 @@ from llmd.epp.plugins.registry import (
     DATA_PRODUCER,
     DATA_SOURCE,
     DECIDER,
+    FAIRNESS_POLICY,
     FILTER,
     METRICS_EXTRACTOR,
+    ORDERING_POLICY,
     PARSER,
     PEER_DISCOVERY,
     PICKER,
@@ -70,12 +77,14 @@ from llmd.epp.plugins.registry import (
     RESPONSE_HEADERS,
     SATURATION_DETECTOR,
     SCORER,
+    USAGE_LIMIT_POLICY,
     Kind,
     PluginClass,
     PluginRegistry,
 )
 from llmd.epp.plugins.replica.peers import K8sPeerDiscovery, StaticPeerDiscovery
 from llmd.epp.plugins.replica.syncer import LocalSyncer, ZmqMeshSyncer
+from llmd.epp.plugins.saturation.concurrency import ConcurrencyDetector
 from llmd.epp.plugins.saturation.utilization import UtilizationDetector
 from llmd.epp.plugins.scorer.kv_cache_utilization import KvCacheUtilizationScorer
 from llmd.epp.plugins.scorer.load_aware import LoadAwareScorer
@@ -91,7 +100,7 @@ PLUGINS = PluginRegistry(
     PROFILE_REFS.table(DisaggProfileHandler, PdProfileHandler),
     DECIDER.table(PrefixBasedPdDecider, AlwaysDisaggPdDecider),
     FILTER.table(DecodeFilter, DecodeEngineFilter, PrefillFilter, LabelSelectorFilter,
-                 UtilizationDetector),
+                 UtilizationDetector, ConcurrencyDetector),
     SCORER.table(QueueScorer, KvCacheUtilizationScorer, RunningRequestsSizeScorer,
                  LoadAwareScorer, PrefixCacheScorer, SessionAffinityScorer, LoraAffinityScorer,
                  NoHitLruScorer, PrecisePrefixCacheScorer),
@@ -102,7 +111,10 @@ PLUGINS = PluginRegistry(
                       PrecisePrefixCacheScorer),
     BACKGROUND.table(PrecisePrefixCacheProducer, PrecisePrefixCacheScorer),
     RESPONSE_HEADERS.table(SessionAffinityScorer),
-    SATURATION_DETECTOR.table(UtilizationDetector),
+    SATURATION_DETECTOR.table(UtilizationDetector, ConcurrencyDetector),
+    FAIRNESS_POLICY.table(GlobalStrictFairnessPolicy, RoundRobinFairnessPolicy),
+    ORDERING_POLICY.table(FcfsOrderingPolicy, EdfOrderingPolicy),
+    USAGE_LIMIT_POLICY.table(StaticUsageLimitPolicy),
     DATA_SOURCE.table(MetricsDataSource),
     METRICS_EXTRACTOR.table(CoreMetricsExtractor),
     PARSER.table(OpenAIParser, PassthroughParser),
@@ -120,6 +132,7 @@ __all__ = [
     "ApproxPrefixCacheProducer",
     "Background",
     "BlockGrid",
+    "ConcurrencyDetector",
     "CoreMetricsExtractor",
     "DECODE_PICK",
     "DataProducer",
@@ -128,7 +141,10 @@ __all__ = [
     "DecodeEngineFilter",
     "DecodeFilter",
     "DisaggProfileHandler",
+    "EdfOrderingPolicy",
+    "FcfsOrderingPolicy",
     "Filter",
+    "GlobalStrictFairnessPolicy",
     "Kind",
     "KvCacheUtilizationScorer",
     "LabelSelectorFilter",
@@ -165,12 +181,14 @@ __all__ = [
     "QueueScorer",
     "RandomPicker",
     "ResponseHeaderHook",
+    "RoundRobinFairnessPolicy",
     "RunningRequestsSizeScorer",
     "SaturationDetector",
     "SchedulingResult",
     "Scorer",
     "SessionAffinityScorer",
     "SingleProfileHandler",
+    "StaticUsageLimitPolicy",
     "UtilizationDetector",
     "WeightedRandomPicker",
 ]

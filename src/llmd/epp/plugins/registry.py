@@ -42,12 +42,13 @@ from llmd.epp.plugins.base import (
     SaturationDetector,
     Scorer,
 )
+from llmd.epp.plugins.flowcontrol._policy import FairnessPolicy, OrderingPolicy, UsageLimitPolicy
 
 __all__ = [
-    "BACKGROUND", "CROSS_REPLICA_SYNCER", "DATA_PRODUCER", "DATA_SOURCE", "DECIDER", "FILTER",
-    "KINDS", "METRICS_EXTRACTOR", "PARSER", "PEER_DISCOVERY", "PICKER", "PRE_REQUEST",
-    "PRODUCER_REFS", "PROFILE_HANDLER",
-    "PROFILE_REFS", "RESPONSE_HEADERS", "SATURATION_DETECTOR", "SCORER", "Kind", "KindTable",
+    "BACKGROUND", "CROSS_REPLICA_SYNCER", "DATA_PRODUCER", "DATA_SOURCE", "DECIDER",
+    "FAIRNESS_POLICY", "FILTER", "KINDS", "METRICS_EXTRACTOR", "ORDERING_POLICY", "PARSER",
+    "PEER_DISCOVERY", "PICKER", "PRE_REQUEST", "PRODUCER_REFS", "PROFILE_HANDLER", "PROFILE_REFS",
+    "RESPONSE_HEADERS", "SATURATION_DETECTOR", "SCORER", "USAGE_LIMIT_POLICY", "Kind", "KindTable",
     "PluginClass", "PluginRegistry",
 ]
 
@@ -95,6 +96,9 @@ METRICS_EXTRACTOR: Kind[MetricsExtractor] = Kind("extractor", MetricsExtractor)
 CROSS_REPLICA_SYNCER: Kind[CrossReplicaSyncer] = Kind("cross-replica syncer",
                                                       CrossReplicaSyncer)
 PEER_DISCOVERY: Kind[PeerDiscovery] = Kind("peer-discovery plugin", PeerDiscovery)
+FAIRNESS_POLICY: Kind[FairnessPolicy] = Kind("fairness policy", FairnessPolicy)
+ORDERING_POLICY: Kind[OrderingPolicy] = Kind("ordering policy", OrderingPolicy)
+USAGE_LIMIT_POLICY: Kind[UsageLimitPolicy] = Kind("usage-limit policy", UsageLimitPolicy)
 # Roles a plugin plays besides its main one.
 PRE_REQUEST: Kind[PreRequest] = Kind("pre-request hook", PreRequest)
 RESPONSE_HEADERS: Kind[ResponseHeaderHook] = Kind("response header hook", ResponseHeaderHook)
@@ -104,8 +108,9 @@ BACKGROUND: Kind[Background] = Kind("background task", Background)
 
 KINDS: tuple[Kind[Any], ...] = (
     PROFILE_HANDLER, DECIDER, SCORER, PICKER, SATURATION_DETECTOR, FILTER, DATA_PRODUCER, PARSER,
-    DATA_SOURCE, METRICS_EXTRACTOR, CROSS_REPLICA_SYNCER, PEER_DISCOVERY, PRE_REQUEST,
-    RESPONSE_HEADERS, PROFILE_REFS, PRODUCER_REFS, BACKGROUND,
+    DATA_SOURCE, METRICS_EXTRACTOR, CROSS_REPLICA_SYNCER, PEER_DISCOVERY, FAIRNESS_POLICY,
+    ORDERING_POLICY, USAGE_LIMIT_POLICY, PRE_REQUEST, RESPONSE_HEADERS, PROFILE_REFS,
+    PRODUCER_REFS, BACKGROUND,
 )
 """Every kind, main ones first in naming order."""
 
