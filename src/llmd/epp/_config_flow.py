@@ -208,7 +208,10 @@ def _policy(plugins: ConfigPlugins, ref: str | None, default_type: str, path: st
             return None
     found = c.as_(kind) if c is not None else None
     if found is None:
-        what = "is not defined" if c is None else f"is a {c.kind_name}, not a {kind.name}"
-        plugins.fail(path, f"{name!r} {what} ({kind.name}s: {plugins.names_of(kind)}; "
+        article = "an" if kind.name[0] in "aeiou" else "a"
+        what = ("is not defined" if c is None
+                else f"is a {c.kind_name}, not {article} {kind.name}")
+        plural = kind.name[:-1] + "ies"  # every policy kind ends in "policy"
+        plugins.fail(path, f"{name!r} {what} ({plural}: {plugins.names_of(kind)}; "
                      f"{kind.name} types: {plugins.types_of(kind)})")
     return found
