@@ -4,8 +4,8 @@ TTL expiry and full bands answer 429 with Retry-After and llm-d's dropped reason
 answers 503; a stream cancelled while queued leaves the queue.
 
 Saturation comes from `concurrency-detector` (`maxConcurrency: 1`, one endpoint) over the
-scraped counts the test writes into the datastore and the in-flight ledger the EPP keeps, as
-`serve()` wires them."""
+scraped counts the test writes into the datastore, plus the requests flow control released
+since the last scrape, as `serve()` wires them."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from llmd.engines import EndpointMetrics
 from llmd.epp import Datastore, Director, load_config, parse_endpoint_flag
 from llmd.epp.extproc import ExtProcServicer
 from llmd.epp.flow_control import FlowController
-from llmd.epp.inflight import InflightLedger
 from llmd.epp.metrics import EppMetrics, FlowControlMetrics
 
 CONFIG = """\
@@ -54,15 +53,13 @@ class _Epp:
     def __init__(self, ttl: str = "10s", endpoints: tuple[str, ...] = (ENDPOINT,)) -> None:
         self.store = Datastore()
         self.store.set_endpoints([parse_endpoint_flag(e) for e in endpoints])
-        self.ledger = InflightLedger()
-        self.store.attach_inflight(self.ledger.totals, self.ledger.scraped)
         config = load_config(text=CONFIG.format(ttl=ttl))
         assert config.flow_control is not None
         self.registry = CollectorRegistry()
         self.flow = FlowController(config.flow_control, self.store, config.detector,
                                    FlowControlMetrics(self.registry), tick_s=0.01)
         self.store.on_change(self.flow.poke)
-        director = Director(self.store, config, EppMetrics(self.registry), inflight=self.ledger)
+        director = Director(self.store, config, EppMetrics(self.registry))
         self.servicer = ExtProcServicer(director, 1 << 20, flow=self.flow)
 
     def scrape(self, running: int) -> None:
@@ -249,7 +246,6 @@ async def test_round_robin_shares_capacity_between_fairness_ids() -> None:
             epp.scrape(running=0)  # one finished: room for exactly one more
             await _until(lambda n=n: len(routed) == n)  # type: ignore[misc]
             epp.scrape(running=1)  # ... which now runs
-            epp.ledger.scraped(ENDPOINT, float("inf"))
         assert abs(routed[:20].count("quiet") - 10) <= 1, routed
         for task in tasks:
             task.cancel()

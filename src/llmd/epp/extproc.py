@@ -201,10 +201,11 @@ class _Stream:
             self._counted = False
             self.servicer.pending -= 1
 
-    def settle(self) -> None:
-        """Tell flow control this request's decision is recorded, or that it ended (once)."""
+    def settle(self, endpoint: str | None = None) -> None:
+        """Tell flow control this request's decision is recorded (`endpoint`: where it went),
+        or that it ended (once)."""
         if self._ticket is not None:
-            self._ticket.settle()
+            self._ticket.settle(endpoint)
             self._ticket = None
 
     @property
@@ -286,7 +287,7 @@ class _Stream:
         decision, self._pending = self._pending, None
         if decision is not None:
             self.servicer.director.after_decision(decision)
-            self.settle()
+            self.settle(decision.endpoint)
 
     def _request_body(self, part: pb.HttpBody) -> Iterator[pb.ProcessingResponse]:
         self.body += part.body

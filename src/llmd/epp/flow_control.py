@@ -14,8 +14,11 @@ and evicts those whose TTL ran out (429, `rejected-ttl-expired`; 503 when the po
 endpoint at that moment, llm-d's `EvictedNoEndpoints`). It re-checks when `poke`d (each good
 scrape: new metrics; a response that ended, where the EPP sees responses), at the next TTL
 deadline, and every `tick_s` anyway. Each dispatch waits until the request's decision is
-recorded (`Ticket.settle`: the in-flight ledger then counts it against its endpoint) before
-the next saturation check, so one scrape interval cannot release the whole queue at once.
+recorded (`Ticket.settle`, naming its endpoint) before the next saturation check, and the
+detector sees each request released from the queue as one more waiting at its endpoint until
+that endpoint's next scrape (`PoolSnapshot.inflight`), so one scrape interval cannot release
+the whole queue at once. Requests that pass at once are not counted that way: an idle pool at
+a high request rate would otherwise look saturated between two scrapes.
 A request whose client went away while queued (its ext_proc stream cancelled) leaves the queue.
 At shutdown the queue is answered with 503 (`rejected-shutting-down`).
 
@@ -35,10 +38,11 @@ import itertools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from llmd.epp.datastore import Datastore, PoolSnapshot
+from llmd.epp.datastore import Datastore, EndpointId, PoolSnapshot
 from llmd.epp.flow_queue import FlowControlConfig, FlowQueues
 from llmd.epp.metrics import FlowControlMetrics
 from llmd.epp.plugins.base import SaturationDetector
@@ -63,21 +67,24 @@ class _Waiter:
     item: QueueItem
     done: asyncio.Future[RequestError | None]
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+    endpoint: EndpointId | None = None
 
 
 class Ticket:
-    """A request flow control let through; `settle()` once its decision is recorded (or it
-    failed), which lets the dispatcher check saturation again. Idempotent."""
+    """A request flow control let through; `settle(endpoint)` once its decision is recorded
+    (`endpoint`: where it went; None: it failed or ended), which lets the dispatcher check
+    saturation again. Idempotent."""
 
-    __slots__ = ("_settled",)
+    __slots__ = ("_waiter",)
 
-    def __init__(self, settled: asyncio.Event | None = None) -> None:
-        self._settled = settled
+    def __init__(self, waiter: _Waiter | None = None) -> None:
+        self._waiter = waiter
 
-    def settle(self) -> None:
-        if self._settled is not None:
-            self._settled.set()
-            self._settled = None
+    def settle(self, endpoint: EndpointId | None = None) -> None:
+        if self._waiter is not None:
+            self._waiter.endpoint = endpoint
+            self._waiter.settled.set()
+            self._waiter = None
 
 
 _PASSED = Ticket()
@@ -97,6 +104,8 @@ class FlowController:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._dispatching: _Waiter | None = None
+        self._released: dict[EndpointId, deque[float]] = {}
+        """Release times of queued requests sent to each endpoint, until its next scrape."""
 
     def poke(self) -> None:
         """Something changed that may free capacity: check again now."""
@@ -107,7 +116,7 @@ class FlowController:
         RequestShedError (429). Cancellation (the client left) takes it out of the queue."""
         started = self.clock()
         priority = request.priority
-        pool = self.store.snapshot()
+        pool = self._snapshot()
         if not pool.candidates:
             self._observe(priority, "RejectedNoEndpoints", 0.0)
             raise NoEndpointError("no endpoint in the inference pool can serve the request")
@@ -139,7 +148,7 @@ class FlowController:
             self._waiters.pop(item, None)
         if error is not None:
             raise error
-        return Ticket(waiter.settled)
+        return Ticket(waiter)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch and evict until `stop`; then answer what is still queued with 503."""
@@ -165,7 +174,7 @@ class FlowController:
     def _next(self) -> _Waiter | None:
         if not self.queues.requests:
             return None
-        pool = self.store.snapshot()
+        pool = self._snapshot()
         if not pool.candidates:
             return None  # wait for endpoints (or the TTL)
         saturation = self.detector.saturation(pool)
@@ -191,12 +200,37 @@ class FlowController:
                     await waiter.settled.wait()
         finally:
             self._dispatching = None
+        if waiter.endpoint is not None:
+            self._released.setdefault(waiter.endpoint, deque()).append(self.clock())
+
+    def _snapshot(self) -> PoolSnapshot:
+        """The pool, counting the requests released from the queue since each endpoint's
+        last scrape as in flight there (on top of what the datastore counts)."""
+        pool = self.store.snapshot()
+        if not self._released:
+            return pool
+        extra: dict[EndpointId, int] = {}
+        for ep_id, times in list(self._released.items()):
+            ep = self.store.get(ep_id)
+            scraped = ep.metrics_at if ep is not None and ep.metrics_at is not None else None
+            while times and (ep is None or (scraped is not None and times[0] <= scraped)):
+                times.popleft()
+            if times:
+                extra[ep_id] = len(times)
+            else:
+                del self._released[ep_id]
+        if not extra:
+            return pool
+        merged = dict(pool.inflight)
+        for ep_id, n in extra.items():
+            merged[ep_id] = merged.get(ep_id, 0) + n
+        return replace(pool, inflight=merged)
 
     def _expire(self, now: float) -> None:
         expired = self.queues.expired(now)
         if not expired:
             return
-        empty = not self.store.snapshot().candidates
+        empty = not self._snapshot().candidates
         for item in expired:
             self._gauges(item.priority)
             if empty:

@@ -154,9 +154,6 @@ async def serve(
         attach_inflight(store, ledger, sync_config.syncer)
     flow = None
     if config.flow_control is not None:
-        if ledger is None:  # dispatch decisions must see what was sent since the last scrape
-            ledger = InflightLedger(max_age_s=settings.stale_after_s)
-            store.attach_inflight(ledger.totals, ledger.scraped)
         flow = FlowController(config.flow_control, store, config.detector,
                               FlowControlMetrics(registry_), max_wait_s=settings.max_wait_s,
                               tick_s=settings.refresh_metrics_interval_s)
