@@ -14,10 +14,10 @@ from llmd.epp.plugins import (
     FcfsOrderingPolicy,
     GlobalStrictFairnessPolicy,
     NoParams,
+    QueueItem,
     RoundRobinFairnessPolicy,
     StaticUsageLimitPolicy,
 )
-from llmd.epp.plugins.flowcontrol._policy import QueueItem
 
 RR = RoundRobinFairnessPolicy("rr", NoParams())
 STRICT = GlobalStrictFairnessPolicy("strict", NoParams())

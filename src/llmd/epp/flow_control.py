@@ -42,6 +42,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from prometheus_client import Histogram
+
 from llmd.epp.datastore import Datastore, EndpointId, PoolSnapshot
 from llmd.epp.flow_queue import FlowControlConfig, FlowQueues
 from llmd.epp.metrics import FlowControlMetrics
@@ -104,6 +106,7 @@ class FlowController:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._dispatching: _Waiter | None = None
+        self._children: dict[tuple[int, str], Histogram] = {}
         self._released: dict[EndpointId, deque[float]] = {}
         """Release times of queued requests sent to each endpoint, until its next scrape."""
 
@@ -265,8 +268,13 @@ class FlowController:
                 self.metrics.queue_bytes.labels(label).set(size)
 
     def _observe(self, priority: int, outcome: str, seconds: float) -> None:
-        if self.metrics is not None:
-            self.metrics.queue_duration.labels(str(priority), outcome).observe(seconds)
+        if self.metrics is None:
+            return
+        child = self._children.get((priority, outcome))
+        if child is None:  # priorities come from the config: the set stays bounded
+            child = self._children[(priority, outcome)] = \
+                self.metrics.queue_duration.labels(str(priority), outcome)
+        child.observe(seconds)
 
 
 def _flow_id(request: InferenceRequest) -> str:

@@ -14,10 +14,10 @@ from llmd.epp.plugins import (
     FcfsOrderingPolicy,
     GlobalStrictFairnessPolicy,
     NoParams,
+    QueueItem,
     RoundRobinFairnessPolicy,
     StaticUsageLimitPolicy,
 )
-from llmd.epp.plugins.flowcontrol._policy import QueueItem
 
 
 def _item(seq: int, at: float, ttl_s: float = math.inf, flow: str = "a") -> QueueItem:

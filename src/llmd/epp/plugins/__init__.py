@@ -38,6 +38,13 @@ from llmd.epp.plugins.filter.decode import DecodeFilter
 from llmd.epp.plugins.filter.decode_engine import DecodeEngineFilter
 from llmd.epp.plugins.filter.label_selector import LabelSelectorFilter
 from llmd.epp.plugins.filter.prefill import PrefillFilter
+from llmd.epp.plugins.flowcontrol._policy import (
+    FairnessPolicy,
+    FlowQueueView,
+    OrderingPolicy,
+    QueueItem,
+    UsageLimitPolicy,
+)
 from llmd.epp.plugins.flowcontrol.edf import EdfOrderingPolicy
 from llmd.epp.plugins.flowcontrol.fcfs import FcfsOrderingPolicy
 from llmd.epp.plugins.flowcontrol.global_strict import GlobalStrictFairnessPolicy
@@ -142,8 +149,10 @@ __all__ = [
     "DecodeFilter",
     "DisaggProfileHandler",
     "EdfOrderingPolicy",
+    "FairnessPolicy",
     "FcfsOrderingPolicy",
     "Filter",
+    "FlowQueueView",
     "GlobalStrictFairnessPolicy",
     "Kind",
     "KvCacheUtilizationScorer",
@@ -156,6 +165,7 @@ __all__ = [
     "NoHitLruScorer",
     "NoParams",
     "OpenAIParser",
+    "OrderingPolicy",
     "PLUGINS",
     "PREFIX_MATCH",
     "Parser",
@@ -178,6 +188,7 @@ __all__ = [
     "ProfileHandler",
     "ProfileRefs",
     "ProfileResult",
+    "QueueItem",
     "QueueScorer",
     "RandomPicker",
     "ResponseHeaderHook",
@@ -189,6 +200,7 @@ __all__ = [
     "SessionAffinityScorer",
     "SingleProfileHandler",
     "StaticUsageLimitPolicy",
+    "UsageLimitPolicy",
     "UtilizationDetector",
     "WeightedRandomPicker",
 ]
