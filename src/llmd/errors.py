@@ -16,6 +16,7 @@ Each `RequestError` carries the HTTP status and the OpenAI error `type`, so ever
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -42,9 +43,12 @@ class RequestError(LlmdError):
     status: ClassVar[int] = 500
     error_type: ClassVar[str] = "InternalServerError"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.message = message
         self.param = param
+        self.headers: Mapping[str, str] = dict(headers or {})
+        """More response headers (lower-case names), such as llm-d's dropped reason."""
         super().__init__(message)
 
     def body(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""llm-d's `dataLayer`, `parser` and `flowControl` sections and their plugin types."""
+"""llm-d's `dataLayer` and `parser` sections and their plugin types (`flowControl`:
+test_epp_flow_config.py)."""
 
 from __future__ import annotations
 
@@ -189,16 +190,8 @@ SOURCE_EXTRACTOR = ("plugins:\n- type: queue-scorer\n- type: metrics-data-source
         "parser.pluginRef: 'passthru' is not defined (parsers: passthrough-parser; parser "
         "types: openai-parser, passthrough-parser)",
         id="parser-undefined"),
-    pytest.param(
-        "flowControl:\n  maxRequests: 100\n",
-        "flowControl: llmd does not implement llm-d's flow control",
-        id="flow-control-section"),
-    pytest.param(
-        "featureGates: [flowControl]\nflowControl: {}\n",
-        "featureGates[0]: 'flowControl': llmd does not implement llm-d's flow control",
-        id="flow-control-gate"),
 ])
-def test_data_layer_parser_and_flow_control_errors_name_the_path(
+def test_data_layer_and_parser_errors_name_the_path(
     tmp_path: Path, body: str, message: str
 ) -> None:
     with pytest.raises(ConfigError) as err:

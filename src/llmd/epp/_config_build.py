@@ -13,6 +13,7 @@ from llmd.config import did_you_mean
 from llmd.epp import _config_datalayer as datalayer
 from llmd.epp._config_data import wire_data
 from llmd.epp._config_datalayer import MetricsBinding
+from llmd.epp._config_flow import detector_ref, flow_control
 from llmd.epp._config_models import EndpointPickerConfigFile, ProfilePluginRef, ProfileSpec
 from llmd.epp._config_plugins import ConfigPlugins, Configured
 from llmd.epp._config_replica import ReplicaSyncConfig, cross_replica
@@ -22,6 +23,7 @@ from llmd.epp._config_v1 import (
     parser_ref,
     share_prefill_rates,
 )
+from llmd.epp.flow_queue import FlowControlConfig
 from llmd.epp.plugins import (
     Background,
     Decider,
@@ -74,6 +76,8 @@ class EndpointPickerConfig:
     """`dataLayer.crossReplica` and peer discovery (None: one replica, nothing shared)."""
     discovery: EndpointDiscovery | None = None
     """`dataLayer.discovery.endpoints` (None: the endpoints come from `llmd epp`'s flags)."""
+    flow_control: FlowControlConfig | None = None
+    """`flowControl` with the `flowControl` feature gate (None: off)."""
 
     def describe(self) -> str:
         """One line per profile, for the startup log."""
@@ -114,7 +118,7 @@ class _Builder:
             self._check_refs(refs)
         detector = self._detector()
         check_feature_gates(self.spec, self.fail)
-        datalayer.check_flow_control(self.spec, self.fail)
+        flow = flow_control(self.spec, self.plugins)
         parser = datalayer.parser(self.plugins, parser_ref(self.spec, self.fail))
         metrics = datalayer.data_layer(self.spec, self.plugins)
         replica_sync = cross_replica(self.spec, self.plugins)
@@ -136,7 +140,7 @@ class _Builder:
         background = tuple(p for _, p in self.plugins.of_kind(BACKGROUND))
         return EndpointPickerConfig(self.source, self.plugins.instances(), scheduler, detector,
                                     objectives, parser, metrics, background, replica_sync,
-                                    discovery)
+                                    discovery, flow)
 
     def _profile_handler(self) -> Configured | None:
         handlers = [c for c, _ in self.plugins.of_kind(PROFILE_HANDLER)]
@@ -279,13 +283,16 @@ class _Builder:
         return c.as_(PICKER) if c is not None else None
 
     def _detector(self) -> SaturationDetector | None:
-        ref = self.spec.saturation_detector
-        if ref is not None:
+        named = detector_ref(self.spec, self.fail)
+        if named is not None:
+            at, ref = named
             c = self.plugins.get(ref.plugin_ref)
+            if c is None and SATURATION_DETECTOR in self.registry.kinds_of(ref.plugin_ref):
+                c = self.plugins.add(ref.plugin_ref)  # a type: built with its defaults
             found = c.as_(SATURATION_DETECTOR) if c is not None else None
             if found is None:
                 what = "is not defined" if c is None else "is not a saturation detector"
-                self.fail("saturationDetector.pluginRef", f"{ref.plugin_ref!r} {what} "
+                self.fail(f"{at}.pluginRef", f"{ref.plugin_ref!r} {what} "
                           f"(saturation detectors: {self.plugins.names_of(SATURATION_DETECTOR)})")
             return found
         found_all = self.plugins.of_kind(SATURATION_DETECTOR)

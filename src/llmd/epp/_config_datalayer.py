@@ -1,4 +1,4 @@
-"""The loader's `dataLayer`, `parser` and `flowControl` sections (llm-d's top-level fields).
+"""The loader's `dataLayer` and `parser` sections (llm-d's top-level fields).
 
 - `dataLayer.sources[].pluginRef` names a data source (`metrics-data-source`) and each
   `extractors[].pluginRef` an extractor (`core-metrics-extractor`). llmd scrapes one metrics
@@ -8,9 +8,6 @@
 - `dataLayer.crossReplica` and peer discovery: `_config_replica`.
 - `requestHandler.parsers` (`_config_v1`; v1alpha1 `parser.pluginRef`) names the parser;
   without it `openai-parser`.
-- `flowControl` (queueing) is not implemented: a non-empty section or the `flowControl` feature
-  gate is an error rather than a silently unqueued EPP; an empty section without the gate
-  configures nothing and loads.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ from typing import TypeVar
 
 from llmd.config import did_you_mean
 from llmd.epp._config_models import EndpointPickerConfigFile
-from llmd.epp._config_plugins import ConfigPlugins, Fail
+from llmd.epp._config_plugins import ConfigPlugins
 from llmd.epp._config_unsupported import unsupported_message
 from llmd.epp.plugins import DataSource, MetricsExtractor, Parser
 from llmd.epp.plugins.datalayer.core_metrics import CoreMetricsExtractor
@@ -28,14 +25,9 @@ from llmd.epp.plugins.datalayer.metrics_source import MetricsDataSource
 from llmd.epp.plugins.parser.openai import OpenAIParser
 from llmd.epp.plugins.registry import DATA_SOURCE, METRICS_EXTRACTOR, PARSER, Kind
 
-__all__ = ["MetricsBinding", "check_flow_control", "data_layer", "parser"]
+__all__ = ["MetricsBinding", "data_layer", "parser"]
 
 P = TypeVar("P")
-
-_FLOW_CONTROL = (
-    "llmd does not implement llm-d's flow control (request queueing behind the flowControl "
-    "feature gate); remove it: without it llmd sheds sheddable requests (priority < 0) with "
-    "429 while the saturation detector reports the pool saturated")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +36,6 @@ class MetricsBinding:
 
     source: DataSource
     extractor: MetricsExtractor
-
-
-def check_flow_control(spec: EndpointPickerConfigFile, fail: Fail) -> None:
-    for i, gate in enumerate(spec.feature_gates):
-        if gate == "flowControl":
-            fail(f"featureGates[{i}]", f"'flowControl': {_FLOW_CONTROL}")
-    if spec.flow_control:
-        fail("flowControl", _FLOW_CONTROL)
 
 
 def parser(plugins: ConfigPlugins, ref: tuple[str, str] | None) -> Parser | None:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from llmd.config import LlmdModel
+from llmd.epp._config_flow import FlowControlSpec
 
 API_VERSION = "llm-d.ai/v1"
 DEPRECATED_API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
@@ -112,5 +113,5 @@ class EndpointPickerConfigFile(LlmdModel):
     data_layer: DataLayerSpec | None = None
     parser: PluginRefSpec | None = None
     request_handler: RequestHandlerSpec | None = None
-    flow_control: dict[str, Any] | None = None  # llmd does not implement it: see config.py
+    flow_control: FlowControlSpec | None = None
     objectives: list[ObjectiveSpec] = Field(default_factory=list)

@@ -21,8 +21,9 @@ from llmd.errors import RequestError
 
 BODY_CHUNK_BYTES = 62_000  # what GIE re-sends per message (pkg/common/envoy/chunking.go)
 RETRY_AFTER_S = 1
-"""`Retry-After` of every 429 the EPP answers (shed: the pool is saturated or the EPP itself is
-over its bound of undecided streams); both clear within about a second."""
+"""`Retry-After` of every 429 the EPP answers (shed: the pool is saturated, flow control's
+queue is full or a request's wait in it ran out, or the EPP itself is over its bound of
+undecided streams); a saturated pool or a full queue clear within about a second."""
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _REMOVABLE = (PREFILLER_HEADER,)
 
@@ -104,9 +105,9 @@ def streamed_body(phase: str, body: bytes, end_of_stream: bool
 
 
 def immediate(exc: RequestError) -> pb.ProcessingResponse:
-    """An error answered by Envoy itself: status + OpenAI-style JSON body; a 429 (shed) also
-    carries `Retry-After`."""
-    headers = {"content-type": "application/json"}
+    """An error answered by Envoy itself: status + OpenAI-style JSON body and the error's own
+    headers; a 429 (shed) also carries `Retry-After`."""
+    headers = {"content-type": "application/json", **exc.headers}
     if exc.status == 429:
         headers["retry-after"] = str(RETRY_AFTER_S)
     return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(

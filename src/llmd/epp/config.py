@@ -1,16 +1,17 @@
 """EndpointPickerConfig: load the YAML, build the plugins, wire the scheduler.
 
 Same file format as llm-d (`apiVersion: llm-d.ai/v1alpha1`, `kind: EndpointPickerConfig`,
-`plugins`, `schedulingProfiles`, `saturationDetector`, `dataLayer`, `parser`), plus llmd's
+`plugins`, `schedulingProfiles`, `saturationDetector`, `dataLayer`, `parser`, `flowControl`),
+plus llmd's
 `objectives`. Like llm-d, the loader fills in `single-profile-handler`, `max-score-picker`, the
 default producer of each data key a plugin consumes and no declared plugin produces, the
 `utilization-detector`, `metrics-data-source` → `core-metrics-extractor` and `openai-parser`
 when the file leaves them out. Plugins' roles come from the registry's per-kind tables
 (`llmd.epp.plugins.registry`). The work is split: `_config_plugins` (plugins[] → instances and
 their kinds), `_config_data` (data keys: producers, defaults, `prefixPluginName`-style
-references), `_config_build` (handler, profiles, detector, scheduler) and `_config_datalayer`
-(`dataLayer`, `parser`, the unimplemented `flowControl`). Every problem is reported at once,
-each line naming the file, the path, the bad value and what is allowed.
+references), `_config_build` (handler, profiles, detector, scheduler), `_config_datalayer`
+(`dataLayer`, `parser`) and `_config_flow` (`flowControl` and its feature gate). Every problem
+is reported at once, each line naming the file, the path, the bad value and what is allowed.
 """
 
 from __future__ import annotations

@@ -125,12 +125,22 @@ class Datastore:
         self.generation = 0
         self.inflight: Mapping[EndpointId, int] = _NO_COUNTS
         self._on_scraped: Callable[[EndpointId, float], None] | None = None
+        self._on_change: Callable[[], None] | None = None
 
     def attach_inflight(self, totals: Mapping[EndpointId, int],
                         on_scraped: Callable[[EndpointId, float], None]) -> None:
         """Hand snapshots the in-flight `totals`; `on_scraped(ep_id, started)` after each good
         scrape (an `InflightLedger`'s `totals` and `scraped`)."""
         self.inflight, self._on_scraped = totals, on_scraped
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after every write (endpoint set, metrics, health): flow control
+        re-checks saturation then. One callback; cheap and synchronous."""
+        self._on_change = callback
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     def set_endpoints(self, specs: Iterable[EndpointSpec]) -> None:
         """Replace the endpoint set; metrics of endpoints that stay are kept."""
@@ -146,6 +156,7 @@ class Datastore:
             log.info("pool endpoints: %s", ", ".join(new) or "(none)")
         self._by_id = new
         self._tuple = self._healthy = None
+        self._changed()
 
     def update_metrics(self, ep_id: EndpointId, metrics: EndpointMetrics,
                        started: float | None = None) -> None:
@@ -160,6 +171,7 @@ class Datastore:
         self._by_id[ep_id] = replace(old, metrics=metrics, metrics_at=self._clock(),
                                      healthy=True)
         self._tuple = self._healthy = None
+        self._changed()
 
     def set_healthy(self, ep_id: EndpointId, healthy: bool) -> None:
         """Put an endpoint into scheduling or take it out; ignored if it left meanwhile."""
@@ -168,6 +180,7 @@ class Datastore:
             return
         self._by_id[ep_id] = replace(old, healthy=healthy)
         self._tuple = self._healthy = None
+        self._changed()
 
     def get(self, ep_id: EndpointId) -> Endpoint | None:
         return self._by_id.get(ep_id)

@@ -2,7 +2,9 @@
 
 The config's parser reads the body (`openai-parser` by default). Errors are `RequestError`s the
 ext_proc server turns into immediate responses: 400 for a body the parser cannot read, 503 when
-no endpoint can serve, 429 when a sheddable request (priority < 0) meets a saturated pool.
+no endpoint can serve, 429 when a sheddable request (priority < 0) meets a saturated pool
+(llm-d's legacy admission; with the `flowControl` feature gate, `flow_control` queues requests
+before they get here instead).
 """
 
 from __future__ import annotations
@@ -67,14 +69,27 @@ class Director:
         if metrics is not None:
             config.scheduler.timer = metrics.observe_plugin
 
-    def decide(
+    def parse(
         self, request_id: str, path: str, headers: Mapping[str, str], body: bytes | None
+    ) -> InferenceRequest:
+        """The request as the config's parser reads it; BadRequestError (400). `body` None:
+        headers only."""
+        if body is None:
+            return headers_only_request(request_id, path, headers, self.objectives)
+        return self.config.parser.parse(request_id, path, headers, body, self.objectives)
+
+    def decide(
+        self, request_id: str, path: str, headers: Mapping[str, str], body: bytes | None,
+        request: InferenceRequest | None = None,
     ) -> Decision:
-        """Route one request; raises RequestError (400/429/503). `body` None: headers only."""
+        """Route one request; raises RequestError (400/429/503). `body` None: headers only;
+        `request`: already parsed (by flow control's admission)."""
         started = time.perf_counter()
         outcome, endpoint = "error", ""
         try:
-            decision = self._decide(request_id, path, headers, body)
+            if request is None:
+                request = self.parse(request_id, path, headers, body)
+            decision = self._decide(request, body is None)
             outcome, endpoint = "routed", decision.endpoint
             return decision
         except RequestError as exc:
@@ -85,13 +100,7 @@ class Director:
                 self.metrics.decision_seconds.observe(time.perf_counter() - started)
                 self.metrics.decisions.labels(endpoint, outcome).inc()
 
-    def _decide(
-        self, request_id: str, path: str, headers: Mapping[str, str], body: bytes | None
-    ) -> Decision:
-        if body is None:
-            request = headers_only_request(request_id, path, headers, self.objectives)
-        else:
-            request = self.config.parser.parse(request_id, path, headers, body, self.objectives)
+    def _decide(self, request: InferenceRequest, headers_only: bool) -> Decision:
         pool = self.store.snapshot()
         if not pool.candidates:
             down = len(pool.members or ())
@@ -99,7 +108,7 @@ class Director:
                 f"no healthy endpoint in the inference pool: all {down} are unreachable or "
                 "their metrics are stale" if down else
                 "no endpoint in the inference pool can serve the request")
-        if request.priority < 0:
+        if request.priority < 0 and self.config.flow_control is None:  # else: flow control
             saturation = self.config.detector.saturation(pool)
             if self.metrics is not None:
                 self.metrics.saturation.set(saturation)
@@ -109,7 +118,7 @@ class Director:
                     f"{request.objective!r} (priority {request.priority}) was shed"
                 )
         scheduler = self.config.scheduler
-        if body is None:  # llm-d sends body-less requests to a random endpoint
+        if headers_only:  # llm-d sends body-less requests to a random endpoint
             picked = self.rng.sample(pool.candidates,
                                      min(len(pool.candidates), 1 + self.fallback_endpoints))
             result = SchedulingResult(
@@ -119,7 +128,7 @@ class Director:
             if scheduled is None:
                 raise NoEndpointError("no endpoint in the inference pool can serve the request")
             result = scheduled
-        log.debug("%s → %s", request_id, result.destination.id)
+        log.debug("%s → %s", request.request_id, result.destination.id)
         return Decision(request, result, pool, scheduler.response_headers(request, result))
 
     def after_decision(self, decision: Decision) -> None:

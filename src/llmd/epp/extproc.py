@@ -35,6 +35,12 @@ then tells how long ago that was; behind a gateway that does not send it, only t
 applies. grpc's own backlog of calls not yet handed to Python is raised (`grpc_options`): by
 default grpc cancels calls beyond 1,000 waiting at random, which Envoy turned into FailClose
 503s in bursts of 1,500 streams (the aio server takes one new call per event-loop turn).
+
+Flow control (`flow`, with the `flowControl` feature gate): the message that completes a
+request is parsed and handed to `FlowController.admit` before it is handled; a queued request
+waits there inside its own stream (others go on), is answered with the controller's 429/503
+when refused, and leaves the queue when Envoy cancels the stream (the client went away). In
+FULL_DUPLEX_STREAMED mode the end of each response body pokes the controller.
 """
 
 from __future__ import annotations
@@ -56,7 +62,9 @@ from llmd.epp._extproc_msgs import (
     streamed_body,
 )
 from llmd.epp.director import Decision, Director
+from llmd.epp.flow_control import FlowController, Ticket
 from llmd.epp.headers import DESTINATION_HEADER, LB_METADATA_NAMESPACE
+from llmd.epp.request import InferenceRequest
 from llmd.errors import PayloadTooLargeError, RequestError, RequestShedError
 
 __all__ = ["DEFAULT_MAX_PENDING_STREAMS", "DEFAULT_MAX_WAIT_S", "DESTINATION_HEADER",
@@ -93,8 +101,10 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
 
     def __init__(self, director: Director, max_body_bytes: int,
                  max_pending_streams: int = DEFAULT_MAX_PENDING_STREAMS,
-                 max_wait_s: float = DEFAULT_MAX_WAIT_S) -> None:
+                 max_wait_s: float = DEFAULT_MAX_WAIT_S,
+                 flow: FlowController | None = None) -> None:
         self.director = director
+        self.flow = flow
         self.max_body_bytes = max_body_bytes
         self.max_pending_streams = max_pending_streams
         self.max_wait_s = max_wait_s
@@ -116,6 +126,11 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 try:
                     if msg.HasField("protocol_config"):
                         stream.configure(msg.protocol_config)
+                    if self.flow is not None:
+                        refused = await stream.admit(msg, self.flow)
+                        if refused is not None:
+                            yield refused
+                            return
                     responses = list(stream.handle(msg))
                 except Exception:
                     # A bug, never the client's input: answer it as a JSON 500 instead of
@@ -132,6 +147,7 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     return
         finally:
             stream.release()
+            stream.settle()
 
     def _overload(self, context: Any) -> str | None:
         """Why this new stream must be shed, or None."""
@@ -175,12 +191,64 @@ class _Stream:
         self._pending: Decision | None = None
         self._response_headers: Mapping[str, str] = {}
         self._counted = True  # in servicer.pending until decided or ended
+        self._request: InferenceRequest | None = None  # parsed for flow control's admission
+        self._ticket: Ticket | None = None
+        self._request_id: str | None = None
 
     def release(self) -> None:
         """Leave the servicer's count of undecided streams (once)."""
         if self._counted:
             self._counted = False
             self.servicer.pending -= 1
+
+    def settle(self, endpoint: str | None = None) -> None:
+        """Tell flow control this request's decision is recorded (`endpoint`: where it went),
+        or that it ended (once)."""
+        if self._ticket is not None:
+            self._ticket.settle(endpoint)
+            self._ticket = None
+
+    @property
+    def request_id(self) -> str:
+        if self._request_id is None:
+            self._request_id = self.headers.get("x-request-id") or uuid.uuid4().hex
+        return self._request_id
+
+    async def admit(self, msg: pb.ProcessingRequest, flow: FlowController
+                    ) -> pb.ProcessingResponse | None:
+        """Flow control, when `msg` completes the request: parse it, then wait until `flow`
+        lets it through; the answer when it is refused (400, 429, 503), else None."""
+        ready, body = self._completed(msg)
+        if not ready:
+            return None
+        director = self.servicer.director
+        try:
+            self._request = director.parse(self.request_id, self.headers.get(":path", "/"),
+                                           self.headers, body)
+            self._ticket = await flow.admit(self._request, len(body or b""))
+        except RequestError as exc:
+            log.debug("%s: %s %s", self.request_id, exc.status, exc.message)
+            self.decided = self.closed = True
+            self.release()
+            if director.metrics is not None:
+                director.metrics.decisions.labels("", _REFUSED.get(exc.status, "error")).inc()
+            return immediate(exc)
+        return None
+
+    def _completed(self, msg: pb.ProcessingRequest) -> tuple[bool, bytes | None]:
+        """Whether `msg` completes the request (as `handle` will see it), with its body."""
+        kind = msg.WhichOneof("request")
+        if kind == "request_headers" and msg.request_headers.end_of_stream:
+            self.headers = header_dict(msg.request_headers.headers)
+            return True, None
+        if kind == "request_body" and msg.request_body.end_of_stream:
+            size = len(self.body) + len(msg.request_body.body)
+            if size > self.servicer.max_body_bytes:
+                return False, None  # `handle` answers 413
+            return True, bytes(self.body) + msg.request_body.body
+        if kind == "request_trailers" and self.duplex_request and not self.decided:
+            return True, bytes(self.body)
+        return False, None
 
     def configure(self, config: pb.ProtocolConfiguration) -> None:
         self.duplex_request = config.request_body_mode == _DUPLEX
@@ -203,6 +271,9 @@ class _Stream:
         elif kind == "response_headers":
             yield response_headers_answer(self._response_headers)
         elif kind == "response_body":
+            flow = self.servicer.flow
+            if flow is not None and msg.response_body.end_of_stream:
+                flow.poke()  # a request ended: capacity may have freed
             if self.duplex_response:
                 yield from streamed_body("response", msg.response_body.body,
                                          msg.response_body.end_of_stream)
@@ -216,6 +287,7 @@ class _Stream:
         decision, self._pending = self._pending, None
         if decision is not None:
             self.servicer.director.after_decision(decision)
+            self.settle(decision.endpoint)
 
     def _request_body(self, part: pb.HttpBody) -> Iterator[pb.ProcessingResponse]:
         self.body += part.body
@@ -243,10 +315,11 @@ class _Stream:
     def _decide(self, phase: str, body: bytes | None) -> pb.ProcessingResponse:
         self.decided = True
         self.release()  # FULL_DUPLEX_STREAMED streams live on, decided
-        request_id = self.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = self.request_id
         path = self.headers.get(":path", "/")
         try:
-            decision = self.servicer.director.decide(request_id, path, self.headers, body)
+            decision = self.servicer.director.decide(request_id, path, self.headers, body,
+                                                     self._request)
         except RequestError as exc:
             log.debug("%s: %s %s", request_id, exc.status, exc.message)
             self.closed = True
@@ -259,6 +332,9 @@ class _Stream:
             self.closed = True
         return routed(phase, decision.destination_value, decision.result.headers,
                       decision.response_headers)
+
+
+_REFUSED = {400: "bad_request", 429: "shed", 503: "no_endpoint"}
 
 
 def grpc_options(max_body_bytes: int,

@@ -12,7 +12,8 @@ from prometheus_client.registry import Collector
 
 from llmd.epp.datastore import Datastore
 
-__all__ = ["OUTCOMES", "SYNC_DROP_REASONS", "EppMetrics", "PoolCollector", "SyncMetrics"]
+__all__ = ["FLOW_OUTCOMES", "OUTCOMES", "SYNC_DROP_REASONS", "EppMetrics", "FlowControlMetrics",
+           "PoolCollector", "SyncMetrics"]
 
 OUTCOMES = ("routed", "shed", "overloaded", "no_endpoint", "bad_request", "error")
 
@@ -78,6 +79,44 @@ class EppMetrics:
         for state in ("healthy", "unhealthy"):
             with contextlib.suppress(KeyError):
                 self.health_transitions.remove(endpoint, state)
+
+
+FLOW_OUTCOMES = ("Dispatched", "RejectedCapacity", "RejectedNoEndpoints", "EvictedTTL",
+                 "EvictedNoEndpoints", "EvictedContextCancelled", "EvictedOther")
+"""llm-d's `QueueOutcome` names (`pkg/epp/flowcontrol/types/outcomes.go`), the `outcome` label."""
+
+_QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                  5.0, 10.0, 30.0, 60.0)
+
+
+class FlowControlMetrics:
+    """Flow control's metrics (only with the `flowControl` feature gate), under llm-d's names
+    (`pkg/epp/metrics`, renamed from `inference_extension_*` in llm-d #1880):
+
+    - `llm_d_epp_flow_control_queue_size{priority}`: requests waiting in the queue;
+    - `llm_d_epp_flow_control_queue_bytes{priority}`: their body bytes;
+    - `llm_d_epp_flow_control_request_queue_duration_seconds{priority,outcome}`: time from
+      arrival at flow control to its outcome (llm-d's buckets), one observation per request,
+      so its `_count` by `outcome` counts dispatches and each kind of rejection;
+    - `llm_d_epp_flow_control_pool_saturation`: the detector's value at the last check.
+
+    llm-d also labels them with `fairness_id`, `inference_pool` and the model names; llmd does
+    not, because fairness ids and model names are client-supplied (unbounded label sets) and one
+    EPP serves one pool. `priority` is bounded by the configured objectives.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.queue_size = Gauge("llm_d_epp_flow_control_queue_size", "Requests waiting in "
+                                "flow control", ["priority"], registry=registry)
+        self.queue_bytes = Gauge("llm_d_epp_flow_control_queue_bytes", "Bytes of the requests "
+                                 "waiting in flow control", ["priority"], registry=registry)
+        self.queue_duration = Histogram(
+            "llm_d_epp_flow_control_request_queue_duration_seconds", "Time from a request's "
+            "arrival at flow control to its outcome", ["priority", "outcome"],
+            buckets=_QUEUE_BUCKETS, registry=registry)
+        self.pool_saturation = Gauge("llm_d_epp_flow_control_pool_saturation", "Pool "
+                                     "saturation at flow control's last check (>= 1: "
+                                     "saturated)", registry=registry)
 
 
 SYNC_DROP_REASONS = ("garbage", "version", "malformed", "too_large", "overflow",

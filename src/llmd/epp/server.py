@@ -32,8 +32,9 @@ from llmd.epp.extproc import (
     ExtProcServicer,
     grpc_options,
 )
+from llmd.epp.flow_control import FlowController
 from llmd.epp.inflight import InflightLedger
-from llmd.epp.metrics import EppMetrics, PoolCollector, SyncMetrics
+from llmd.epp.metrics import EppMetrics, FlowControlMetrics, PoolCollector, SyncMetrics
 from llmd.epp.plugins import PLUGINS, ApproxPrefixCacheProducer, PluginContext, PluginRegistry
 from llmd.epp.plugins.base import CrossReplicaSyncer
 from llmd.epp.plugins.replica.peers import parse_peer
@@ -164,6 +165,14 @@ async def serve(
     if sync_config is not None:
         ledger = InflightLedger(max_age_s=settings.stale_after_s)
         attach_inflight(store, ledger, sync_config.syncer)
+    flow = None
+    if config.flow_control is not None:
+        flow = FlowController(config.flow_control, store, config.detector,
+                              FlowControlMetrics(registry_), max_wait_s=settings.max_wait_s,
+                              tick_s=settings.refresh_metrics_interval_s)
+        store.on_change(flow.poke)
+        log.info("flow control: %s (TTL capped at --max-wait-s %g s)",
+                 config.flow_control.describe(), settings.max_wait_s)
     director = Director(store, config, metrics, objectives,
                         fallback_endpoints=settings.fallback_endpoints, inflight=ledger)
     scrape = _scrape_settings(config, settings)
@@ -172,7 +181,7 @@ async def serve(
         grpc_server = grpc.aio.server(options=grpc_options(settings.max_body_bytes,
                                                            settings.max_pending_streams))
         servicer = ExtProcServicer(director, settings.max_body_bytes,
-                                   settings.max_pending_streams, settings.max_wait_s)
+                                   settings.max_pending_streams, settings.max_wait_s, flow)
         metrics.pending_streams.set_function(lambda: servicer.pending)
         pb_grpc.add_ExternalProcessorServicer_to_server(servicer, grpc_server)
         grpc_port = _bind_grpc(grpc_server, settings.host, settings.grpc_port, "--grpc-port")
@@ -221,6 +230,8 @@ async def serve(
                     tg.create_task(_serve_when_ready(sync, health, stop), name="catch-up")
                 if config.metrics is not None:
                     tg.create_task(scraper.run(stop), name="scraper")
+                if flow is not None:
+                    tg.create_task(flow.run(stop), name="flow control")
                 context = PluginContext(store, registry_)
                 for plugin in config.background:
                     tg.create_task(plugin.run(context, stop), name=f"plugin {plugin.name}")

@@ -41,6 +41,18 @@ from llmd.epp.plugins.filter.decode_engine import DecodeEngineFilter
 from llmd.epp.plugins.filter.label_selector import LabelSelectorFilter
 from llmd.epp.plugins.filter.prefill import PrefillFilter
 from llmd.epp.plugins.filter.prefix_cache_affinity import PrefixCacheAffinityFilter
+from llmd.epp.plugins.flowcontrol._policy import (
+    FairnessPolicy,
+    FlowQueueView,
+    OrderingPolicy,
+    QueueItem,
+    UsageLimitPolicy,
+)
+from llmd.epp.plugins.flowcontrol.edf import EdfOrderingPolicy
+from llmd.epp.plugins.flowcontrol.fcfs import FcfsOrderingPolicy
+from llmd.epp.plugins.flowcontrol.global_strict import GlobalStrictFairnessPolicy
+from llmd.epp.plugins.flowcontrol.round_robin import RoundRobinFairnessPolicy
+from llmd.epp.plugins.flowcontrol.static_usage_limit import StaticUsageLimitPolicy
 from llmd.epp.plugins.keys import (
     DECODE_PICK,
     INFLIGHT_LOAD,
@@ -72,8 +84,10 @@ from llmd.epp.plugins.registry import (
     DATA_SOURCE,
     DECIDER,
     ENDPOINT_DISCOVERY,
+    FAIRNESS_POLICY,
     FILTER,
     METRICS_EXTRACTOR,
+    ORDERING_POLICY,
     PARSER,
     PEER_DISCOVERY,
     PICKER,
@@ -84,12 +98,14 @@ from llmd.epp.plugins.registry import (
     RESPONSE_HEADERS,
     SATURATION_DETECTOR,
     SCORER,
+    USAGE_LIMIT_POLICY,
     Kind,
     PluginClass,
     PluginRegistry,
 )
 from llmd.epp.plugins.replica.peers import K8sPeerDiscovery, StaticPeerDiscovery
 from llmd.epp.plugins.replica.syncer import LocalSyncer, ZmqMeshSyncer
+from llmd.epp.plugins.saturation.concurrency import ConcurrencyDetector
 from llmd.epp.plugins.saturation.utilization import UtilizationDetector
 from llmd.epp.plugins.scorer.active_request import ActiveRequestScorer
 from llmd.epp.plugins.scorer.kv_cache_utilization import KvCacheUtilizationScorer
@@ -107,7 +123,7 @@ PLUGINS = PluginRegistry(
     PROFILE_REFS.table(DisaggProfileHandler, PdProfileHandler),
     DECIDER.table(PrefixBasedPdDecider, AlwaysDisaggPdDecider),
     FILTER.table(DecodeFilter, DecodeEngineFilter, PrefillFilter, LabelSelectorFilter,
-                 PrefixCacheAffinityFilter, UtilizationDetector),
+                 PrefixCacheAffinityFilter, UtilizationDetector, ConcurrencyDetector),
     SCORER.table(QueueScorer, KvCacheUtilizationScorer, RunningRequestsSizeScorer,
                  LoadAwareScorer, PrefixCacheScorer, SessionAffinityScorer, LoraAffinityScorer,
                  NoHitLruScorer, PrecisePrefixCacheScorer, TokenLoadScorer,
@@ -120,7 +136,10 @@ PLUGINS = PluginRegistry(
                       PrefillHeaderHandler),
     BACKGROUND.table(PrecisePrefixCacheProducer, PrecisePrefixCacheScorer),
     RESPONSE_HEADERS.table(SessionAffinityScorer),
-    SATURATION_DETECTOR.table(UtilizationDetector),
+    SATURATION_DETECTOR.table(UtilizationDetector, ConcurrencyDetector),
+    FAIRNESS_POLICY.table(GlobalStrictFairnessPolicy, RoundRobinFairnessPolicy),
+    ORDERING_POLICY.table(FcfsOrderingPolicy, EdfOrderingPolicy),
+    USAGE_LIMIT_POLICY.table(StaticUsageLimitPolicy),
     DATA_SOURCE.table(MetricsDataSource),
     METRICS_EXTRACTOR.table(CoreMetricsExtractor),
     PARSER.table(OpenAIParser, PassthroughParser),
@@ -143,6 +162,7 @@ __all__ = [
     "ApproxPrefixCacheProducer",
     "Background",
     "BlockGrid",
+    "ConcurrencyDetector",
     "CoreMetricsExtractor",
     "DECODE_PICK",
     "DataProducer",
@@ -159,6 +179,12 @@ __all__ = [
     "INFLIGHT_LOAD",
     "InflightLoad",
     "InflightLoadProducer",
+    "EdfOrderingPolicy",
+    "FairnessPolicy",
+    "FcfsOrderingPolicy",
+    "Filter",
+    "FlowQueueView",
+    "GlobalStrictFairnessPolicy",
     "Kind",
     "KvCacheUtilizationScorer",
     "LabelSelectorFilter",
@@ -170,6 +196,7 @@ __all__ = [
     "NoHitLruScorer",
     "NoParams",
     "OpenAIParser",
+    "OrderingPolicy",
     "PLUGINS",
     "PREFIX_MATCH",
     "Parser",
@@ -194,9 +221,11 @@ __all__ = [
     "ProfileHandler",
     "ProfileRefs",
     "ProfileResult",
+    "QueueItem",
     "QueueScorer",
     "RandomPicker",
     "ResponseHeaderHook",
+    "RoundRobinFairnessPolicy",
     "RunningRequestsSizeScorer",
     "SaturationDetector",
     "SchedulingResult",
@@ -204,6 +233,8 @@ __all__ = [
     "SessionAffinityScorer",
     "SingleProfileHandler",
     "TokenLoadScorer",
+    "StaticUsageLimitPolicy",
+    "UsageLimitPolicy",
     "UtilizationDetector",
     "WeightedRandomPicker",
 ]

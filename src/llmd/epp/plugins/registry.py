@@ -43,13 +43,14 @@ from llmd.epp.plugins.base import (
     SaturationDetector,
     Scorer,
 )
+from llmd.epp.plugins.flowcontrol._policy import FairnessPolicy, OrderingPolicy, UsageLimitPolicy
 
 __all__ = [
     "BACKGROUND", "CROSS_REPLICA_SYNCER", "DATA_PRODUCER", "DATA_SOURCE", "DECIDER",
-    "ENDPOINT_DISCOVERY", "FILTER",
-    "KINDS", "METRICS_EXTRACTOR", "PARSER", "PEER_DISCOVERY", "PICKER", "PRE_REQUEST",
-    "PRODUCER_REFS", "PROFILE_HANDLER",
-    "PROFILE_REFS", "RESPONSE_HEADERS", "SATURATION_DETECTOR", "SCORER", "Kind", "KindTable",
+    "ENDPOINT_DISCOVERY", "FAIRNESS_POLICY", "FILTER", "KINDS", "METRICS_EXTRACTOR",
+    "ORDERING_POLICY", "PARSER", "PEER_DISCOVERY", "PICKER", "PRE_REQUEST", "PRODUCER_REFS",
+    "PROFILE_HANDLER", "PROFILE_REFS", "RESPONSE_HEADERS", "SATURATION_DETECTOR", "SCORER",
+    "USAGE_LIMIT_POLICY", "Kind", "KindTable",
     "PluginClass", "PluginRegistry",
 ]
 
@@ -98,6 +99,9 @@ CROSS_REPLICA_SYNCER: Kind[CrossReplicaSyncer] = Kind("cross-replica syncer",
                                                       CrossReplicaSyncer)
 PEER_DISCOVERY: Kind[PeerDiscovery] = Kind("peer-discovery plugin", PeerDiscovery)
 ENDPOINT_DISCOVERY: Kind[EndpointDiscovery] = Kind("endpoint discovery", EndpointDiscovery)
+FAIRNESS_POLICY: Kind[FairnessPolicy] = Kind("fairness policy", FairnessPolicy)
+ORDERING_POLICY: Kind[OrderingPolicy] = Kind("ordering policy", OrderingPolicy)
+USAGE_LIMIT_POLICY: Kind[UsageLimitPolicy] = Kind("usage-limit policy", UsageLimitPolicy)
 # Roles a plugin plays besides its main one.
 PRE_REQUEST: Kind[PreRequest] = Kind("pre-request hook", PreRequest)
 RESPONSE_HEADERS: Kind[ResponseHeaderHook] = Kind("response header hook", ResponseHeaderHook)
@@ -108,8 +112,8 @@ BACKGROUND: Kind[Background] = Kind("background task", Background)
 KINDS: tuple[Kind[Any], ...] = (
     PROFILE_HANDLER, DECIDER, SCORER, PICKER, SATURATION_DETECTOR, FILTER, DATA_PRODUCER, PARSER,
     DATA_SOURCE, METRICS_EXTRACTOR, CROSS_REPLICA_SYNCER, PEER_DISCOVERY, ENDPOINT_DISCOVERY,
-    PRE_REQUEST,
-    RESPONSE_HEADERS, PROFILE_REFS, PRODUCER_REFS, BACKGROUND,
+    FAIRNESS_POLICY, ORDERING_POLICY, USAGE_LIMIT_POLICY, PRE_REQUEST, RESPONSE_HEADERS,
+    PROFILE_REFS, PRODUCER_REFS, BACKGROUND,
 )
 """Every kind, main ones first in naming order."""
 
