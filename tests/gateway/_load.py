@@ -61,7 +61,10 @@ async def _one(http: aiohttp.ClientSession, url: str, model: str, i: int,
             return Outcome("ok" if done else "mid_stream", status, served, time.monotonic(),
                            "" if done else "stream ended without [DONE]")
     except (aiohttp.ClientError, TimeoutError) as exc:
-        kind = "mid_stream" if started else "before_first_byte"
+        # A 200's headers are the response's first bytes: once they reached the client, the
+        # stream had begun (Envoy cannot retry it), even if the body broke before its first
+        # chunk (the engine died between sending its headers and its first token).
+        kind = "mid_stream" if started or status == 200 else "before_first_byte"
         return Outcome(kind, status, served, time.monotonic(), repr(exc))
 
 
