@@ -109,3 +109,43 @@ def test_adapter_identity(engine: str) -> None:
     assert adapter.sidecar_connector == {"vllm": "nixlv2", "sglang": "sglang"}[engine]
     assert adapter.metric_names.waiting.startswith(f"{engine}:")
     assert "/health" in adapter.extra_routes
+
+
+TRICKY = """\
+# HELP weird a page with what the text format allows
+# TYPE weird gauge
+weird{a="q\\"uote",b="back\\\\slash",c="new\\nline",d="",} 1.5 1712345678000
+weird{ a = "spaced" , b="x" } -2e3
+weird{} NaN
+weird +Inf
+other_total 7
+"""
+
+
+def _reference(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """What prometheus-client's own parser reads (the parser MetricsPage replaced)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return out
+
+
+@pytest.mark.parametrize("page", ["vllm-fixture", "vllm-loaded", "sglang-loaded", "tricky"])
+def test_pages_parse_as_prometheus_client_parses_them(page: str, shared_dir: Path) -> None:
+    text = {"vllm-fixture": (shared_dir / "fixtures" / "vllm-metrics.txt").read_text()
+            if page == "vllm-fixture" else "", "vllm-loaded": VLLM_LOADED,
+            "sglang-loaded": SGLANG_LOADED, "tricky": TRICKY}[page]
+    ours = {k: [(dict(labels), v) for labels, v in rows]
+            for k, rows in MetricsPage.parse(text).samples.items()}
+    assert repr(ours) == repr(_reference(text))  # repr: NaN compares equal to itself there
+
+
+@pytest.mark.parametrize("line", [
+    'm{a="1" 1', 'm{a=1} 1', "m", 'm{a="1"}', "m one", "m 1 2 3", '{a="1"} 1', 'm{a="x} 1',
+])
+def test_malformed_lines_are_engine_errors(line: str) -> None:
+    with pytest.raises(EngineError, match="unparseable"):
+        MetricsPage.parse(line + "\n")
