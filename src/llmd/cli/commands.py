@@ -330,7 +330,9 @@ def up(
              "ports; 0 = ephemeral")] = 8100,
     epp_config_file: Annotated[str | None, typer.Option(
         help="EndpointPickerConfig YAML for the EPP (default: llm-d's default config); with "
-             "a precise-prefix-cache plugin the simulators publish KV events to it")] = None,
+             "a precise-prefix-cache plugin the simulators publish KV events to it; with "
+             "dataLayer.discovery.endpoints the servers it names are fronted, as with "
+             "--endpoint")] = None,
     epp: Annotated[bool, typer.Option(
         help="--no-epp: Envoy round-robin, no endpoint picker")] = True,
     epp_replicas: Annotated[int, typer.Option(

@@ -57,6 +57,7 @@ import socket
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -65,6 +66,7 @@ from llmd.config import LlmdModel
 from llmd.engines import ENGINES, EngineName, get_adapter
 from llmd.epp import load_config
 from llmd.errors import ConfigError
+from llmd.gateway._discovered import discovered_servers
 from llmd.gateway._epps import (
     EppProcess,
     epp_argv,
@@ -136,6 +138,31 @@ class StackSpec(LlmdModel):
         "then starts only the EPP and Envoy (and, with pd, a sidecar per decode server)")
     endpoint_wait_s: float = Field(120.0, ge=0, description="how long to wait at start for "
                                    "each external server to answer /v1/models")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _config_endpoints(cls, data: Any) -> Any:
+        """An EPP config naming its endpoints (`dataLayer.discovery.endpoints`) fronts them as
+        `external` servers (`_discovered`)."""
+        if not isinstance(data, dict):
+            return data
+        path, text = data.get("epp_config_file"), data.get("epp_config_text")
+        source = "epp config"
+        if path is not None and text is None:
+            source = f"--epp-config-file {path}"
+            try:
+                text = Path(path).read_text()
+            except OSError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        found = discovered_servers(text, source) if text is not None else None
+        if found is None:
+            return data
+        if data.get("external"):
+            raise ConfigError(f"{source}: dataLayer.discovery.endpoints names the servers; "
+                              "give either it or --endpoint, not both")
+        flags, stripped = found
+        return {**data, "external": flags, "epp_config_file": None,
+                "epp_config_text": stripped}
 
     @field_validator("external")
     @classmethod
