@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEMS = ("llmd-default", "llmd-v1-default", "llmd-autotune", "llmd-precise",
                    "llmd-precise-speculative", "llmd-prefix-only", "llmd-load-only", "llmd-random",
-                   "envoy-rr", "sglang-cache_aware", "sglang-round_robin", "vllm-router-cache_aware",
-                   "vllm-router-kv_aware")
+                   "envoy-rr", "sglang-cache_aware", "sglang-round_robin",
+                   "vllm-router-cache_aware", "vllm-router-kv_aware")
 
 
 class CompareConfig(LlmdModel):
