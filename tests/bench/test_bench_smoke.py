@@ -150,6 +150,22 @@ def test_every_llmd_config_loads() -> None:
         assert cfg.scheduler.profiles, name
 
 
+def test_compare_runs_llm_d_v1_default() -> None:
+    """`llmd-v1-default` is llm-d v1.0's recommended default, in the default compare list."""
+    from llmd.bench.compare import DEFAULT_SYSTEMS
+    from llmd.bench.systems import LLMD_CONFIGS
+    from llmd.epp.config import v1_default_config
+
+    system = SYSTEMS["llmd-v1-default"]
+    assert (system.kind, system.policy) == ("llmd", "v1-default")
+    assert LLMD_CONFIGS["v1-default"] == v1_default_config()
+    assert "llmd-v1-default" in DEFAULT_SYSTEMS
+    text = LLMD_CONFIGS["v1-default"] or ""
+    for plugin in ("prefix-cache-affinity-filter", "token-load-scorer",
+                   "inflight-load-producer", "approx-prefix-cache-producer"):
+        assert plugin in text, plugin
+
+
 @pytest.mark.parametrize(("args", "message"), [
     pytest.param(["compare", "--rates", "1,a"], "--rates", id="rates-not-numbers"),
     pytest.param(["compare", "--rates=-5"], "'-5'", id="rates-negative"),

@@ -45,6 +45,9 @@ endpoint's prefix index from the block size and block count the endpoint reports
 prefix scorer instead of the approximate producer: an index of the blocks each simulator reports
 in its KV events, the prompt tokenized in the EPP with the simulators' tokenizer;
 `precise-speculative` adds `speculativeIndexing: true` with `speculativeTTL: 10s`),
+`v1-default` (llm-d v1.0's recommended default, `llmd.epp.config.v1_default_config()`:
+`approx-prefix-cache-producer` + `inflight-load-producer` + `prefix-cache-affinity-filter` +
+`token-load-scorer`, the plugin-default `peakPrefillThroughput` of 15,928 tok/s),
 `prefix-only` (prefix-cache scorer),
 `load-only` (queue + kv-cache-utilization) and `random` (random picker). `envoy-rr` is the same
 Envoy with round robin over the fleet and no EPP (a Kubernetes Service). `sglang-router` 0.3.2

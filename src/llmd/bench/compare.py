@@ -32,10 +32,10 @@ __all__ = ["CompareConfig", "CompareResult", "run_compare", "sustained_rate"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SYSTEMS = ("llmd-default", "llmd-autotune", "llmd-precise", "llmd-precise-speculative",
-                   "llmd-prefix-only", "llmd-load-only", "llmd-random", "envoy-rr",
-                   "sglang-cache_aware", "sglang-round_robin", "vllm-router-cache_aware",
-                   "vllm-router-kv_aware")
+DEFAULT_SYSTEMS = ("llmd-default", "llmd-v1-default", "llmd-autotune", "llmd-precise",
+                   "llmd-precise-speculative", "llmd-prefix-only", "llmd-load-only", "llmd-random",
+                   "envoy-rr", "sglang-cache_aware", "sglang-round_robin",
+                   "vllm-router-cache_aware", "vllm-router-kv_aware")
 
 
 class CompareConfig(LlmdModel):

@@ -175,7 +175,7 @@ def _precise_rows(name: str, by_sys: dict[str, list[StageSummary]], oracle: dict
 
 
 RATIO_SYSTEMS = ("llmd-precise", "llmd-precise-speculative", "llmd-autotune", "llmd-default",
-                 "sglang-cache_aware", "vllm-router-kv_aware")
+                 "llmd-v1-default", "sglang-cache_aware", "vllm-router-kv_aware")
 
 
 def oracle_ratio_table(data: dict[str, Any]) -> str:

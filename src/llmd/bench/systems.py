@@ -43,7 +43,7 @@ import yaml
 from llmd._proc import Child, ChildError, ChildSpec, Supervisor
 from llmd.bench.peers import PEERS, router_argv
 from llmd.engines import EngineName, get_adapter
-from llmd.epp.config import DEFAULT_CONFIG
+from llmd.epp.config import DEFAULT_CONFIG, v1_default_config
 from llmd.gateway import LocalStack, StackSpec
 from llmd.sim.fleet import FleetEndpoint, FleetSpec, start_fleet
 
@@ -120,6 +120,9 @@ LLMD_CONFIGS: dict[str, str | None] = {
     "autotune": _with_autotune(DEFAULT_CONFIG),  # the same weights, autoTune on
     "precise": precise_config(None),  # the same weights, the engines' KV events (see above)
     "precise-speculative": precise_config(None, speculative=True),
+    # llm-d v1.0's recommended default (approx-prefix-cache-producer + inflight-load-producer +
+    # prefix-cache-affinity-filter + token-load-scorer), plugin-default peakPrefillThroughput
+    "v1-default": v1_default_config(),
     "prefix-only": _PREFIX_ONLY,
     "load-only": _LOAD_ONLY,
     "random": _RANDOM,
@@ -149,6 +152,7 @@ class SystemDef:
 
 SYSTEMS: dict[str, SystemDef] = {s.name: s for s in (
     SystemDef("llmd-default", "llmd", "default"),
+    SystemDef("llmd-v1-default", "llmd", "v1-default"),
     SystemDef("llmd-autotune", "llmd", "autotune"),
     SystemDef("llmd-precise", "llmd", "precise"),
     SystemDef("llmd-precise-speculative", "llmd", "precise-speculative"),

@@ -128,7 +128,7 @@ def bench_run(
 def bench_compare(
     tokenizer: Annotated[str | None, typer.Option(
         help="tokenizer.json (or dir) for the sims and lengths")] = None,
-    systems: Annotated[str | None, typer.Option(help="comma list (default: all twelve)")] = None,
+    systems: Annotated[str | None, typer.Option(help="comma list (default: all thirteen)")] = None,
     rates: Annotated[str, typer.Option(help="Poisson ladder, req/s")] = "8,16,32,64,96,128,160",
     stage_duration_s: Annotated[float, typer.Option(help="length of each rate stage")] = 10.0,
     num_groups: Annotated[int, typer.Option(help="shared-prefix groups")] = 24,
@@ -144,7 +144,7 @@ def bench_compare(
     seed: Annotated[int, typer.Option(help="workload and arrival seed")] = 0,
     output_dir: Annotated[str, typer.Option(help="results directory")] = "bench/results/compare",
 ) -> None:
-    """Same fleet, workload and arrivals through llmd (7 configs), Envoy RR, sglang/vllm routers."""
+    """Same fleet, workload and arrivals through llmd (8 configs), Envoy RR, sglang/vllm routers."""
     from pathlib import Path
 
     from llmd.bench.commands import compare_main
