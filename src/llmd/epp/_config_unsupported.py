@@ -92,6 +92,24 @@ UNSUPPORTED: dict[str, Unsupported] = {
     "vllmgrpc-parser": Unsupported("parser", "vLLM's gRPC API is not routed", "openai-parser"),
     "vertexai-parser": Unsupported("parser", "Vertex AI's gRPC API is not routed",
                                    "openai-parser"),
+    # Flow-control policies beyond the ones llmd has (fairness: global-strict, round-robin;
+    # ordering: fcfs, edf; usage limit: static; saturation: utilization, concurrency).
+    "program-aware-fairness": Unsupported(
+        "fairness policy", "it ranks flows by llm-d's program (agent) identity, which llmd's "
+        "requests do not carry", "round-robin-fairness-policy over "
+        "x-gateway-inference-fairness-id"),
+    "slo-deadline-ordering-policy": Unsupported(
+        "ordering policy", "its deadlines come from the latency predictor's SLO headroom",
+        "edf-ordering-policy (deadline = arrival + the request's TTL)"),
+    "program-score-ordering-policy": Unsupported(
+        "ordering policy", "it scores llm-d's program (agent) identity, which llmd's requests "
+        "do not carry", "fcfs-ordering-policy or edf-ordering-policy"),
+    "priority-holdback-policy": Unsupported(
+        "usage-limit policy", "llmd has the static usage limit only",
+        "static-usage-limit-policy with a threshold per priority band"),
+    "soft-reflective-ceiling-policy": Unsupported(
+        "usage-limit policy", "llmd has the static usage limit only",
+        "static-usage-limit-policy"),
     "redis-state-store": Unsupported(
         "cross-replica syncer", "llmd's replicas share state without a Redis server",
         "zmq-mesh-syncer"),
