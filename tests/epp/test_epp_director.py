@@ -99,8 +99,10 @@ def test_empty_pool_is_503_and_headers_only_goes_anywhere() -> None:
     assert _director((0,)).decide("r", "/v1/models", {}, None).endpoint == "10.0.0.1:8000"
 
 
-def test_sheddable_is_429_only_when_saturated() -> None:
-    headers = {"x-gateway-inference-objective": "batch"}
+@pytest.mark.parametrize("header", ["x-gateway-inference-objective",
+                                    "x-llm-d-inference-objective"])
+def test_sheddable_is_429_only_when_saturated(header: str) -> None:
+    headers = {header: "batch"}  # GIE's header and llm-d v1's
     assert _director((0, 0)).decide("r", "/", headers, _body(prompt="x"))
     with pytest.raises(RequestShedError, match="saturated"):
         _director((9, 9)).decide("r", "/", headers, _body(prompt="x"))

@@ -10,7 +10,12 @@ from llmd._json import decode_json
 from llmd.epp.request import InferenceRequest
 from llmd.errors import BadRequestError
 
-OBJECTIVE_HEADER = "x-gateway-inference-objective"
+OBJECTIVE_HEADERS = ("x-llm-d-inference-objective", "x-gateway-inference-objective")
+"""llm-d v1's name for the InferenceObjective header first, then GIE's (both are read)."""
+
+
+def _objective(headers: Mapping[str, str]) -> str | None:
+    return next((v for h in OBJECTIVE_HEADERS if (v := headers.get(h))), None)
 
 
 def parse_request(
@@ -29,7 +34,7 @@ def parse_request(
     if not isinstance(stream, bool):
         raise BadRequestError("'stream' must be a boolean", param="stream")
     salt = data.get("cache_salt", "")
-    objective = headers.get(OBJECTIVE_HEADER)
+    objective = _objective(headers)
     return InferenceRequest(
         request_id=request_id,
         model=model,
@@ -48,7 +53,7 @@ def headers_only_request(
     request_id: str, path: str, headers: Mapping[str, str], objectives: Mapping[str, int]
 ) -> InferenceRequest:
     """A request without a body (e.g. GET /v1/models)."""
-    objective = headers.get(OBJECTIVE_HEADER)
+    objective = _objective(headers)
     return InferenceRequest(request_id=request_id, path=path, headers=headers,
                             objective=objective,
                             priority=objectives.get(objective, 0) if objective else 0)
