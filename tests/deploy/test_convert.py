@@ -159,3 +159,20 @@ def test_the_cli_prints_the_resource_and_notes_on_stderr(tmp_path: Any) -> None:
     out = subprocess.run([*LLMD, "convert", "-f", str(bad),
                           "--name", "x"], capture_output=True, text=True)
     assert out.returncode == 2 and "decode.replicas" in out.stderr
+
+
+@pytest.mark.parametrize(("main", "runtime", "engine"), [
+    ({"name": "main", "image": "registry/serving:1",
+      "command": ["python3", "-m", "sglang.launch_server"]}, None, "sglang"),
+    ({"name": "main", "image": "lmsysorg/sglang:v0.5.6.post2"}, None, "sglang"),
+    ({"name": "main", "image": "ghcr.io/llm-d/llm-d-cuda:v0.4.0"}, "kserve-llm-sglang", "sglang"),
+    ({"name": "main", "image": "vllm/vllm-openai:v0.11.0"}, None, "vllm"),
+    ({"name": "main", "image": "registry/serving:1"}, None, "vllm"),  # KServe's default
+])
+def test_kserve_engine_comes_from_the_runtime_or_the_main_container(
+        main: dict[str, Any], runtime: str | None, engine: str) -> None:
+    spec: dict[str, Any] = {"model": {"uri": "hf://Qwen/Qwen3-8B"},
+                            "template": {"containers": [main]}}
+    if runtime:
+        spec["runtime"] = runtime
+    assert convert_kserve(_kserve(spec)).resource["spec"]["inferenceServer"]["type"] == engine

@@ -8,10 +8,11 @@ Fields without a place in the resource are named in `notes`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from llmd.deploy._llmisvc_plan import MODEL_LABEL, SERVING_LABEL
-from llmd.engines import EngineName
+from llmd.engines import DEFAULT_ENGINE, EngineName, engine_for_command
 
 __all__ = ["kserve_spec"]
 
@@ -67,10 +68,14 @@ def kserve_spec(spec: Json, name: str, notes: list[str]) -> Json:
 
 
 def _engine(spec: Json) -> EngineName:
-    runtime = str(spec.get("runtime", ""))
+    """The engine the runtime's name (`kserve-llm-sglang`) names, else the one the `main`
+    container's image or command runs (the adapters' command markers), else llmd's default."""
+    runtime = re.split(r"[-_./:\s]+", str(spec.get("runtime", "")))
     containers = (spec.get("template") or {}).get("containers") or []
-    text = " ".join(str(c.get(k, "")) for c in containers for k in ("image", "command"))
-    return "sglang" if "sglang" in runtime or "sglang" in text else "vllm"
+    words = [w for c in containers for key in ("image", "command", "args")
+             for part in (c.get(key) if isinstance(c.get(key), list) else [c.get(key) or ""])
+             for w in re.split(r"[/:\s]+", str(part))]
+    return engine_for_command(runtime) or engine_for_command(words) or DEFAULT_ENGINE
 
 
 def _model(model: Json, notes: list[str]) -> Json:
