@@ -21,7 +21,11 @@ Variants (`--variants`, the first is the baseline the ratios are against):
 - `ee-cq`, `ph2`: `this` with a grpc core experiment on in the EPP
   (GRPC_EXPERIMENTS=event_engine_callback_cq, ph2_server);
 - `scrape-250ms`: `this` scraping every 250 ms instead of 50 ms, to show what share of the
-  per-request CPU is the scraper's (it runs whether requests come or not).
+  per-request CPU is the scraper's (it runs whether requests come or not);
+- `noop`, `noop-noscrape`: the floor of the transport, no EPP can go below it: the EPP's
+  servicer replaced (`bench/_noop_epp/sitecustomize.py`, on the children's PYTHONPATH) by one
+  that answers every request after the first with the first one's decision, without parsing,
+  scheduling or metrics; `noop-noscrape` also scrapes only every 30 s.
 
 The EPP's CPU while idle (its scraping, over 2 s before the load) is also reported per
 variant, and "net" columns subtract it from the loaded stages.
@@ -54,6 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epp_overhead import WRK_SCRIPT, wrk  # noqa: E402
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+_NOOP_PATH = os.pathsep.join(filter(None, [
+    str(Path(__file__).resolve().parent / "_noop_epp"), os.environ.get("PYTHONPATH")]))
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,9 @@ VARIANTS = {
     "ee-cq": Variant(env={"GRPC_EXPERIMENTS": "event_engine_callback_cq"}),
     "ph2": Variant(env={"GRPC_EXPERIMENTS": "ph2_server"}),
     "scrape-250ms": Variant(epp_args=("--refresh-metrics-interval-s", "0.25")),
+    "noop": Variant(env={"PYTHONPATH": _NOOP_PATH}),
+    "noop-noscrape": Variant(env={"PYTHONPATH": _NOOP_PATH},
+                             epp_args=("--refresh-metrics-interval-s", "30")),
 }
 
 
