@@ -5,6 +5,7 @@ planned by the operator's default plan, `llmd.deploy.plan_service` (what `llmd r
 One emulator and one operator serve the whole module; every test deletes its services. The
 whole life of a service (create, status, a pass with no change, update, drift, delete) runs for
 each of the six shapes, vLLM and SGLang, aggregated, P/D and multinode; the rest on one or two.
+The Lease election and an outage of the API server get an emulator and operators of their own.
 The emulator does not apply the CRD's schema or CEL rules, so an object the planner refuses
 reaches the operator as it would when only the planner can see the problem.
 """
@@ -18,6 +19,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp.test_utils
+import aiohttp.web
 import kmock
 import pytest
 import pytest_asyncio
@@ -367,3 +370,49 @@ async def test_only_the_lease_holder_reconciles() -> None:
                 await eventually(lambda: api.stored(DEPLOYMENTS, NS)[
                     "elected-decode"]["spec"]["replicas"] == 2, what="b applies the change")
                 assert api.stored(LEASE, NS)["llmd-operator"]["spec"]["holderIdentity"] == "b"
+
+
+class _QuickToClose(aiohttp.test_utils.RawTestServer):
+    """kmock's server, closing its open watches after 0.5 s instead of aiohttp's 60 s."""
+
+    async def _make_runner(self, debug: bool = True, **kwargs: Any) -> aiohttp.web.ServerRunner:
+        server = aiohttp.web.Server(self._handler, loop=self._loop, debug=debug, **kwargs)
+        return aiohttp.web.ServerRunner(server, debug=debug, shutdown_timeout=0.5, **kwargs)
+
+
+@pytest.mark.parametrize("shape", ["vllm-pd", "sglang-pd"])
+async def test_the_operator_rides_out_an_api_server_outage(shape: str) -> None:
+    """The API server goes away under a running operator (its watches break, its passes fail)
+    and comes back on the same address with the same objects: the operator is still running,
+    and what changed while it was gone or after is reconciled. No resync timer here: the
+    watches themselves come back (kopf lists again) and see both changes."""
+    name = "outage"
+    async with ApiServer() as api, AsyncExitStack() as back, AsyncExitStack() as first:
+        api.declare()
+        serving = await first.enter_async_context(kmock.Server(api, server_cls=_QuickToClose))
+        port = serving.port
+        async with running(operator_for(str(serving.url), resync_s=3600)) as op:
+            await eventually(lambda: op.operator.leading, what="the operator to start")
+            await _send(api, "POST", PARENT.path(NS), example(shape, name))
+            await _planned(api, name, "the planned objects")
+
+            await first.aclose()  # the API server is gone...
+            # ...while the service changes on its side (an edit served by another API server
+            # replica, say) and the operator's watches fail and retry for a while
+            stored = api.objects[(kmock.resource(PARENT.group, PARENT.version, PARENT.plural),
+                                  NS, name)]
+            stored.patch({"spec": {"replicas": 3}})
+            await asyncio.sleep(3.0)  # an outage of a few seconds
+            assert op.operator.reconciler is not None
+
+            await back.enter_async_context(  # it is back, on the same address
+                kmock.Server(api, port=port, server_cls=_QuickToClose))
+            owned = await eventually(
+                lambda: (found := _as_planned(api, name)) and
+                _workloads(found)["decode"]["spec"]["replicas"] == 3 and found,
+                timeout_s=30, what="the change made during the outage applied")
+            # and the operator watches again: drift is repaired at once
+            decode = _workloads(owned)["decode"]
+            await _send(api, "DELETE", DEPLOYMENTS.path(NS, decode["metadata"]["name"]))
+            await _planned(api, name, "the deleted Deployment recreated")
+            await _delete(api, name)
