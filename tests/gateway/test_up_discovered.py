@@ -19,7 +19,7 @@ from llmd.gateway import StackSpec
 from llmd.sim import SERVED_BY_HEADER
 
 
-def _config(tmp_path: Path, servers: dict[str, str]) -> Path:
+def _config(tmp_path: Path, servers: dict[str, str], **discovery: object) -> Path:
     endpoints = tmp_path / "endpoints.yaml"
     endpoints.write_text(yaml.safe_dump({"endpoints": [
         {"name": f"{engine}-0", "namespace": "local", "address": where.split(":")[0],
@@ -29,7 +29,8 @@ def _config(tmp_path: Path, servers: dict[str, str]) -> Path:
     config = tmp_path / "epp.yaml"
     config.write_text(yaml.safe_dump({
         "apiVersion": "llm-d.ai/v1", "kind": "EndpointPickerConfig",
-        "plugins": [{"type": "file-discovery", "parameters": {"path": str(endpoints)}},
+        "plugins": [{"type": "file-discovery",
+                     "parameters": {"path": str(endpoints), **discovery}},
                     {"type": "queue-scorer"}, {"type": "max-score-picker"}],
         "dataLayer": {"discovery": {"endpoints": {"pluginRef": "file-discovery"}}},
         "schedulingProfiles": [{"name": "default", "plugins": [
@@ -68,3 +69,14 @@ def test_endpoints_from_both_the_config_and_flags_is_an_error(tmp_path: Path) ->
     config = _config(tmp_path, {"vllm": "127.0.0.1:8001"})
     with pytest.raises(ConfigError, match="not both"):
         StackSpec(epp_config_file=config, external=("127.0.0.1:8002",))
+
+
+@pytest.mark.parametrize("watch", [True, False])
+def test_a_watched_endpoints_file_is_named_as_read_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, watch: bool) -> None:
+    config = _config(tmp_path, {"vllm": "127.0.0.1:8001"}, watchFile=watch)
+    with caplog.at_level("WARNING", logger="llmd.gateway._discovered"):
+        spec = StackSpec(epp_config_file=config)
+    assert spec.external == ("http://127.0.0.1:8001,engine=vllm,role=both",)
+    warned = [r.getMessage() for r in caplog.records if "watchFile" in r.getMessage()]
+    assert bool(warned) == watch, warned

@@ -6,20 +6,25 @@ file). `llmd up --epp-config-file` with such a config fronts those servers exact
 endpoint becomes one server flag (its `llm-d.ai/engine-type` and `llm-d.ai/role` labels as
 `engine=`/`role=`, its other labels as EPP labels), and the EPP gets the config without the
 discovery section plus the identified endpoints as flags (one source of endpoints per EPP). The
-file is read once, at start: `watchFile` reloads are `llmd epp`'s, not `llmd up`'s.
+file is read once, at start: `watchFile` reloads are `llmd epp`'s, not `llmd up`'s (a config
+that asks for them is warned about).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import yaml
 
 from llmd.engines import ENGINE_TYPE_LABEL, ROLE_LABEL
 from llmd.epp.config import load_config
+from llmd.epp.plugins import FileDiscovery
 from llmd.errors import ConfigError
 
 __all__ = ["discovered_servers"]
+
+log = logging.getLogger(__name__)
 
 
 def discovered_servers(config_text: str, source: str) -> tuple[tuple[str, ...], str] | None:
@@ -35,6 +40,10 @@ def discovered_servers(config_text: str, source: str) -> tuple[tuple[str, ...], 
     if config.discovery is None:
         return None
     endpoints = config.discovery.load()
+    if isinstance(config.discovery, FileDiscovery) and config.discovery.params.watch_file:
+        log.warning("%s: watchFile is not followed under llmd up: the endpoints file is read "
+                    "once, at start (restart llmd up after editing it; llmd epp itself "
+                    "reloads it)", source)
     if not endpoints:
         raise ConfigError(f"{source}: dataLayer.discovery.endpoints lists no endpoint")
     flags = []
