@@ -4,6 +4,7 @@ engine here (two `llmd sim` processes the test starts), and starts no simulator.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 from pathlib import Path
@@ -12,7 +13,7 @@ import openai
 import pytest
 import yaml
 from _cli import llmd_process, read_until
-from test_up_fronting import MODEL, child_cmdlines, sim_process
+from test_up_fronting import MODEL, _free_port, child_cmdlines, sim_process
 
 from llmd.errors import ConfigError
 from llmd.gateway import StackSpec
@@ -80,3 +81,19 @@ def test_a_watched_endpoints_file_is_named_as_read_once(
     assert spec.external == ("http://127.0.0.1:8001,engine=vllm,role=both",)
     warned = [r.getMessage() for r in caplog.records if "watchFile" in r.getMessage()]
     assert bool(warned) == watch, warned
+
+
+async def test_an_unreachable_listed_server_is_an_error_naming_the_config(
+        tmp_path: Path) -> None:
+    """Its error names the config's endpoint list, not an --endpoint flag nobody typed."""
+    port = _free_port()
+    config = _config(tmp_path, {"sglang": f"127.0.0.1:{port}"})
+    async with llmd_process("up", "--gateway-port", "0", "--base-port", "0",
+                            "--endpoint-wait-s", "0.5", "--epp-config-file", str(config)) as proc:
+        async with asyncio.timeout(30):
+            out = (await proc.communicate())[0].decode()
+    assert proc.returncode == 2, out
+    assert (f"error: --epp-config-file {config}: dataLayer.discovery endpoint "
+            f"'http://127.0.0.1:{port},engine=sglang,role=both': http://127.0.0.1:{port}"
+            "/v1/models did not answer within 0.5 s") in out
+    assert "--endpoint '" not in out and "Traceback" not in out

@@ -65,6 +65,12 @@ class ServerFlag:
     role: Role | None = None
     model: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    origin: str = "--endpoint"
+    """Where the user gave it, for errors: the flag, or a config's endpoint list."""
+
+    @property
+    def where(self) -> str:
+        return f"{self.origin} {self.text!r}"
 
     @property
     def url(self) -> str:
@@ -72,10 +78,10 @@ class ServerFlag:
         return f"http://{host}:{self.port}"
 
 
-def parse_server_flag(text: str) -> ServerFlag:
-    """`text` as `SERVER_FLAG`; `ConfigError` naming the part that is wrong."""
+def parse_server_flag(text: str, origin: str = "--endpoint") -> ServerFlag:
+    """`text` as `SERVER_FLAG`; `ConfigError` naming the part that is wrong (and `origin`)."""
     head, *opts = [p.strip() for p in text.split(",")]
-    where = f"--endpoint {text!r}"
+    where = f"{origin} {text!r}"
     host, port = _location(head, where)
     given: dict[str, str] = {}
     for opt in opts:
@@ -95,7 +101,7 @@ def parse_server_flag(text: str) -> ServerFlag:
         raise ConfigError(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
     return ServerFlag(text, host, port, get_adapter(engine).name if engine else None,
                       next((r for r in ROLES if r == role), None), model,
-                      tuple(given.items()))
+                      tuple(given.items()), origin)
 
 
 def _location(head: str, where: str) -> tuple[str, int]:
@@ -172,7 +178,7 @@ async def resolve_servers(flags: Sequence[ServerFlag], wait_s: float,
     seen: dict[tuple[str, int], str] = {}
     for flag in flags:
         if (flag.host, flag.port) in seen:
-            raise ConfigError(f"--endpoint {flag.text!r}: {flag.url} is already given "
+            raise ConfigError(f"{flag.where}: {flag.url} is already given "
                               f"({seen[flag.host, flag.port]!r})")
         seen[flag.host, flag.port] = flag.text
     connector = aiohttp.TCPConnector(limit=32, force_close=True)
@@ -200,7 +206,7 @@ async def resolve_servers(flags: Sequence[ServerFlag], wait_s: float,
 async def _resolve(http: aiohttp.ClientSession, name: str, flag: ServerFlag, wait_s: float,
                    progress: Progress) -> FrontedServer:
     progress(name, "starting")
-    where = f"--endpoint {flag.text!r}"
+    where = flag.where
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
             flag.host, flag.port, type=socket.SOCK_STREAM)
@@ -247,7 +253,7 @@ def pd_side_ports(servers: Sequence[FrontedServer], bootstrap_port: int
     of one engine on different side ports (the sidecar sends one)."""
     loose = [s for s in servers if s.role not in ("prefill", "decode")]
     if loose:
-        raise ConfigError([f"--endpoint {s.flag.text!r}: with --pd every server needs "
+        raise ConfigError([f"{s.flag.where}: with --pd every server needs "
                            f"role=prefill or role=decode ({s.flag.url} "
                            + (f"reports role {s.role}" if s.role else "reports none") + ")"
                            for s in loose])

@@ -59,7 +59,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from llmd._proc import Child, RestartPolicy, Supervisor, SupervisorEvent
 from llmd.config import LlmdModel
@@ -138,6 +138,8 @@ class StackSpec(LlmdModel):
         "then starts only the EPP and Envoy (and, with pd, a sidecar per decode server)")
     endpoint_wait_s: float = Field(120.0, ge=0, description="how long to wait at start for "
                                    "each external server to answer /v1/models")
+    external_origin: str = Field("--endpoint", description="where `external` came from, as "
+                                 "errors name it (the flag, or a config's endpoint list)")
 
     @model_validator(mode="before")
     @classmethod
@@ -162,17 +164,17 @@ class StackSpec(LlmdModel):
                               "give either it or --endpoint, not both")
         flags, stripped = found
         return {**data, "external": flags, "epp_config_file": None,
-                "epp_config_text": stripped}
+                "epp_config_text": stripped,
+                "external_origin": f"{source}: dataLayer.discovery endpoint"}
 
-    @field_validator("external")
-    @classmethod
-    def _endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
+    @model_validator(mode="after")
+    def _endpoints(self) -> StackSpec:
+        for item in self.external:
             try:
-                parse_server_flag(item)
+                parse_server_flag(item, self.external_origin)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
-        return value
+        return self
 
     @model_validator(mode="after")
     def _checks(self) -> StackSpec:
@@ -235,7 +237,7 @@ class StackSpec(LlmdModel):
 
     def servers(self) -> list[ServerFlag]:
         """The external servers' flags, parsed."""
-        return [parse_server_flag(text) for text in self.external]
+        return [parse_server_flag(text, self.external_origin) for text in self.external]
 
     def restart_policy(self) -> RestartPolicy:
         return RestartPolicy(max_restarts=self.max_restarts, window_s=self.restart_window_s)
