@@ -56,6 +56,15 @@ async def test_passive_window_without_traffic_is_an_error(
             await calibrate(http, f"http://127.0.0.1:{sim.port}", probes=0, window_s=0.01)
 
 
+async def test_a_server_that_went_away_is_an_error_naming_it(
+        engine: str, http: aiohttp.ClientSession) -> None:
+    async with _sim(engine) as sim:
+        url = f"http://127.0.0.1:{sim.port}"
+    # the server is gone (stopped above): a clear error naming it, nothing hangs
+    with pytest.raises(EngineError, match=f"^{url}"):
+        await asyncio.wait_for(calibrate(http, url, probes=1), 10)
+
+
 def test_prefill_counters_from_each_engines_names(engine: str) -> None:
     names = get_adapter(engine).metric_names
     page = [f"{names.prompt_tokens}_total 1000", f"{names.ttft}_sum 3.0",

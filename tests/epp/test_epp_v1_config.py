@@ -199,6 +199,26 @@ async def test_file_discovery_watch_reloads_on_change(tmp_path: Path) -> None:
             await anext(updates)
 
 
+async def test_file_discovery_keeps_the_last_endpoints_while_the_file_is_bad(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    f = tmp_path / "endpoints.yaml"
+    f.write_text("endpoints:\n- {address: 10.0.0.1, port: 8000}\n")
+    plugin = FileDiscovery("f", FileDiscovery.Params(path=f, watch_file=True,
+                                                     poll_interval_s=0.01))
+    stop = asyncio.Event()
+    updates = plugin.updates(stop)
+    async with asyncio.timeout(5):
+        assert [s.port for s in await anext(updates)] == [8000]
+        next_update = asyncio.ensure_future(anext(updates))
+        f.write_text("endpoints: [{address: 10.0.0.1, port: not-a-port}]\n")  # a bad edit
+        while "keeping the last endpoints" not in caplog.text:  # noqa: ASYNC110 (polling under a deadline)
+            await asyncio.sleep(0.01)
+        assert not next_update.done()  # no update: the pool keeps 8000
+        f.write_text("endpoints:\n- {address: 10.0.0.2, port: 8001, labels: {a: b}}\n")
+        assert [s.port for s in await next_update] == [8001]
+        stop.set()
+
+
 @pytest.mark.parametrize(("values", "message"), [
     pytest.param("router:\n  epp:\n    pluginsConfigFile: mine.yaml\n",
                  "router.epp.pluginsConfigFile: 'mine.yaml' is not in pluginsCustomConfig "
