@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -182,13 +183,19 @@ def test_file_discovery_reads_llm_ds_file_shape(tmp_path: Path) -> None:
     assert (spec.id, spec.name, spec.engine) == ("10.0.0.1:8000", "default/vllm-0", "sglang")
 
 
-async def test_file_discovery_watch_reloads_on_change(tmp_path: Path) -> None:
+def _watched(tmp_path: Path) -> tuple[Path, asyncio.Event,
+                                       AsyncIterator[Sequence[EndpointSpec]]]:
+    """An endpoints file listing port 8000, watched every 10 ms: (file, stop, updates)."""
     f = tmp_path / "endpoints.yaml"
     f.write_text("endpoints:\n- {address: 10.0.0.1, port: 8000}\n")
     plugin = FileDiscovery("f", FileDiscovery.Params(path=f, watch_file=True,
                                                      poll_interval_s=0.01))
     stop = asyncio.Event()
-    updates = plugin.updates(stop)
+    return f, stop, plugin.updates(stop)
+
+
+async def test_file_discovery_watch_reloads_on_change(tmp_path: Path) -> None:
+    f, stop, updates = _watched(tmp_path)
     async with asyncio.timeout(5):
         assert [s.port for s in await anext(updates)] == [8000]
         f.write_text("endpoints:\n- {address: 10.0.0.1, port: 8000}\n"
@@ -201,17 +208,12 @@ async def test_file_discovery_watch_reloads_on_change(tmp_path: Path) -> None:
 
 async def test_file_discovery_keeps_the_last_endpoints_while_the_file_is_bad(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    f = tmp_path / "endpoints.yaml"
-    f.write_text("endpoints:\n- {address: 10.0.0.1, port: 8000}\n")
-    plugin = FileDiscovery("f", FileDiscovery.Params(path=f, watch_file=True,
-                                                     poll_interval_s=0.01))
-    stop = asyncio.Event()
-    updates = plugin.updates(stop)
+    f, stop, updates = _watched(tmp_path)
     async with asyncio.timeout(5):
         assert [s.port for s in await anext(updates)] == [8000]
         next_update = asyncio.ensure_future(anext(updates))
         f.write_text("endpoints: [{address: 10.0.0.1, port: not-a-port}]\n")  # a bad edit
-        while "keeping the last endpoints" not in caplog.text:  # noqa: ASYNC110 (polling under a deadline)
+        while "keeping the last endpoints" not in caplog.text:  # noqa: ASYNC110 (deadline)
             await asyncio.sleep(0.01)
         assert not next_update.done()  # no update: the pool keeps 8000
         f.write_text("endpoints:\n- {address: 10.0.0.2, port: 8001, labels: {a: b}}\n")
